@@ -1,0 +1,45 @@
+"""Batched image augmentation in torch (no per-sample Python loop).
+
+All functions take float images (N, C, H, W) in [0, 1] and a ``torch.Generator`` for reproducibility.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import BackdoorlabError, valid_names
+
+AUGMENTATIONS = ("none", "crop", "crop-flip")
+DEFAULT_AUGMENTATION = {"cifar10": "crop-flip"}  # other data sets: "none" for training from scratch
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad by ``padding`` pixels and crop back to (H, W) at an independent random offset per image."""
+    n, c, h, w = images.shape
+    padded = F.pad(images, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, c, h, w)
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, c, h, w)
+    out = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+    return out
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each image left-right with probability 1/2."""
+    flip = torch.rand(images.shape[0], generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+def augment(images: torch.Tensor, kind: str, generator: torch.Generator, padding: int | None = None) -> torch.Tensor:
+    """Apply a named augmentation: ``none``, ``crop`` (random shift) or ``crop-flip`` (shift + mirror)."""
+    if kind == "none":
+        return images
+    if kind not in AUGMENTATIONS:
+        raise BackdoorlabError(f"unknown augmentation {kind!r}; valid: {valid_names(AUGMENTATIONS)}")
+    pad = padding if padding is not None else max(1, images.shape[-1] // 8)
+    images = random_crop(images, pad, generator)
+    if kind == "crop-flip":
+        images = random_flip(images, generator)
+    return images

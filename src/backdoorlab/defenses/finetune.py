@@ -1,0 +1,36 @@
+"""Fine-tuning baseline: continue training a (suspect) model on the clean budget."""
+
+from __future__ import annotations
+
+import copy
+
+import torch.nn.functional as F
+from torch import nn
+
+from ..train import TrainConfig, fit, seed_everything
+
+
+def finetune(model: nn.Module, x, y, cfg: TrainConfig, *, progress: bool = True, desc: str = "fine-tune",
+             teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.0) -> nn.Module:
+    """Return a copy of ``model`` trained on uint8 images ``x`` (N, C, H, W) with labels ``y``.
+
+    With a ``teacher`` and ``alpha > 0`` the loss is ``(1 - alpha) * CE + alpha * T^2 * KL(teacher || model)`` at
+    temperature ``T`` (knowledge distillation on the same clean images).
+    """
+    model = copy.deepcopy(model)
+    g = seed_everything(cfg.seed)
+    model.train()
+    if teacher is not None:
+        teacher.eval()
+
+    def loss_fn(xb, yb):
+        logits = model(xb)
+        loss = F.cross_entropy(logits, yb)
+        if teacher is not None and alpha > 0:
+            soft = F.softmax(teacher(xb).detach() / temperature, 1)
+            kd = F.kl_div(F.log_softmax(logits / temperature, 1), soft, reduction="batchmean") * temperature ** 2
+            loss = (1 - alpha) * loss + alpha * kd
+        return loss, logits
+
+    fit(model.parameters(), loss_fn, x, y, cfg, progress=progress, desc=desc, generator=g)
+    return model.eval()

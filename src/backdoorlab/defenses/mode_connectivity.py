@@ -1,0 +1,219 @@
+"""The mode-connectivity sanitizer (Zhao et al., ICLR 2020).
+
+Learn a curve in weight space between two models using only a small clean budget, then pick a model on it:
+points away from the endpoints keep clean accuracy but lose the backdoor, which the clean data never supports.
+
+What this implementation does, and why (details and measurements in docs/sanitizer.md):
+- The control point starts from a *fresh random initialisation* (``init="random"``), not from the midpoint of
+  the endpoints: on small models the endpoints are nearly linearly connected, and a curve started at their
+  midpoint stays in the backdoored basin.
+- The curve is trained on the fit part of the budget with t ~ U(0, 1) drawn per batch, with augmentation,
+  weight decay on the control point and a one-cycle schedule.
+- t is chosen from clean data only: a validation slice of the budget (never used to fit the curve) is scored
+  at every t of a grid, and the rule picks the t farthest from the suspect endpoint(s) whose validation
+  accuracy is within ``ca_tolerance`` of the best validation accuracy on the path (:func:`select_t`).
+- With one suspect model, the second endpoint is a fresh model distilled from the suspect on the clean budget
+  (``second_endpoint="distill"``): it learns the suspect's clean behaviour from soft labels but never sees a
+  trigger. A fine-tuned copy of the suspect (``"finetune"``) sits too close to it and keeps the backdoor.
+- Batch-norm statistics are re-estimated on the budget at every evaluated t, and the exported model carries
+  the statistics of its own t.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..budget import CleanBudget
+from ..curves import CURVES, INITS, Curve, reestimate_bn
+from ..errors import BackdoorlabError, valid_names
+from ..metrics import evaluate, predict, accuracy
+from ..train import TrainConfig, fit, seed_everything
+from .finetune import finetune
+
+SECOND_ENDPOINTS = ("distill", "finetune")
+
+
+@dataclass
+class SanitizerConfig:
+    """Hyperparameters of the sanitizer. Step counts are optimizer steps over the fit part of the budget."""
+
+    curve: str = "bezier"
+    init: str = "random"
+    steps: int = 2400
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    augment: str = "crop"
+    val_fraction: float = 0.1
+    min_val: int = 50
+    grid: int = 21
+    ca_tolerance: float = 0.02
+    second_endpoint: str = "distill"
+    second_steps: int = 2400
+    second_lr: float = 0.05
+    distill_temperature: float = 4.0
+    distill_alpha: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.curve not in CURVES:
+            raise BackdoorlabError(f"unknown curve {self.curve!r}; valid: {valid_names(CURVES)}")
+        if self.init not in INITS:
+            raise BackdoorlabError(f"unknown control-point init {self.init!r}; valid: {valid_names(INITS)}")
+        if self.second_endpoint not in SECOND_ENDPOINTS:
+            raise BackdoorlabError(f"unknown second-endpoint method {self.second_endpoint!r}; "
+                                   f"valid: {valid_names(SECOND_ENDPOINTS)}")
+        if self.grid < 3:
+            raise BackdoorlabError(f"the t grid needs at least 3 points, got {self.grid}")
+        if not 0 < self.val_fraction < 1:
+            raise BackdoorlabError(f"validation fraction must lie in (0, 1), got {self.val_fraction}")
+        if self.ca_tolerance < 0:
+            raise BackdoorlabError(f"clean-accuracy tolerance must be >= 0, got {self.ca_tolerance}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def train_config(self, steps: int, lr: float, seed: int) -> TrainConfig:
+        return TrainConfig(epochs=0, steps=steps, lr=lr, batch_size=self.batch_size, weight_decay=self.weight_decay,
+                           augment=self.augment, schedule="onecycle", seed=seed)
+
+
+@dataclass
+class SanitizeResult:
+    """The sanitized model and how it was chosen. ``path`` has one row per grid t."""
+
+    model: nn.Module
+    t: float
+    path: list[dict]
+    curve: Curve
+    seconds: dict = field(default_factory=dict)
+    second_endpoint: str | None = None
+
+
+def select_t(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.02) -> float:
+    """Pick t from clean validation accuracy alone.
+
+    Among the grid points whose validation accuracy is at least ``max(val_acc) - tolerance``, return the one
+    farthest from the suspect endpoint(s) (``suspect_ends``: (0, 1) when both endpoints are suspect, (0,) when
+    only the model at t = 0 is). Ties go to the higher validation accuracy, then to the smaller t.
+    """
+    ts, val_acc = list(map(float, ts)), list(map(float, val_acc))
+    best = max(val_acc)
+    ok = [i for i, a in enumerate(val_acc) if a >= best - tolerance - 1e-12]
+    dist = [min(abs(t - e) for e in suspect_ends) for t in ts]
+    i = max(ok, key=lambda i: (round(dist[i], 9), val_acc[i], -ts[i]))
+    return ts[i]
+
+
+def reinitialised_copy(model: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``model`` with every layer's ``reset_parameters`` called (for modules built outside the registry)."""
+    torch.manual_seed(seed)
+    fresh = copy.deepcopy(model)
+    for m in fresh.modules():
+        if hasattr(m, "reset_parameters") and m is not fresh:
+            m.reset_parameters()
+    return fresh
+
+
+class ModeConnectivitySanitizer:
+    """Repair suspect model(s) with a learned curve in weight space, using a clean budget only.
+
+    ``sanitize(suspect, budget, suspect_b=None, ...)`` returns a :class:`SanitizeResult`.
+    ``model_factory`` (a zero-argument callable returning a freshly initialised model of the suspect's
+    architecture) is used for the random control point and the distilled second endpoint; without it the
+    suspect is copied and its layers re-initialised.
+    """
+
+    def __init__(self, config: SanitizerConfig | None = None, model_factory=None, progress: bool = True):
+        self.config = config or SanitizerConfig()
+        self.model_factory = model_factory
+        self.progress = progress
+
+    def _fresh(self, like: nn.Module, seed: int) -> nn.Module:
+        if self.model_factory is not None:
+            torch.manual_seed(seed)
+            return self.model_factory()
+        return reinitialised_copy(like, seed)
+
+    def split_budget(self, budget: CleanBudget) -> tuple[CleanBudget, CleanBudget]:
+        cfg = self.config
+        n_val = max(cfg.min_val, int(round(cfg.val_fraction * len(budget))))
+        if len(budget) - n_val < cfg.min_val:
+            raise BackdoorlabError(f"clean budget of {len(budget)} images is too small: the sanitizer needs at least "
+                                   f"{2 * cfg.min_val} (a validation slice of {n_val} plus images to fit the curve)")
+        return budget.split(n_val)
+
+    def make_second_endpoint(self, suspect: nn.Module, fit_part: CleanBudget) -> nn.Module:
+        """Build the t = 1 endpoint from one suspect model and the fit part of the budget."""
+        cfg = self.config
+        tc = cfg.train_config(cfg.second_steps, cfg.second_lr, cfg.seed + 1)
+        if cfg.second_endpoint == "finetune":
+            return finetune(suspect, fit_part.x, fit_part.y, tc, progress=self.progress, desc="second endpoint")
+        student = self._fresh(suspect, cfg.seed + 1)
+        return finetune(student, fit_part.x, fit_part.y, tc, progress=self.progress, desc="second endpoint (distill)",
+                        teacher=suspect, temperature=cfg.distill_temperature, alpha=cfg.distill_alpha)
+
+    def fit_curve(self, start: nn.Module, end: nn.Module, fit_part: CleanBudget) -> Curve:
+        cfg = self.config
+        init_model = self._fresh(start, cfg.seed + 2) if cfg.init == "random" else None
+        curve = Curve(start, end, kind=cfg.curve, init=cfg.init, init_model=init_model)
+        g = seed_everything(cfg.seed)
+        curve.base.train()
+
+        def loss_fn(xb, yb):
+            t = torch.rand(1, generator=g).item()
+            logits = curve(xb, t)
+            return F.cross_entropy(logits, yb), logits
+
+        fit(list(curve.control), loss_fn, fit_part.x, fit_part.y, cfg.train_config(cfg.steps, cfg.lr, cfg.seed),
+            progress=self.progress, desc=f"{cfg.curve} curve", generator=g)
+        curve.base.eval()
+        return curve
+
+    def path(self, curve: Curve, fit_part: CleanBudget, val_part: CleanBudget, test=None, backdoor=None,
+             num_classes: int | None = None) -> list[dict]:
+        """Score every grid t: validation accuracy on the budget's held-out slice, and if ``test`` = (x, y) is
+        given, test CA (and ASR/RA with a ``backdoor``). Batch norm is re-estimated on the fit part at each t."""
+        rows = []
+        ts = torch.linspace(0, 1, self.config.grid).tolist()
+        for t in tqdm(ts, desc="path", disable=not self.progress, leave=False, dynamic_ncols=True):
+            model = curve.model_at(t, bn_data=fit_part.x)
+            row = {"t": round(t, 6), "val_accuracy": accuracy(predict(model, val_part.x), val_part.y)}
+            if test is not None:
+                row.update(evaluate(model, test[0], test[1], backdoor, num_classes))
+                row.pop("n_test", None)
+            rows.append(row)
+        return rows
+
+    def sanitize(self, suspect: nn.Module, budget: CleanBudget, suspect_b: nn.Module | None = None, *, test=None,
+                 backdoor=None, num_classes: int | None = None) -> SanitizeResult:
+        """Sanitize ``suspect`` (and ``suspect_b``, if two suspect models are given) with the clean ``budget``.
+
+        ``test`` (x, y) and ``backdoor`` are for reporting the path only; they never influence the choice of t.
+        """
+        cfg, seconds = self.config, {}
+        fit_part, val_part = self.split_budget(budget)
+        tick = time.time()
+        second = None
+        if suspect_b is None:
+            second = cfg.second_endpoint
+            suspect_b = self.make_second_endpoint(suspect, fit_part)
+            seconds["second_endpoint"] = time.time() - tick
+            tick = time.time()
+        curve = self.fit_curve(suspect, suspect_b, fit_part)
+        seconds["curve"] = time.time() - tick
+        tick = time.time()
+        rows = self.path(curve, fit_part, val_part, test, backdoor, num_classes)
+        seconds["path"] = time.time() - tick
+        ends = (0.0, 1.0) if second is None else (0.0,)
+        t = select_t([r["t"] for r in rows], [r["val_accuracy"] for r in rows], ends, cfg.ca_tolerance)
+        model = curve.model_at(t, bn_data=fit_part.x)
+        return SanitizeResult(model=model, t=t, path=rows, curve=curve, seconds=seconds, second_endpoint=second)

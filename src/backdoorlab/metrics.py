@@ -1,0 +1,58 @@
+"""Clean accuracy (CA), attack success rate (ASR) and robust accuracy (RA).
+
+Definitions (also in docs/metrics.md):
+- CA: accuracy on the full clean test set.
+- ASR, all-to-one: among test images whose true label is not the target, the fraction classified as the target
+  once the trigger is applied. All-to-all (label i -> i+1 mod K): among all test images, the fraction classified
+  as their mapped label once triggered.
+- RA: among the same triggered test images as ASR, the fraction classified as their true label.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .train import to_float
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000, transform=None) -> torch.Tensor:
+    """Predicted labels (N,) for uint8 or float images ``x`` (N, C, H, W); ``transform`` maps float batches."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = to_float(x[i:i + batch_size])
+        if transform is not None:
+            xb = transform(xb)
+        out.append(model(xb).argmax(1))
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    return (pred == labels).float().mean().item() if len(labels) else float("nan")
+
+
+def attack_success_rate(pred_triggered: torch.Tensor, labels: torch.Tensor, backdoor, num_classes: int) -> float:
+    """ASR from predictions on triggered images and their true labels (see the module docstring)."""
+    keep = backdoor.eligible(labels)
+    return accuracy(pred_triggered[keep], backdoor.target_labels(labels, num_classes)[keep])
+
+
+def robust_accuracy(pred_triggered: torch.Tensor, labels: torch.Tensor, backdoor) -> float:
+    """RA: fraction of the (ASR-eligible) triggered images still classified as their true label."""
+    keep = backdoor.eligible(labels)
+    return accuracy(pred_triggered[keep], labels[keep])
+
+
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, backdoor=None, num_classes: int | None = None,
+             batch_size: int = 1000) -> dict:
+    """CA, and with a ``backdoor`` ASR and RA, of ``model`` on images ``x`` (N, C, H, W) with labels ``y``."""
+    result = {"clean_accuracy": accuracy(predict(model, x, batch_size), y), "n_test": len(y)}
+    if backdoor is not None:
+        num_classes = num_classes or int(y.max()) + 1
+        pred = predict(model, x, batch_size, transform=backdoor.trigger.apply)
+        result["attack_success_rate"] = attack_success_rate(pred, y, backdoor, num_classes)
+        result["robust_accuracy"] = robust_accuracy(pred, y, backdoor)
+    return result

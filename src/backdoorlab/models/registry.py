@@ -1,0 +1,106 @@
+"""Architecture registry: ``@register_model("name")``, :func:`create_model`, :func:`list_models`.
+
+A builder is called as ``fn(num_classes=, in_channels=, input_size=, mean=, std=, **kwargs)`` with validated
+arguments (``input_size`` a tuple ``(H, W)``, ``mean``/``std`` tuples of ``in_channels`` floats) and returns an
+``nn.Module`` mapping images in [0, 1] of shape (N, in_channels, H, W) to logits of shape (N, num_classes).
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from typing import Callable
+
+from torch import nn
+
+from backdoorlab.errors import BackdoorlabError, valid_names
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable:
+    """Decorator registering an architecture builder under ``name``."""
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"architecture {name!r} is registered twice")
+        _REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    """Sorted names of the registered architectures."""
+    return sorted(_REGISTRY)
+
+
+def _positive_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise BackdoorlabError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _floats(values, n: int, what: str, in_channels: int) -> tuple[float, ...]:
+    if values is None:
+        return (0.5,) * n
+    if isinstance(values, numbers.Real):
+        values = [values]
+    values = list(values)
+    if len(values) != n:
+        raise BackdoorlabError(f"{what} has {len(values)} values but in_channels is {in_channels}")
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+        raise BackdoorlabError(f"{what} must be numbers, got {values!r}")
+    return tuple(float(v) for v in values)
+
+
+def create_model(
+    name: str,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    input_size: tuple[int, int] = (32, 32),
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build architecture ``name`` for images (N, in_channels, *input_size) in [0, 1] -> logits (N, num_classes).
+
+    ``mean``/``std`` (default 0.5 per channel) configure the model's first layer, :class:`Normalize`.
+    ``input_size`` may be an int (square) or a pair; lists (as read from JSON) are accepted everywhere.
+    The returned model carries ``model.arch`` (the name) and ``model.arch_args`` (a JSON-ready dict of the
+    arguments above), ready to go into checkpoint metadata.
+    """
+    if name not in _REGISTRY:
+        raise BackdoorlabError(f"unknown architecture {name!r}; valid: {valid_names(_REGISTRY)}")
+    builder = _REGISTRY[name]
+    num_classes = _positive_int(num_classes, "num_classes")
+    in_channels = _positive_int(in_channels, "in_channels")
+    if isinstance(input_size, numbers.Integral):
+        input_size = (input_size, input_size)
+    if isinstance(input_size, (str, bytes)) or not hasattr(input_size, "__len__") or len(input_size) != 2:
+        raise BackdoorlabError(f"input_size must be (height, width), got {input_size!r}")
+    input_size = tuple(_positive_int(v, "input_size") for v in input_size)
+    mean = _floats(mean, in_channels, "mean", in_channels)
+    std = _floats(std, in_channels, "std", in_channels)
+    if any(s <= 0 for s in std):
+        raise BackdoorlabError(f"std must be positive, got {std!r}")
+
+    params = inspect.signature(builder).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise BackdoorlabError(f"architecture {name!r} takes no argument(s) {', '.join(map(repr, unknown))}")
+
+    model = builder(
+        num_classes=num_classes, in_channels=in_channels, input_size=input_size, mean=mean, std=std, **kwargs
+    )
+    model.arch = name
+    model.arch_args = {
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "input_size": list(input_size),
+        "mean": list(mean),
+        "std": list(std),
+        **kwargs,
+    }
+    return model
