@@ -1,0 +1,107 @@
+"""Benchmark: plant BadNets in two endpoints, then sanitize (two models, one model) and fine-tune on clean budgets.
+
+Writes OUT/results.json (every number, with the configuration and wall times) and prints a Markdown table.
+Stages can be run separately (--stage endpoints, then --stage defenses); finished endpoints are reused.
+
+    python benchmarks/sanitizer_benchmark.py --dataset mnist --arch small-cnn --budgets 1000 3000 --out bench-out/mnist
+    python benchmarks/sanitizer_benchmark.py --dataset cifar10 --arch resnet20 --budgets 2500 --out bench-out/cifar10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import time
+
+import torch
+
+from backdoorlab.attacks import make_poisoning_attack
+from backdoorlab.data import load_dataset
+from backdoorlab.defenses import SanitizerConfig
+from backdoorlab.io import atomic_write_json
+from backdoorlab.pipeline import finetune_run, sanitize_run, train_defaults, train_run
+from backdoorlab.train import TrainConfig
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--arch", required=True)
+    ap.add_argument("--budgets", type=int, nargs="+", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--stage", choices=["all", "endpoints", "defenses"], default="all")
+    ap.add_argument("--steps", type=int, default=2400, help="curve (and second-endpoint) training steps")
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--finetune-steps", type=int, default=None, help="default: same as --steps")
+    ap.add_argument("--variants", nargs="+", default=["two", "one", "finetune"],
+                    choices=["two", "one", "finetune", "two-midpoint", "two-polychain"])
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res_path = out / "results.json"
+    results = json.loads(res_path.read_text()) if res_path.exists() else {}
+    results.update(dataset=args.dataset, arch=args.arch, machine=machine())
+    ds = load_dataset(args.dataset)
+    attack = make_poisoning_attack("badnets", target=0, poison_rate=0.1)
+    results["attack"] = attack.to_dict()
+    save = lambda: atomic_write_json(res_path, results)  # noqa: E731
+
+    if args.stage in ("all", "endpoints"):
+        results.setdefault("endpoints", {})
+        for seed in (1, 2):
+            d = out / f"endpoint-{seed}"
+            if (d / "model.json").exists():
+                continue
+            td = train_defaults(args.dataset, args.arch)
+            if args.epochs:
+                td["epochs"] = args.epochs
+            td.setdefault("augment", "none")
+            cfg = TrainConfig(seed=seed, **td)
+            _, meta = train_run(ds, args.arch, cfg, attack, out=str(d), progress=args.progress, desc=f"endpoint {seed}")
+            results["endpoints"][str(seed)] = {**meta["metrics"], "seconds": meta["training"]["seconds"],
+                                               "config": meta["training"]}
+            print(f"endpoint {seed}: {meta['metrics']} in {meta['training']['seconds']:.0f} s", flush=True)
+            save()
+
+    if args.stage in ("all", "defenses"):
+        aug = "crop-flip" if args.dataset == "cifar10" else "crop"
+        results.setdefault("defenses", {})
+        for budget in args.budgets:
+            for variant in args.variants:
+                key = f"{variant}@{budget}"
+                tick = time.time()
+                if variant == "finetune":
+                    steps = args.finetune_steps or args.steps
+                    cfg = TrainConfig(epochs=0, steps=steps, lr=args.lr / 5, augment=aug, seed=0)
+                    r = finetune_run(ds, str(out / "endpoint-1"), budget, cfg, progress=args.progress)
+                    r = {**r, "config": cfg.to_dict()}
+                else:
+                    kw = dict(steps=args.steps, second_steps=args.steps, lr=args.lr, augment=aug)
+                    if variant == "two-midpoint":
+                        kw["init"] = "midpoint"
+                    if variant == "two-polychain":
+                        kw["curve"] = "polychain"
+                    cfg = SanitizerConfig(**kw)
+                    models = [str(out / "endpoint-1")] + ([str(out / "endpoint-2")] if variant != "one" else [])
+                    r = sanitize_run(ds, models, budget, str(out / f"sanitized-{variant}-{budget}"), cfg,
+                                     progress=args.progress)
+                    r = {**r, "config": cfg.to_dict()}
+                r["wall_seconds"] = round(time.time() - tick, 1)
+                results["defenses"][key] = r
+                print(f"{key}: t={r.get('t')} CA={r['clean_accuracy']:.4f} ASR={r['attack_success_rate']:.4f} "
+                      f"({r['wall_seconds']:.0f} s)", flush=True)
+                save()
+    save()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""End-to-end runs shared by the CLI, the demo and the benchmarks: train, evaluate, sanitize.
+
+Each run returns plain dicts and saves its outputs with their configuration next to them.
+"""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+import time
+
+import torch
+import safetensors.torch
+
+from . import __version__
+from .attacks import backdoor_from_dict, make_poisoning_attack
+from .budget import SPLIT_SEED, clean_budget, default_holdout, training_part
+from .defenses import ModeConnectivitySanitizer, SanitizerConfig, finetune
+from .errors import BackdoorlabError
+from .io import atomic_path, atomic_write_json
+from .metrics import evaluate
+from .models import create_model, load_checkpoint, save_checkpoint
+from .report import plot_path
+from .train import TrainConfig, train_model
+
+# Training defaults per (data set, architecture): what reaches the benchmark targets on a 2-core CPU.
+TRAIN_DEFAULTS = {
+    ("mnist", "small-cnn"): dict(epochs=3, lr=0.05, batch_size=128),
+    ("fashion-mnist", "small-cnn"): dict(epochs=5, lr=0.05, batch_size=128),
+    ("digits", "small-cnn"): dict(epochs=40, lr=0.05, batch_size=64),
+    ("cifar10", "*"): dict(epochs=20, lr=0.1, batch_size=128, augment="crop-flip", channels_last=True),
+}
+
+
+def train_defaults(dataset: str, arch: str) -> dict:
+    return dict(TRAIN_DEFAULTS.get((dataset, arch)) or TRAIN_DEFAULTS.get((dataset, "*")) or
+                dict(epochs=10, lr=0.05, batch_size=128))
+
+
+def arch_args(dataset) -> dict:
+    return dict(num_classes=dataset.num_classes, in_channels=dataset.in_channels,
+                input_size=list(dataset.image_size), mean=list(dataset.mean), std=list(dataset.std))
+
+
+def new_model(arch: str, dataset, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model(arch, **arch_args(dataset))
+
+
+def check_model_fits(meta: dict, dataset, where: str) -> None:
+    """Raise if a checkpoint's input shape or class count does not fit ``dataset``."""
+    a = meta["arch_args"]
+    want = (dataset.in_channels, *dataset.image_size, dataset.num_classes)
+    got = (a["in_channels"], *a["input_size"], a["num_classes"])
+    if tuple(want) != tuple(got):
+        raise BackdoorlabError(f"{where} takes {got[0]}x{got[1]}x{got[2]} images with {got[3]} classes, but "
+                               f"{dataset.name} has {want[0]}x{want[1]}x{want[2]} images with {want[3]} classes")
+
+
+def backdoor_of(meta: dict):
+    """The backdoor recorded in a checkpoint's provenance, or None."""
+    attack = (meta.get("provenance") or {}).get("attack")
+    return backdoor_from_dict(attack) if attack else None
+
+
+def train_run(dataset, arch: str, cfg: TrainConfig, attack=None, out: str | None = None, holdout: int | None = None,
+              progress: bool = True, desc: str = "train") -> tuple[torch.nn.Module, dict]:
+    """Train ``arch`` on the non-held-out training images of ``dataset``, poisoned by ``attack`` if given."""
+    holdout = default_holdout(dataset.name) if holdout is None else holdout
+    x, y = training_part(dataset, holdout)
+    provenance = {"attack": None}
+    if attack is not None:
+        poisoned = attack.poison(x, y, dataset.num_classes, seed=cfg.seed)
+        x, y = poisoned.x, poisoned.y
+        provenance = {"attack": attack.to_dict(), "poisoned": len(poisoned.poisoned), "poison_seed": cfg.seed}
+    model = new_model(arch, dataset, cfg.seed)
+    tick = time.time()
+    history = train_model(model, x, y, cfg, progress=progress, desc=desc)
+    seconds = time.time() - tick
+    backdoor = attack.backdoor if attack is not None else None
+    metrics = evaluate(model, dataset.test_x, dataset.test_y, backdoor, dataset.num_classes)
+    meta = {"arch": arch, "arch_args": arch_args(dataset), "dataset": dataset.name,
+            "class_names": list(dataset.class_names), "input_shape": [dataset.in_channels, *dataset.image_size],
+            "seed": cfg.seed, "training": {**cfg.to_dict(), "train_images": len(y), "seconds": round(seconds, 1),
+                                           "final_loss": history["loss"][-1] if history["loss"] else None},
+            "holdout": {"size": holdout, "split_seed": SPLIT_SEED}, "provenance": provenance, "metrics": metrics}
+    if out is not None:
+        save_checkpoint(model, out, meta)
+    return model, meta
+
+
+def load_for(path: str, dataset, arch: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """Load a checkpoint and check it fits ``dataset`` (named data set and input shape)."""
+    model, meta = load_checkpoint(path, arch=arch, dataset=dataset.name)
+    check_model_fits(meta, dataset, f"checkpoint {path}")
+    return model, meta
+
+
+def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg: SanitizerConfig,
+                 backdoor=None, budget_seed: int = 0, progress: bool = True) -> dict:
+    """Sanitize one or two suspect checkpoints; write the model, path.json, path.png, curve and config to ``out``."""
+    if not 1 <= len(model_dirs) <= 2:
+        raise BackdoorlabError(f"sanitize takes one or two models, got {len(model_dirs)}")
+    loaded = [load_for(p, dataset) for p in model_dirs]
+    metas = [m for _, m in loaded]
+    if len(loaded) == 2 and (metas[0]["arch"], metas[0]["arch_args"]) != (metas[1]["arch"], metas[1]["arch_args"]):
+        raise BackdoorlabError(f"the two models have different architectures ({metas[0]['arch']} vs "
+                               f"{metas[1]['arch']}); a curve needs two models of the same architecture")
+    holdout = (metas[0].get("holdout") or {}).get("size", default_holdout(dataset.name))
+    budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
+    if backdoor is None:
+        backdoor = backdoor_of(metas[0])
+    arch, args = metas[0]["arch"], metas[0]["arch_args"]
+    factory = lambda: create_model(arch, **args)  # noqa: E731
+    sanitizer = ModeConnectivitySanitizer(cfg, factory, progress=progress)
+    test = (dataset.test_x, dataset.test_y)
+    endpoints = [evaluate(m, *test, backdoor, dataset.num_classes) for m, _ in loaded]
+    result = sanitizer.sanitize(loaded[0][0], budget, loaded[1][0] if len(loaded) == 2 else None, test=test,
+                                backdoor=backdoor, num_classes=dataset.num_classes)
+    final = evaluate(result.model, *test, backdoor, dataset.num_classes)
+    if result.second_endpoint is not None:
+        end_model = result.curve.model_at(1.0)
+        endpoints.append(evaluate(end_model, *test, backdoor, dataset.num_classes) | {"made_by": result.second_endpoint})
+    out_dir = pathlib.Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = {"command": "sanitize", "models": [str(p) for p in model_dirs], "dataset": dataset.name,
+              "clean_budget": budget_size, "budget_seed": budget_seed, "holdout": holdout,
+              "sanitizer": cfg.to_dict(), "evaluated_backdoor": backdoor.to_dict() if backdoor else None,
+              "backdoorlab_version": __version__}
+    summary = {"t": result.t, "clean_accuracy": final["clean_accuracy"],
+               "attack_success_rate": final.get("attack_success_rate"),
+               "robust_accuracy": final.get("robust_accuracy"),
+               "endpoints": [{k: e.get(k) for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy",
+                                                      "made_by") if k in e} for e in endpoints],
+               "curve": cfg.curve, "rule": f"farthest t from the suspect endpoint(s) with validation accuracy within "
+                                           f"{cfg.ca_tolerance:.3f} of the best on the path",
+               "seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "path": result.path}
+    meta = {"arch": arch, "arch_args": args, "dataset": dataset.name, "class_names": metas[0].get("class_names"),
+            "input_shape": metas[0].get("input_shape"), "seed": cfg.seed, "holdout": metas[0].get("holdout"),
+            "provenance": {**(metas[0].get("provenance") or {}),
+                           "sanitized": {"method": "mode-connectivity", "from": [str(p) for p in model_dirs],
+                                         "t": result.t, "curve": cfg.curve, "clean_budget": budget_size,
+                                         "second_endpoint": result.second_endpoint}},
+            "metrics": final}
+    save_checkpoint(result.model, out_dir, meta)
+    control = {k: v.detach().contiguous() for k, v in zip(result.curve.names, result.curve.control)}
+    with atomic_path(out_dir / "curve.safetensors") as tmp:
+        safetensors.torch.save_file(control, str(tmp), metadata={"curve": cfg.curve})
+    atomic_write_json(out_dir / "path.json", summary)
+    atomic_write_json(out_dir / "config.json", config)
+    plot_path(result.path, result.t, out_dir / "path.png",
+              title=f"{cfg.curve} curve, {dataset.name}, {arch}, clean budget {budget_size}",
+              one_suspect=result.second_endpoint is not None)
+    return summary
+
+
+def finetune_run(dataset, model_dir: str, budget_size: int, cfg: TrainConfig, backdoor=None, budget_seed: int = 0,
+                 progress: bool = True) -> dict:
+    """Fine-tuning baseline on the same clean budget (for comparison tables)."""
+    model, meta = load_for(model_dir, dataset)
+    holdout = (meta.get("holdout") or {}).get("size", default_holdout(dataset.name))
+    budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
+    tuned = finetune(model, budget.x, budget.y, cfg, progress=progress)
+    return evaluate(tuned, dataset.test_x, dataset.test_y, backdoor or backdoor_of(meta), dataset.num_classes)

@@ -1,0 +1,35 @@
+"""Plots: clean accuracy and attack success rate along a curve (the paper's figure)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .io import atomic_path  # noqa: E402
+
+
+def plot_path(rows: list[dict], chosen_t: float, out, title: str = "", one_suspect: bool = False) -> None:
+    """Write a PNG of test CA, ASR (when known) and budget validation accuracy against t, with the chosen t."""
+    ts = [r["t"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    if "clean_accuracy" in rows[0]:
+        ax.plot(ts, [100 * r["clean_accuracy"] for r in rows], "o-", color="tab:blue", label="clean accuracy (test)")
+    if rows[0].get("attack_success_rate") is not None:
+        ax.plot(ts, [100 * r["attack_success_rate"] for r in rows], "s-", color="tab:red",
+                label="attack success rate (test)")
+    ax.plot(ts, [100 * r["val_accuracy"] for r in rows], ":", color="tab:gray", label="validation accuracy (budget)")
+    ax.axvline(chosen_t, color="k", lw=1, ls="--", label=f"chosen t = {chosen_t:.2f}")
+    ax.set_xlabel("t  (0 = suspect model" + (", 1 = made from the budget)" if one_suspect else "; 1 = second model)"))
+    ax.set_ylabel("%")
+    ax.set_ylim(-3, 103)
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center right", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,134 @@
+import pytest
+import torch
+
+from backdoorlab.attacks import Backdoor, BadNets, make_poisoning_attack
+from backdoorlab.augment import augment
+from backdoorlab.budget import clean_budget, holdout_split
+from backdoorlab.defenses.mode_connectivity import select_t
+from backdoorlab.errors import BackdoorlabError
+from backdoorlab.metrics import attack_success_rate, robust_accuracy
+from backdoorlab.triggers import PatchTrigger, parse_position, trigger_from_dict
+
+
+def test_default_patch_covers_rows_24_to_26_on_mnist():
+    x = torch.zeros(2, 1, 28, 28)
+    y = PatchTrigger().apply(x)
+    assert y[:, :, 24:27, 24:27].eq(1).all()
+    assert y.sum() == 2 * 9
+    assert x.sum() == 0  # input untouched
+
+
+def test_patch_positions_values_and_roundtrip():
+    x = torch.full((1, 3, 32, 32), 0.5)
+    t = PatchTrigger(size=4, position="top-left", value=(1.0, 0.0, 0.25), margin=0)
+    y = t.apply(x)
+    assert torch.equal(y[0, :, 0, 0], torch.tensor([1.0, 0.0, 0.25]))
+    assert y[0, :, 4, 4].eq(0.5).all()
+    t2 = trigger_from_dict(t.to_dict())
+    assert torch.equal(t2.apply(x), y)
+    assert PatchTrigger(2, (5, 6)).box(32, 32) == (5, 6)
+    assert parse_position("3,4") == (3, 4)
+
+
+@pytest.mark.parametrize("kwargs,match", [({"size": 0}, "positive"), ({"value": 2.0}, r"\[0, 1\]"),
+                                          ({"position": "middle"}, "unknown trigger position")])
+def test_patch_bad_arguments(kwargs, match):
+    with pytest.raises(BackdoorlabError, match=match):
+        PatchTrigger(**kwargs)
+
+
+def test_patch_too_big_for_image():
+    with pytest.raises(BackdoorlabError, match="does not fit"):
+        PatchTrigger(size=8).apply(torch.zeros(1, 1, 8, 8))
+
+
+def test_badnets_poisons_exact_fraction_of_non_target_images():
+    x = torch.zeros(1000, 1, 28, 28, dtype=torch.uint8)
+    y = torch.arange(1000) % 10
+    atk = make_poisoning_attack("badnets", target=0, poison_rate=0.1)
+    p = atk.poison(x, y, 10, seed=1)
+    assert len(p.poisoned) == 100
+    assert (y[p.poisoned] != 0).all()
+    assert (p.y[p.poisoned] == 0).all()
+    assert p.x[p.poisoned][:, :, 24:27, 24:27].eq(255).all()
+    clean = torch.ones(1000, dtype=torch.bool)
+    clean[p.poisoned] = False
+    assert torch.equal(p.x[clean], x[clean]) and torch.equal(p.y[clean], y[clean])
+    assert torch.equal(atk.poison(x, y, 10, seed=1).poisoned, p.poisoned)  # seeded
+    assert x.sum() == 0  # input untouched
+
+
+def test_all_to_all_labels_and_bad_rates():
+    bd = Backdoor(PatchTrigger(), "all-to-all")
+    assert torch.equal(bd.target_labels(torch.tensor([0, 5, 9]), 10), torch.tensor([1, 6, 0]))
+    with pytest.raises(BackdoorlabError, match="poison rate"):
+        BadNets(bd, poison_rate=-0.1)
+    with pytest.raises(BackdoorlabError, match="out of range"):
+        make_poisoning_attack("badnets", target=10).poison(torch.zeros(4, 1, 8, 8, dtype=torch.uint8),
+                                                           torch.arange(4), 10)
+    with pytest.raises(BackdoorlabError, match="valid: 'badnets'"):
+        make_poisoning_attack("nope")
+
+
+def test_asr_all_to_one_excludes_target_class():
+    bd = Backdoor(PatchTrigger(), "all-to-one", target=0)
+    labels = torch.tensor([0, 0, 1, 2, 3, 4])
+    pred = torch.tensor([0, 0, 0, 0, 3, 1])
+    # eligible: labels 1,2,3,4 -> predictions 0,0,3,1 -> 2 of 4 hit the target
+    assert attack_success_rate(pred, labels, bd, 5) == pytest.approx(0.5)
+    assert robust_accuracy(pred, labels, bd) == pytest.approx(0.25)
+
+
+def test_asr_all_to_all_counts_every_image():
+    bd = Backdoor(PatchTrigger(), "all-to-all")
+    labels = torch.tensor([0, 1, 2, 3])
+    pred = torch.tensor([1, 2, 2, 0])
+    assert attack_success_rate(pred, labels, bd, 4) == pytest.approx(0.75)
+    assert robust_accuracy(pred, labels, bd) == pytest.approx(0.25)
+
+
+def test_select_t_rule():
+    ts = [0, 0.25, 0.5, 0.75, 1]
+    assert select_t(ts, [0.99, 0.98, 0.975, 0.98, 0.99], tolerance=0.02) == 0.5
+    assert select_t(ts, [0.99, 0.98, 0.90, 0.985, 0.99], tolerance=0.02) == 0.75
+    assert select_t(ts, [0.99, 0.98, 0.90, 0.95, 0.96], suspect_ends=(0,), tolerance=0.02) == 0.25
+    assert select_t(ts, [0.99, 0.97, 0.97, 0.97, 0.975], suspect_ends=(0,), tolerance=0.02) == 1.0
+
+
+def test_random_crop_is_a_shift_and_flip_mirrors():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 8, 8)
+    y = augment(x, "crop", g, padding=2)
+    assert y.shape == x.shape
+    for i in range(16):  # every output is the input shifted by at most 2 pixels, zero-filled
+        found = False
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                shifted = torch.zeros_like(x[i])
+                src = x[i][:, max(0, dy):8 + min(0, dy), max(0, dx):8 + min(0, dx)]
+                shifted[:, max(0, -dy):8 + min(0, -dy), max(0, -dx):8 + min(0, -dx)] = src
+                found |= torch.equal(shifted, y[i])
+        assert found
+    z = augment(x, "crop-flip", torch.Generator().manual_seed(1), padding=0)
+    assert all(torch.equal(z[i], x[i]) or torch.equal(z[i], x[i].flip(2)) for i in range(16))
+
+
+class _Fake:
+    name = "fake"
+
+    def __init__(self, n):
+        self.train_x = torch.arange(n).view(n, 1, 1, 1).to(torch.uint8)
+        self.train_y = torch.arange(n) % 10
+
+
+def test_clean_budget_from_holdout_pool_only():
+    ds = _Fake(200)
+    train_idx, pool = holdout_split(200, 50)
+    assert len(set(train_idx.tolist()) & set(pool.tolist())) == 0 and len(pool) == 50
+    b = clean_budget(ds, 30, seed=0, holdout=50)
+    assert set(b.indices.tolist()) <= set(pool.tolist()) and len(b) == 30
+    assert torch.equal(clean_budget(ds, 30, seed=0, holdout=50).indices, b.indices)
+    with pytest.raises(BackdoorlabError, match="larger than the held-out pool of 50"):
+        clean_budget(ds, 51, holdout=50)
+    fit_part, val = b.split(10)
+    assert len(fit_part) == 20 and len(val) == 10
