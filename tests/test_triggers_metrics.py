@@ -132,3 +132,16 @@ def test_clean_budget_from_holdout_pool_only():
         clean_budget(ds, 51, holdout=50)
     fit_part, val = b.split(10)
     assert len(fit_part) == 20 and len(val) == 10
+
+
+def test_affine_augmentation_shapes_range_and_seed():
+    x = torch.zeros(4, 1, 28, 28)
+    x[:, :, 10:18, 10:18] = 1.0
+    a = augment(x, "affine", torch.Generator().manual_seed(0))
+    b = augment(x, "affine", torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1 + 1e-6
+    assert not torch.equal(a, x)
+    assert abs(a.sum() - x.sum()) / x.sum() < 0.35  # content is moved and scaled a little, not destroyed
+    with pytest.raises(BackdoorlabError, match="unknown augmentation"):
+        augment(x, "warp", torch.Generator())

@@ -5,12 +5,14 @@ All functions take float images (N, C, H, W) in [0, 1] and a ``torch.Generator``
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from .errors import BackdoorlabError, valid_names
 
-AUGMENTATIONS = ("none", "crop", "crop-flip")
+AUGMENTATIONS = ("none", "crop", "crop-flip", "affine")
 DEFAULT_AUGMENTATION = {"cifar10": "crop-flip"}  # other data sets: "none" for training from scratch
 
 
@@ -32,12 +34,29 @@ def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
+def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: float = 12.0, translate: float = 0.1,
+                  scale: tuple[float, float] = (0.9, 1.1)) -> torch.Tensor:
+    """Rotate by up to +-``degrees``, scale by a factor in ``scale`` and shift by up to ``translate`` of the image
+    size, independently per image (bilinear resampling, zero fill). For small greyscale images (digits, clothes)."""
+    n = images.shape[0]
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    factor = scale[0] + torch.rand(n, generator=generator) * (scale[1] - scale[0])
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * 2 * translate  # grid coordinates span [-1, 1]
+    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def augment(images: torch.Tensor, kind: str, generator: torch.Generator, padding: int | None = None) -> torch.Tensor:
-    """Apply a named augmentation: ``none``, ``crop`` (random shift) or ``crop-flip`` (shift + mirror)."""
+    """Apply a named augmentation: ``none``, ``crop`` (random shift), ``crop-flip`` (shift + mirror) or ``affine``
+    (rotation, scale and shift)."""
     if kind == "none":
         return images
     if kind not in AUGMENTATIONS:
         raise BackdoorlabError(f"unknown augmentation {kind!r}; valid: {valid_names(AUGMENTATIONS)}")
+    if kind == "affine":
+        return random_affine(images, generator)
     pad = padding if padding is not None else max(1, images.shape[-1] // 8)
     images = random_crop(images, pad, generator)
     if kind == "crop-flip":

@@ -136,11 +136,8 @@ def evaluate(model_dir, dataset, attack, target, all_to_all, trigger_size, trigg
     from .metrics import evaluate as evaluate_model
     from .models import load_checkpoint
     from .pipeline import backdoor_of, check_model_fits
-    if dataset is None:
-        _, meta = load_checkpoint(model_dir)
-        dataset = meta["dataset"]
-    ds = _dataset(dataset, data_dir)
-    model, meta = load_checkpoint(model_dir, dataset=ds.name)
+    model, meta = load_checkpoint(model_dir, dataset=dataset)
+    ds = _dataset(meta["dataset"], data_dir)
     check_model_fits(meta, ds, f"checkpoint {model_dir}")
     atk = _make_attack(attack, target, all_to_all, trigger_size, trigger_position, trigger_value)
     backdoor = atk.backdoor if atk is not None else backdoor_of(meta)

@@ -38,7 +38,7 @@ from ..metrics import evaluate, predict, accuracy
 from ..train import TrainConfig, fit, seed_everything
 from .finetune import finetune
 
-SECOND_ENDPOINTS = ("distill", "finetune")
+SECOND_ENDPOINTS = ("scratch", "distill", "finetune")
 
 
 @dataclass
@@ -54,13 +54,14 @@ class SanitizerConfig:
     augment: str = "crop"
     val_fraction: float = 0.1
     min_val: int = 50
-    grid: int = 21
+    grid: int = 11
     ca_tolerance: float = 0.02
-    second_endpoint: str = "distill"
+    second_endpoint: str = "scratch"
     second_steps: int = 2400
     second_lr: float = 0.05
     distill_temperature: float = 4.0
     distill_alpha: float = 0.9
+    curve_distill: float = 0.0  # weight of distillation from the endpoints' mean prediction in the curve loss
     seed: int = 0
 
     def __post_init__(self):
@@ -158,6 +159,8 @@ class ModeConnectivitySanitizer:
         if cfg.second_endpoint == "finetune":
             return finetune(suspect, fit_part.x, fit_part.y, tc, progress=self.progress, desc="second endpoint")
         student = self._fresh(suspect, cfg.seed + 1)
+        if cfg.second_endpoint == "scratch":
+            return finetune(student, fit_part.x, fit_part.y, tc, progress=self.progress, desc="second endpoint (scratch)")
         return finetune(student, fit_part.x, fit_part.y, tc, progress=self.progress, desc="second endpoint (distill)",
                         teacher=suspect, temperature=cfg.distill_temperature, alpha=cfg.distill_alpha)
 
@@ -168,10 +171,19 @@ class ModeConnectivitySanitizer:
         g = seed_everything(cfg.seed)
         curve.base.train()
 
+        teachers = [start.eval(), end.eval()]
+        temp, alpha = cfg.distill_temperature, cfg.curve_distill
+
         def loss_fn(xb, yb):
             t = torch.rand(1, generator=g).item()
             logits = curve(xb, t)
-            return F.cross_entropy(logits, yb), logits
+            loss = F.cross_entropy(logits, yb)
+            if alpha > 0:
+                with torch.no_grad():
+                    soft = torch.stack([F.softmax(m(xb) / temp, 1) for m in teachers]).mean(0)
+                kd = F.kl_div(F.log_softmax(logits / temp, 1), soft, reduction="batchmean") * temp ** 2
+                loss = (1 - alpha) * loss + alpha * kd
+            return loss, logits
 
         fit(list(curve.control), loss_fn, fit_part.x, fit_part.y, cfg.train_config(cfg.steps, cfg.lr, cfg.seed),
             progress=self.progress, desc=f"{cfg.curve} curve", generator=g)

@@ -1,0 +1,151 @@
+"""The command line end to end on the bundled 8x8 digits (small and fast), and its one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from backdoorlab.cli import main
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two small backdoored digit models, trained once for the module."""
+    root = tmp_path_factory.mktemp("cli")
+    dirs = []
+    for seed in (1, 2):
+        d = root / f"m{seed}"
+        assert main(["train", "--dataset", "digits", "--arch", "small-cnn", "--attack", "badnets", "--target", "0",
+                     "--poison-rate", "0.1", "--epochs", "25", "--seed", str(seed), "--out", str(d), "--no-progress"]) == 0
+        dirs.append(d)
+    return root, dirs
+
+
+def test_train_writes_checkpoint_with_provenance(trained):
+    _, (m1, _) = trained
+    meta = json.loads((m1 / "model.json").read_text())
+    assert (m1 / "model.safetensors").exists()
+    assert meta["arch"] == "small-cnn" and meta["dataset"] == "digits" and meta["seed"] == 1
+    assert meta["provenance"]["attack"]["name"] == "badnets"
+    assert meta["provenance"]["attack"]["trigger"] == {"kind": "patch", "size": 3, "position": "bottom-right",
+                                                       "value": 1.0, "margin": 1}
+    assert meta["metrics"]["attack_success_rate"] > 0.5
+    assert not [p for p in m1.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_evaluate_json_uses_recorded_attack(trained, capsys):
+    _, (m1, _) = trained
+    code, out, _ = run(capsys, "evaluate", str(m1), "--dataset", "digits", "--json")
+    assert code == 0
+    r = json.loads(out)
+    meta = json.loads((m1 / "model.json").read_text())
+    assert r["clean_accuracy"] == pytest.approx(meta["metrics"]["clean_accuracy"])
+    assert r["attack_success_rate"] == pytest.approx(meta["metrics"]["attack_success_rate"])
+    assert 0 <= r["robust_accuracy"] <= 1 - r["attack_success_rate"] + 1e-9
+    # an explicitly given attack overrides the sidecar: another target gives another ASR
+    code, out, _ = run(capsys, "evaluate", str(m1), "--attack", "badnets", "--target", "5", "--json")
+    assert code == 0 and json.loads(out)["backdoor"]["target"] == 5
+
+
+def test_sanitize_two_models_outputs(trained, capsys):
+    root, (m1, m2) = trained
+    out_dir = root / "san"
+    code, out, err = run(capsys, "sanitize", str(m1), str(m2), "--dataset", "digits", "--clean-budget", "300",
+                         "--out", str(out_dir), "--steps", "60", "--grid", "5", "--json", "--no-progress")
+    assert code == 0, err
+    r = json.loads(out)
+    assert set(r) >= {"t", "clean_accuracy", "attack_success_rate", "path"}
+    assert [p["t"] for p in r["path"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    for name in ("model.safetensors", "model.json", "path.json", "path.png", "curve.safetensors", "config.json"):
+        assert (out_dir / name).exists(), name
+    path = json.loads((out_dir / "path.json").read_text())
+    assert path["t"] == r["t"] and len(path["points"] if "points" in path else path["path"]) == 5
+    # the exported model is standalone: evaluate reproduces the reported numbers
+    code, out, _ = run(capsys, "evaluate", str(out_dir), "--json")
+    ev = json.loads(out)
+    assert ev["clean_accuracy"] == pytest.approx(r["clean_accuracy"])
+    assert ev["attack_success_rate"] == pytest.approx(r["attack_success_rate"])
+    meta = json.loads((out_dir / "model.json").read_text())
+    assert meta["provenance"]["sanitized"]["t"] == r["t"]
+
+
+def test_sanitize_one_model_makes_second_endpoint(trained, capsys):
+    root, (m1, _) = trained
+    code, out, err = run(capsys, "sanitize", str(m1), "--dataset", "digits", "--clean-budget", "300", "--out",
+                         str(root / "san1"), "--steps", "40", "--grid", "3", "--no-progress")
+    assert code == 0, err
+    assert "second endpoint (distill)" in out and "sanitized (t =" in out
+
+
+@pytest.mark.parametrize("args,match", [
+    (["train", "--dataset", "nope", "--arch", "small-cnn", "--out", "x"], "unknown dataset 'nope'; valid: 'cifar10'"),
+    (["train", "--dataset", "digits", "--arch", "nope", "--out", "x"], "unknown architecture 'nope'; valid:"),
+    (["train", "--dataset", "digits", "--arch", "small-cnn", "--attack", "badnets", "--poison-rate", "-0.1",
+      "--out", "x"], "poison rate must lie in [0, 1]"),
+    (["train", "--dataset", "digits", "--arch", "small-cnn", "--attack", "nope", "--out", "x"],
+     "unknown attack 'nope'"),
+    (["train", "--dataset", "digits", "--arch", "small-cnn", "--attack", "badnets", "--target", "12", "--out", "x"],
+     "target label 12 is out of range"),
+])
+def test_bad_input_one_line_error(args, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *args)
+    assert code == 2
+    assert err.startswith("error: ") and match in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_budget_larger_than_pool(trained, capsys, tmp_path):
+    _, (m1, _) = trained
+    code, _, err = run(capsys, "sanitize", str(m1), "--dataset", "digits", "--clean-budget", "5000", "--out",
+                       str(tmp_path / "o"))
+    assert code == 2 and "larger than the held-out pool of 400" in err and err.count("\n") == 1
+
+
+def test_checkpoint_of_another_dataset_or_architecture(trained, capsys, tmp_path):
+    _, (m1, m2) = trained
+    code, _, err = run(capsys, "evaluate", str(m1), "--dataset", "mnist")
+    assert code == 2 and "trained on 'digits', not 'mnist'" in err
+    other = tmp_path / "other"
+    assert main(["train", "--dataset", "digits", "--arch", "vgg16-bn", "--epochs", "1", "--out", str(other),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    code, _, err = run(capsys, "sanitize", str(m1), str(other), "--dataset", "digits", "--clean-budget", "200",
+                       "--out", str(tmp_path / "o"))
+    assert code == 2 and "different architectures" in err
+
+
+def test_corrupt_checkpoint(trained, capsys, tmp_path):
+    _, (m1, _) = trained
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "model.json").write_text((m1 / "model.json").read_text())
+    (bad / "model.safetensors").write_bytes((m1 / "model.safetensors").read_bytes()[:1000])
+    code, _, err = run(capsys, "evaluate", str(bad), "--dataset", "digits")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    code, _, err = run(capsys, "evaluate", str(tmp_path / "missing"), "--dataset", "digits")
+    assert code == 2 and "missing" in err
+
+
+def test_missing_data_files_clear_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("BACKDOORLAB_MIRROR", "http://127.0.0.1:9")  # nothing listens there: download fails fast
+    code, _, err = run(capsys, "train", "--dataset", "mnist", "--arch", "small-cnn", "--out", str(tmp_path / "o"),
+                       "--data-dir", str(tmp_path / "empty"), "--no-progress")
+    assert code == 2 and err.startswith("error: ") and "mnist" in err and err.count("\n") == 1
+
+
+def test_console_script_no_traceback(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    p = subprocess.run([sys.executable, "-m", "backdoorlab.cli", "train", "--dataset", "digits", "--arch", "resnet99",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "unknown architecture" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "backdoorlab.cli", "list"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0 and "resnet20" in p.stdout and "digits" in p.stdout
