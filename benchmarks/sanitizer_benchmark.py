@@ -19,6 +19,7 @@ import time
 import torch
 
 from backdoorlab.attacks import make_poisoning_attack
+from backdoorlab.augment import sanitizer_augmentation
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses import SanitizerConfig
 from backdoorlab.io import atomic_write_json
@@ -73,7 +74,7 @@ def main():
             save()
 
     if args.stage in ("all", "defenses"):
-        aug = "crop-flip" if args.dataset == "cifar10" else "crop"
+        aug = sanitizer_augmentation(args.dataset)
         results.setdefault("defenses", {})
         for budget in args.budgets:
             for variant in args.variants:

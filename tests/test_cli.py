@@ -82,7 +82,7 @@ def test_sanitize_one_model_makes_second_endpoint(trained, capsys):
     code, out, err = run(capsys, "sanitize", str(m1), "--dataset", "digits", "--clean-budget", "300", "--out",
                          str(root / "san1"), "--steps", "40", "--grid", "3", "--no-progress")
     assert code == 0, err
-    assert "second endpoint (distill)" in out and "sanitized (t =" in out
+    assert "second endpoint (scratch)" in out and "sanitized (t =" in out
 
 
 @pytest.mark.parametrize("args,match", [

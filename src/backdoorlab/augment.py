@@ -16,6 +16,11 @@ AUGMENTATIONS = ("none", "crop", "crop-flip", "affine")
 DEFAULT_AUGMENTATION = {"cifar10": "crop-flip"}  # other data sets: "none" for training from scratch
 
 
+def sanitizer_augmentation(dataset_name: str) -> str:
+    """Augmentation for training on a small clean budget: crop-flip for CIFAR-10, affine for greyscale sets."""
+    return "crop-flip" if dataset_name == "cifar10" else "affine"
+
+
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
     """Zero-pad by ``padding`` pixels and crop back to (H, W) at an independent random offset per image."""
     n, c, h, w = images.shape

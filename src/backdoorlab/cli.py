@@ -165,12 +165,13 @@ def evaluate(model_dir, dataset, attack, target, all_to_all, trigger_size, trigg
 @click.option("--steps", default=2400, show_default=True, type=int, help="Curve training steps.")
 @click.option("--lr", default=0.05, show_default=True, type=float, help="Curve training peak learning rate.")
 @click.option("--batch-size", default=128, show_default=True, type=int)
-@click.option("--augment", default=None, help="none, crop or crop-flip (default: crop-flip for cifar10, else crop).")
-@click.option("--second-endpoint", default="distill", show_default=True,
-              help="With one model: how to make the second endpoint (distill or finetune).")
-@click.option("--tolerance", default=0.02, show_default=True, type=float,
+@click.option("--augment", default=None,
+              help="none, crop, crop-flip or affine (default: crop-flip for cifar10, else affine).")
+@click.option("--second-endpoint", default="scratch", show_default=True,
+              help="With one model: how to make the second endpoint (scratch, distill or finetune).")
+@click.option("--tolerance", default=0.04, show_default=True, type=float,
               help="Clean-accuracy tolerance of the t-selection rule (fraction).")
-@click.option("--grid", default=21, show_default=True, type=int, help="Number of t values evaluated on [0, 1].")
+@click.option("--grid", default=11, show_default=True, type=int, help="Number of t values evaluated on [0, 1].")
 @_backdoor_options
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
@@ -186,6 +187,7 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
     OUT/curve.safetensors (the trained control point) and OUT/config.json. The trigger is never used to
     choose the model; --attack only adds the ASR column to the report.
     """
+    from .augment import sanitizer_augmentation
     from .defenses import SanitizerConfig
     from .pipeline import sanitize_run
     if len(model_dirs) > 2:
@@ -194,7 +196,7 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
         raise BackdoorlabError(f"--steps must be >= 1, got {steps}")
     ds = _dataset(dataset, data_dir)
     if augment is None:
-        augment = "crop-flip" if ds.name == "cifar10" else "crop"
+        augment = sanitizer_augmentation(ds.name)
     cfg = SanitizerConfig(curve=curve, init=init, steps=steps, second_steps=steps, lr=lr, batch_size=batch_size,
                           augment=augment, second_endpoint=second_endpoint, ca_tolerance=tolerance, grid=grid, seed=seed)
     atk = _make_attack(attack, target, all_to_all, trigger_size, trigger_position, trigger_value)

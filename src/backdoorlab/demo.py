@@ -10,11 +10,12 @@ from .attacks import make_poisoning_attack
 from .data import load_dataset
 from .defenses import SanitizerConfig
 from .io import atomic_write_json
-from .pipeline import sanitize_run, train_defaults, train_run
+from .pipeline import sanitize_run, train_run
 from .train import TrainConfig
 
 DEMO_BUDGET = 400
-DEMO_SANITIZER = dict(steps=800, lr=0.05, batch_size=64, augment="crop", ca_tolerance=0.02)
+DEMO_TRAIN = dict(epochs=20, lr=0.05, batch_size=64)
+DEMO_SANITIZER = dict(steps=500, lr=0.05, batch_size=64, augment="affine")
 
 
 def run_demo(out: str, seed: int = 0, progress: bool = True, echo=print) -> dict:
@@ -28,7 +29,7 @@ def run_demo(out: str, seed: int = 0, progress: bool = True, echo=print) -> dict
          f"BadNets 3x3 white square, target 0, 10% poisoned")
     endpoints = []
     for i in (1, 2):
-        cfg = TrainConfig(seed=seed + i, **train_defaults("digits", "small-cnn"))
+        cfg = TrainConfig(seed=seed + i, **DEMO_TRAIN)
         _, meta = train_run(ds, "small-cnn", cfg, attack, out=str(out_dir / f"endpoint-{i}"), progress=progress,
                             desc=f"endpoint {i}")
         endpoints.append(meta["metrics"])

@@ -21,7 +21,8 @@ def plot_path(rows: list[dict], chosen_t: float, out, title: str = "", one_suspe
                 label="attack success rate (test)")
     ax.plot(ts, [100 * r["val_accuracy"] for r in rows], ":", color="tab:gray", label="validation accuracy (budget)")
     ax.axvline(chosen_t, color="k", lw=1, ls="--", label=f"chosen t = {chosen_t:.2f}")
-    ax.set_xlabel("t  (0 = suspect model" + (", 1 = made from the budget)" if one_suspect else "; 1 = second model)"))
+    ax.set_xlabel("t   (0 = suspect model, 1 = model trained on the clean budget)" if one_suspect
+                  else "t   (0 = suspect model 1, 1 = suspect model 2)")
     ax.set_ylabel("%")
     ax.set_ylim(-3, 103)
     ax.set_xlim(0, 1)

@@ -51,11 +51,11 @@ class SanitizerConfig:
     lr: float = 0.05
     weight_decay: float = 5e-4
     batch_size: int = 128
-    augment: str = "crop"
+    augment: str = "affine"
     val_fraction: float = 0.1
     min_val: int = 50
     grid: int = 11
-    ca_tolerance: float = 0.02
+    ca_tolerance: float = 0.04
     second_endpoint: str = "scratch"
     second_steps: int = 2400
     second_lr: float = 0.05
@@ -99,7 +99,7 @@ class SanitizeResult:
     second_endpoint: str | None = None
 
 
-def select_t(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.02) -> float:
+def select_t(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.04) -> float:
     """Pick t from clean validation accuracy alone.
 
     Among the grid points whose validation accuracy is at least ``max(val_acc) - tolerance``, return the one
