@@ -19,19 +19,7 @@ import torch
 from backdoorlab.data import ChecksumWarning, Dataset, list_datasets, load_dataset, resolve_data_dir
 from backdoorlab.errors import BackdoorlabError
 
-IDX_NAMES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-             "t10k-labels-idx1-ubyte.gz"]
-
-
-def shared_data(*files: str) -> Path:
-    """The real data directory from env BACKDOORLAB_DATA; skips the test if it is unset or lacks ``files``."""
-    root = os.environ.get("BACKDOORLAB_DATA")
-    if not root:
-        pytest.skip("BACKDOORLAB_DATA is not set (it should point at the real data sets)")
-    missing = [f for f in files if not (Path(root) / f).is_file()]
-    if missing:
-        pytest.skip(f"real data missing under {root}: {', '.join(missing)}")
-    return Path(root)
+from conftest import IDX_NAMES, shared_data  # noqa: E402
 
 
 def assert_names(info, path, *fragments: str) -> None:

@@ -32,13 +32,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..budget import CleanBudget
-from ..curves import CURVES, INITS, Curve, reestimate_bn
+from ..curves import CURVES, Curve, reestimate_bn
 from ..errors import BackdoorlabError, valid_names
 from ..metrics import evaluate, predict, accuracy
 from ..train import TrainConfig, fit, seed_everything
 from .finetune import finetune
 
 SECOND_ENDPOINTS = ("scratch", "distill", "finetune")
+CONTROL_INITS = ("random", "scratch", "midpoint")
 
 
 @dataclass
@@ -67,8 +68,8 @@ class SanitizerConfig:
     def __post_init__(self):
         if self.curve not in CURVES:
             raise BackdoorlabError(f"unknown curve {self.curve!r}; valid: {valid_names(CURVES)}")
-        if self.init not in INITS:
-            raise BackdoorlabError(f"unknown control-point init {self.init!r}; valid: {valid_names(INITS)}")
+        if self.init not in CONTROL_INITS:
+            raise BackdoorlabError(f"unknown control-point init {self.init!r}; valid: {valid_names(CONTROL_INITS)}")
         if self.second_endpoint not in SECOND_ENDPOINTS:
             raise BackdoorlabError(f"unknown second-endpoint method {self.second_endpoint!r}; "
                                    f"valid: {valid_names(SECOND_ENDPOINTS)}")
@@ -166,8 +167,15 @@ class ModeConnectivitySanitizer:
 
     def fit_curve(self, start: nn.Module, end: nn.Module, fit_part: CleanBudget) -> Curve:
         cfg = self.config
-        init_model = self._fresh(start, cfg.seed + 2) if cfg.init == "random" else None
-        curve = Curve(start, end, kind=cfg.curve, init=cfg.init, init_model=init_model)
+        init_model = None
+        if cfg.init == "random":
+            init_model = self._fresh(start, cfg.seed + 2)
+        elif cfg.init == "scratch":  # a fresh model first trained on the fit part alone
+            tc = cfg.train_config(cfg.second_steps, cfg.second_lr, cfg.seed + 2)
+            init_model = finetune(self._fresh(start, cfg.seed + 2), fit_part.x, fit_part.y, tc, progress=self.progress,
+                                  desc="control point (scratch)")
+        curve = Curve(start, end, kind=cfg.curve, init="midpoint" if cfg.init == "midpoint" else "random",
+                      init_model=init_model)
         g = seed_everything(cfg.seed)
         curve.base.train()
 
