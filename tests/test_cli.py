@@ -149,3 +149,13 @@ def test_console_script_no_traceback(tmp_path):
     assert p.returncode == 2 and "Traceback" not in p.stderr and "unknown architecture" in p.stderr
     p = subprocess.run([sys.executable, "-m", "backdoorlab.cli", "list"], capture_output=True, text=True, env=env)
     assert p.returncode == 0 and "resnet20" in p.stdout and "digits" in p.stdout
+
+
+def test_one_model_second_endpoint_row_is_the_made_model(trained, capsys):
+    root, _ = trained
+    path = json.loads((root / "san1" / "path.json").read_text())
+    made = [e for e in path["endpoints"] if "made_by" in e]
+    assert len(made) == 1 and made[0]["made_by"] == "scratch"
+    # the second endpoint evaluated with its own batch-norm statistics is close to the path's t = 1 point
+    # (same weights, statistics re-estimated on the fit part); the suspect's statistics would be far off
+    assert abs(made[0]["clean_accuracy"] - path["path"][-1]["clean_accuracy"]) < 0.05

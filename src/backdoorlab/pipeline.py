@@ -119,8 +119,8 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
                                 backdoor=backdoor, num_classes=dataset.num_classes)
     final = evaluate(result.model, *test, backdoor, dataset.num_classes)
     if result.second_endpoint is not None:
-        end_model = result.curve.model_at(1.0)
-        endpoints.append(evaluate(end_model, *test, backdoor, dataset.num_classes) | {"made_by": result.second_endpoint})
+        endpoints.append(evaluate(result.second_model, *test, backdoor, dataset.num_classes)
+                         | {"made_by": result.second_endpoint})
     out_dir = pathlib.Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = {"command": "sanitize", "models": [str(p) for p in model_dirs], "dataset": dataset.name,

@@ -98,6 +98,7 @@ class SanitizeResult:
     curve: Curve
     seconds: dict = field(default_factory=dict)
     second_endpoint: str | None = None
+    second_model: nn.Module | None = None  # the t = 1 endpoint the sanitizer made (one-model case)
 
 
 def select_t(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.04) -> float:
@@ -222,10 +223,10 @@ class ModeConnectivitySanitizer:
         cfg, seconds = self.config, {}
         fit_part, val_part = self.split_budget(budget)
         tick = time.time()
-        second = None
+        second, made = None, None
         if suspect_b is None:
             second = cfg.second_endpoint
-            suspect_b = self.make_second_endpoint(suspect, fit_part)
+            suspect_b = made = self.make_second_endpoint(suspect, fit_part)
             seconds["second_endpoint"] = time.time() - tick
             tick = time.time()
         curve = self.fit_curve(suspect, suspect_b, fit_part)
@@ -236,4 +237,5 @@ class ModeConnectivitySanitizer:
         ends = (0.0, 1.0) if second is None else (0.0,)
         t = select_t([r["t"] for r in rows], [r["val_accuracy"] for r in rows], ends, cfg.ca_tolerance)
         model = curve.model_at(t, bn_data=fit_part.x)
-        return SanitizeResult(model=model, t=t, path=rows, curve=curve, seconds=seconds, second_endpoint=second)
+        return SanitizeResult(model=model, t=t, path=rows, curve=curve, seconds=seconds, second_endpoint=second,
+                              second_model=made)
