@@ -24,7 +24,8 @@ def table(res: dict) -> str:
                      f"{pct(e['attack_success_rate'])} | {pct(e['robust_accuracy'])} | {e['seconds']:.0f} s (training) |")
     names = {"two": "sanitized, two suspect models", "one": "sanitized, one suspect model",
              "finetune": "fine-tuned suspect (baseline)", "two-midpoint": "sanitized, two models, midpoint init",
-             "two-polychain": "sanitized, two models, polygonal chain"}
+             "two-polychain": "sanitized, two models, polygonal chain",
+             "two-scratch": "sanitized, two models, control point from a scratch-trained model"}
     defenses = res.get("defenses", {})
     for key in sorted(defenses, key=lambda k: (int(k.split("@")[1]), list(names).index(k.split("@")[0]))):
         variant, budget = key.split("@")

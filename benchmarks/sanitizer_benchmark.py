@@ -43,7 +43,7 @@ def main():
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--finetune-steps", type=int, default=None, help="default: same as --steps")
     ap.add_argument("--variants", nargs="+", default=["two", "one", "finetune"],
-                    choices=["two", "one", "finetune", "two-midpoint", "two-polychain"])
+                    choices=["two", "one", "finetune", "two-midpoint", "two-polychain", "two-scratch"])
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
@@ -89,6 +89,8 @@ def main():
                     kw = dict(steps=args.steps, second_steps=args.steps, lr=args.lr, augment=aug)
                     if variant == "two-midpoint":
                         kw["init"] = "midpoint"
+                    if variant == "two-scratch":
+                        kw["init"] = "scratch"
                     if variant == "two-polychain":
                         kw["curve"] = "polychain"
                     cfg = SanitizerConfig(**kw)
