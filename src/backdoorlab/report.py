@@ -25,7 +25,7 @@ def plot_path(rows: list[dict], chosen_t: float, out, title: str = "", one_suspe
                   else "t   (0 = suspect model 1, 1 = suspect model 2)")
     ax.set_ylabel("%")
     ax.set_ylim(-3, 103)
-    ax.set_xlim(0, 1)
+    ax.set_xlim(-0.02, 1.02)  # keep a chosen t of 0 or 1 visible
     ax.grid(alpha=0.3)
     ax.legend(loc="center right", fontsize=8)
     if title:
