@@ -13,9 +13,6 @@ import torch.nn.functional as F
 from .errors import BackdoorlabError, valid_names
 
 AUGMENTATIONS = ("none", "crop", "crop-flip", "affine")
-DEFAULT_AUGMENTATION = {"cifar10": "crop-flip"}  # other data sets: "none" for training from scratch
-
-
 def sanitizer_augmentation(dataset_name: str) -> str:
     """Augmentation for training on a small clean budget: crop-flip for CIFAR-10, affine for greyscale sets."""
     return "crop-flip" if dataset_name == "cifar10" else "affine"

@@ -58,7 +58,7 @@ class Curve(nn.Module):
         self.base = copy.deepcopy(start)
         for p in self.base.parameters():
             p.requires_grad_(False)
-        # Frozen endpoints kept as buffers-by-name in plain dicts (not trained, not in state_dict's parameters).
+        # Frozen endpoints: plain dicts of detached copies, so they are neither trained nor in the state dict.
         self.theta0 = {k: v.detach().clone() for k, v in p0.items()}
         self.theta2 = {k: v.detach().clone() for k, v in p2.items()}
         if init == "midpoint":

@@ -5,7 +5,6 @@ Each run returns plain dicts and saves its outputs with their configuration next
 
 from __future__ import annotations
 
-import copy
 import pathlib
 import time
 
@@ -13,7 +12,7 @@ import torch
 import safetensors.torch
 
 from . import __version__
-from .attacks import backdoor_from_dict, make_poisoning_attack
+from .attacks import backdoor_from_dict
 from .budget import SPLIT_SEED, clean_budget, default_holdout, training_part
 from .defenses import ModeConnectivitySanitizer, SanitizerConfig, finetune
 from .errors import BackdoorlabError

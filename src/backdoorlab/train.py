@@ -6,7 +6,6 @@ loop trains a model (:func:`train_model`) and a curve's control points (see ``cu
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -146,6 +145,3 @@ def train_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: T
     model.eval()
     return history
 
-
-def epochs_for_steps(n: int, batch_size: int, steps: int) -> float:
-    return steps / max(1, math.ceil(n / batch_size))

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import copy
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..train import TrainConfig, fit, seed_everything
+
+
+def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 * KL(teacher || student)`` at temperature ``T``; ``teacher_probs`` are softmax(teacher logits / T)."""
+    return F.kl_div(F.log_softmax(logits / temperature, 1), teacher_probs, reduction="batchmean") * temperature ** 2
 
 
 def finetune(model: nn.Module, x, y, cfg: TrainConfig, *, progress: bool = True, desc: str = "fine-tune",
@@ -28,8 +34,7 @@ def finetune(model: nn.Module, x, y, cfg: TrainConfig, *, progress: bool = True,
         loss = F.cross_entropy(logits, yb)
         if teacher is not None and alpha > 0:
             soft = F.softmax(teacher(xb).detach() / temperature, 1)
-            kd = F.kl_div(F.log_softmax(logits / temperature, 1), soft, reduction="batchmean") * temperature ** 2
-            loss = (1 - alpha) * loss + alpha * kd
+            loss = (1 - alpha) * loss + alpha * distillation_loss(logits, soft, temperature)
         return loss, logits
 
     fit(model.parameters(), loss_fn, x, y, cfg, progress=progress, desc=desc, generator=g)

@@ -22,7 +22,6 @@ What this implementation does, and why (details and measurements in docs/sanitiz
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -32,11 +31,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..budget import CleanBudget
-from ..curves import CURVES, Curve, reestimate_bn
+from ..curves import CURVES, Curve
 from ..errors import BackdoorlabError, valid_names
 from ..metrics import evaluate, predict, accuracy
 from ..train import TrainConfig, fit, seed_everything
-from .finetune import finetune
+from .finetune import distillation_loss, finetune
 
 SECOND_ENDPOINTS = ("scratch", "distill", "finetune")
 CONTROL_INITS = ("random", "scratch", "midpoint")
@@ -190,8 +189,7 @@ class ModeConnectivitySanitizer:
             if alpha > 0:
                 with torch.no_grad():
                     soft = torch.stack([F.softmax(m(xb) / temp, 1) for m in teachers]).mean(0)
-                kd = F.kl_div(F.log_softmax(logits / temp, 1), soft, reduction="batchmean") * temp ** 2
-                loss = (1 - alpha) * loss + alpha * kd
+                loss = (1 - alpha) * loss + alpha * distillation_loss(logits, soft, temp)
             return loss, logits
 
         fit(list(curve.control), loss_fn, fit_part.x, fit_part.y, cfg.train_config(cfg.steps, cfg.lr, cfg.seed),
