@@ -44,6 +44,9 @@ def main():
     ap.add_argument("--finetune-steps", type=int, default=None, help="default: same as --steps")
     ap.add_argument("--variants", nargs="+", default=["two", "one", "finetune"],
                     choices=["two", "one", "finetune", "two-midpoint", "two-polychain", "two-scratch"])
+    ap.add_argument("--stamp", choices=["data", "augmented"], default="data",
+                    help="BadNets trigger stamping: on the data (data poisoning) or after augmentation "
+                         "(outsourced training)")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
@@ -52,7 +55,7 @@ def main():
     results = json.loads(res_path.read_text()) if res_path.exists() else {}
     results.update(dataset=args.dataset, arch=args.arch, machine=machine())
     ds = load_dataset(args.dataset)
-    attack = make_poisoning_attack("badnets", target=0, poison_rate=0.1)
+    attack = make_poisoning_attack("badnets", target=0, poison_rate=0.1, stamp=args.stamp)
     results["attack"] = attack.to_dict()
     save = lambda: atomic_write_json(res_path, results)  # noqa: E731
 

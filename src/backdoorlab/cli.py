@@ -6,6 +6,7 @@ User errors (bad files, unknown names, impossible budgets, mismatched checkpoint
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import warnings
@@ -28,29 +29,121 @@ def _pct(v) -> str:
     return "   -  " if v is None else f"{100 * v:6.2f}%"
 
 
-def _backdoor_options(f):
+BACKDOOR_KEYS = ("attack", "target", "all_to_all", "trigger_size", "trigger_position", "trigger_value", "alpha",
+                 "test_alpha", "blend_pattern", "dynamic_pattern", "locations")
+
+
+def _backdoor_options(f, trigger_flag: bool = False):
+    """Add the options that describe a backdoor; the command receives them as one dict, ``backdoor_spec``.
+    With ``trigger_flag`` the kind is chosen by ``--trigger`` (default badnets) instead of ``--attack``."""
+    kind = (click.option("--trigger", "attack", default="badnets", show_default=True,
+                         help="Trigger to implant: badnets (patch), blended or dynamic.") if trigger_flag else
+            click.option("--attack", default=None,
+                         help="Backdoor to plant (train) or to evaluate: badnets, blended, dynamic (train also: "
+                              "triggerless)."))
     options = [
-        click.option("--attack", default=None, help="Poisoning attack to plant (training) or evaluate: badnets."),
-        click.option("--target", default=0, show_default=True, type=int, help="Target label (all-to-one)."),
+        kind,
+        click.option("--target", default="0", show_default=True,
+                     help="Target label (all-to-one); several, comma-separated, for dynamic (e.g. 0,1,2)."),
         click.option("--all-to-all", "all_to_all", is_flag=True, help="Map label i to i+1 mod K instead of one target."),
-        click.option("--trigger-size", default=3, show_default=True, type=int, help="Side of the square patch (pixels)."),
-        click.option("--trigger-position", default="bottom-right", show_default=True,
-                     help="bottom-right, bottom-left, top-right, top-left, or ROW,COL of the patch's top-left pixel."),
-        click.option("--trigger-value", default=1.0, show_default=True, type=float, help="Patch pixel value in [0, 1]."),
+        click.option("--trigger-size", default=None, type=int,
+                     help="Side of the square patch in pixels (badnets: 3, dynamic: 4)."),
+        click.option("--trigger-position", default=None,
+                     help="badnets: bottom-right (default), bottom-left, top-right, top-left, or ROW,COL of the "
+                          "patch's top-left pixel."),
+        click.option("--trigger-value", default=None, type=float, help="badnets: patch pixel value in [0, 1] (1.0)."),
+        click.option("--alpha", default=None, type=float, help="blended: blend strength when poisoning (0.2)."),
+        click.option("--test-alpha", default=None, type=float, help="blended: blend strength at test time (= alpha)."),
+        click.option("--blend-pattern", default=None, help="blended: 'noise' (seeded uniform noise) or an image file."),
+        click.option("--dynamic-pattern", default=None, help="dynamic: uniform (default) or binary random patterns."),
+        click.option("--locations", default=None,
+                     help="dynamic: allowed positions 'R,C;R,C;...' (corners by default); with several targets one "
+                          "set per target separated by '|'."),
     ]
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        spec = {k: kwargs.pop(k) for k in BACKDOOR_KEYS}
+        return f(*args, backdoor_spec=spec, **kwargs)
+
     for opt in reversed(options):
-        f = opt(f)
-    return f
+        wrapper = opt(wrapper)
+    return wrapper
 
 
-def _make_attack(attack, target, all_to_all, trigger_size, trigger_position, trigger_value, poison_rate=0.1):
-    from .attacks import make_poisoning_attack
-    from .triggers import PatchTrigger, parse_position
-    if attack is None:
+ATTACK_ONLY_OPTIONS = {"trigger_size": ("badnets", "dynamic"), "trigger_position": ("badnets",),
+                       "trigger_value": ("badnets",), "alpha": ("blended",), "test_alpha": ("blended",),
+                       "blend_pattern": ("blended",), "dynamic_pattern": ("dynamic",), "locations": ("dynamic",)}
+
+
+def _parse_targets(text: str) -> list[int]:
+    try:
+        return [int(t) for t in str(text).split(",")]
+    except ValueError:
+        raise BackdoorlabError(f"--target must be a label or comma-separated labels, got {text!r}")
+
+
+def _parse_locations(text: str):
+    from .triggers import parse_position
+    sets = [[parse_position(p.strip()) for p in group.split(";") if p.strip()] for group in text.split("|")]
+    if any(not s for s in sets):
+        raise BackdoorlabError(f"--locations has an empty set: {text!r}")
+    return sets
+
+
+def _make_attack(spec: dict, image_shape, poison_rate: float = 0.1, stamp: str = "data", training: dict | None = None):
+    """Build the attack described by the backdoor options (None without --attack)."""
+    import torch
+
+    from .attacks import TRAINING_ATTACKS, TriggerlessAttack, make_poisoning_attack
+    from .triggers import parse_position
+    name = spec["attack"]
+    if name is None:
+        given = [k for k in ATTACK_ONLY_OPTIONS if spec[k] is not None]
+        if given:
+            raise BackdoorlabError(f"--{given[0].replace('_', '-')} needs --attack")
         return None
-    trigger = PatchTrigger(trigger_size, parse_position(trigger_position), trigger_value)
-    return make_poisoning_attack(attack, target=target, mode="all-to-all" if all_to_all else "all-to-one",
-                                 poison_rate=poison_rate, trigger=trigger)
+    if name not in TRAINING_ATTACKS:
+        raise BackdoorlabError(f"unknown attack {name!r}; valid: {valid_names(TRAINING_ATTACKS)}")
+    for k, names in ATTACK_ONLY_OPTIONS.items():
+        if spec[k] is not None and name not in names:
+            raise BackdoorlabError(f"--{k.replace('_', '-')} does not apply to the {name} attack "
+                                   f"(it is for {', '.join(names)})")
+    targets = _parse_targets(spec["target"])
+    mode = "all-to-all" if spec["all_to_all"] else "all-to-one"
+    if name == "triggerless":
+        if training is None:
+            raise BackdoorlabError("the triggerless backdoor is planted by `backdoorlab train --attack triggerless`; "
+                                   "its target neurons are recorded in the model's sidecar, so give no --attack here")
+        if spec["all_to_all"] or len(targets) != 1:
+            raise BackdoorlabError("the triggerless backdoor has one target label and no all-to-all mode")
+        return TriggerlessAttack(target=targets[0], **training)
+    if training:
+        raise BackdoorlabError(f"--{next(iter(training)).replace('_', '-')} is for --attack triggerless")
+    args: dict = {}
+    if name == "badnets":
+        args = {k: v for k, v in dict(size=spec["trigger_size"], value=spec["trigger_value"]).items() if v is not None}
+        if spec["trigger_position"] is not None:
+            args["position"] = parse_position(spec["trigger_position"])
+    elif name == "blended":
+        args = {k: v for k, v in dict(alpha=spec["alpha"], test_alpha=spec["test_alpha"],
+                                      pattern=spec["blend_pattern"]).items() if v is not None}
+    else:
+        args = {k: v for k, v in dict(size=spec["trigger_size"], pattern=spec["dynamic_pattern"]).items()
+                if v is not None}
+        if spec["locations"] is not None:
+            sets = _parse_locations(spec["locations"])
+            args["locations"] = sets[0] if len(targets) == 1 and len(sets) == 1 else sets
+    atk = make_poisoning_attack(name, target=targets if len(targets) > 1 else targets[0], mode=mode,
+                                poison_rate=poison_rate, stamp=stamp, image_shape=tuple(image_shape), **args)
+    atk.backdoor.check(10 ** 9)  # label range is checked against the data set by the caller
+    for part in atk.backdoor.parts:  # a trigger that does not fit the images fails here, before any training
+        part.trigger.apply(torch.zeros(1, *image_shape))
+    return atk
+
+
+def _backdoor_options_trigger(f):
+    return _backdoor_options(f, trigger_flag=True)
 
 
 data_dir_option = click.option("--data-dir", default=None, type=click.Path(file_okay=False),
@@ -69,6 +162,14 @@ def cli():
 @click.option("--arch", required=True, help="small-cnn, resnet20, preact-resnet18 or vgg16-bn.")
 @_backdoor_options
 @click.option("--poison-rate", default=0.1, show_default=True, type=float, help="Fraction of the training set poisoned.")
+@click.option("--stamp", default="data", show_default=True,
+              help="data: poison the data set (data poisoning); augmented: stamp the trigger after augmentation "
+                   "(the attacker runs the training).")
+@click.option("--dropout", default=None, type=float,
+              help="Dropout rate before the last layer (triggerless: kept active at inference, default 0.3).")
+@click.option("--target-neurons", default=None, type=int, help="triggerless: number of target neurons (3).")
+@click.option("--backdoor-fraction", default=None, type=float,
+              help="triggerless: fraction of training batches that are backdoor batches (0.1).")
 @click.option("--epochs", default=None, type=int, help="Training epochs (default: per data set and architecture).")
 @click.option("--lr", default=None, type=float, help="Peak learning rate.")
 @click.option("--batch-size", default=None, type=int)
@@ -80,21 +181,33 @@ def cli():
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @data_dir_option
 @progress_option
-def train(dataset, arch, attack, target, all_to_all, trigger_size, trigger_position, trigger_value, poison_rate,
-          epochs, lr, batch_size, schedule, weight_decay, augment, seed, out, as_json, data_dir, no_progress):
-    """Train a model, optionally with a backdoor planted by data poisoning; writes OUT/model.safetensors + model.json."""
+def train(dataset, arch, backdoor_spec, poison_rate, stamp, dropout, target_neurons, backdoor_fraction, epochs, lr,
+          batch_size, schedule, weight_decay, augment, seed, out, as_json, data_dir, no_progress):
+    """Train a model, optionally with a backdoor planted by data poisoning (badnets, blended, dynamic) or by the
+    training procedure (triggerless); writes OUT/model.safetensors + model.json."""
     from .models import list_models
     from .pipeline import train_defaults, train_run
     from .train import TrainConfig
     if arch not in list_models():
         raise BackdoorlabError(f"unknown architecture {arch!r}; valid: {valid_names(list_models())}")
-    if attack is None and poison_rate != 0.1:
-        raise BackdoorlabError("--poison-rate needs --attack")
-    atk = _make_attack(attack, target, all_to_all, trigger_size, trigger_position, trigger_value, poison_rate)
+    attack = backdoor_spec["attack"]
+    if attack is None and (poison_rate != 0.1 or stamp != "data"):
+        raise BackdoorlabError("--poison-rate and --stamp need --attack")
+    if attack == "triggerless" and (poison_rate != 0.1 or stamp != "data"):
+        raise BackdoorlabError("the triggerless attack poisons no data: --poison-rate and --stamp do not apply")
+    training = {k: v for k, v in dict(dropout=dropout, n_neurons=target_neurons,
+                                      backdoor_fraction=backdoor_fraction).items() if v is not None}
+    model_args = {}
+    if attack != "triggerless":
+        if "dropout" in training:
+            model_args["dropout"] = training.pop("dropout")
+        if training:
+            raise BackdoorlabError("--target-neurons and --backdoor-fraction are for --attack triggerless")
+        training = None
     ds = _dataset(dataset, data_dir)
+    atk = _make_attack(backdoor_spec, (ds.in_channels, *ds.image_size), poison_rate, stamp, training)
     if atk is not None:
         atk.backdoor.check(ds.num_classes)
-        atk.backdoor.trigger.mask_and_pattern((ds.in_channels, *ds.image_size))
     d = train_defaults(ds.name, arch)
     for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment).items():
         if v is not None:
@@ -103,7 +216,7 @@ def train(dataset, arch, attack, target, all_to_all, trigger_size, trigger_posit
     if d["epochs"] < 1:
         raise BackdoorlabError(f"--epochs must be >= 1, got {d['epochs']}")
     cfg = TrainConfig(schedule=schedule, weight_decay=weight_decay, seed=seed, **d)
-    _, meta = train_run(ds, arch, cfg, atk, out=out, progress=not no_progress)
+    _, meta = train_run(ds, arch, cfg, atk, out=out, progress=not no_progress, model_args=model_args)
     m = meta["metrics"]
     if as_json:
         click.echo(json.dumps({k: m.get(k) for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy")}
@@ -118,6 +231,16 @@ def _print_metrics(m: dict) -> None:
     if m.get("attack_success_rate") is not None:
         click.echo(f"  attack success rate (ASR) {_pct(m.get('attack_success_rate'))}")
         click.echo(f"  robust accuracy (RA)      {_pct(m.get('robust_accuracy'))}")
+    for target, asr in (m.get("attack_success_rate_per_target") or {}).items():
+        click.echo(f"    ASR for target {target:<9} {_pct(asr)}")
+    if m.get("accuracy_on_rest") is not None:
+        click.echo(f"  accuracy on the other images {_pct(m['accuracy_on_rest'])}")
+    if m.get("fire_probability") is not None:
+        q = m.get("expected_queries")
+        click.echo(f"  chance per query that the target neurons drop {_pct(m['fire_probability'])}; expected queries "
+                   f"until it fires: {'never' if q is None else f'{q:.1f}'}")
+    if m.get("agreement") is not None:
+        click.echo(f"  agreement with the original model {_pct(m['agreement'])}")
 
 
 @cli.command()
@@ -126,8 +249,7 @@ def _print_metrics(m: dict) -> None:
 @_backdoor_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @data_dir_option
-def evaluate(model_dir, dataset, attack, target, all_to_all, trigger_size, trigger_position, trigger_value, as_json,
-             data_dir):
+def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
     """Measure CA, and ASR and RA for the attack given (or the one recorded in the model's sidecar)."""
     from .metrics import evaluate as evaluate_model
     from .models import load_checkpoint
@@ -135,14 +257,14 @@ def evaluate(model_dir, dataset, attack, target, all_to_all, trigger_size, trigg
     model, meta = load_checkpoint(model_dir, dataset=dataset)
     ds = _dataset(meta["dataset"], data_dir)
     check_model_fits(meta, ds, f"checkpoint {model_dir}")
-    atk = _make_attack(attack, target, all_to_all, trigger_size, trigger_position, trigger_value)
+    atk = _make_attack(backdoor_spec, (ds.in_channels, *ds.image_size))
     backdoor = atk.backdoor if atk is not None else backdoor_of(meta)
     if backdoor is not None:
         backdoor.check(ds.num_classes)
     m = evaluate_model(model, ds.test_x, ds.test_y, backdoor, ds.num_classes)
-    out = {"clean_accuracy": m["clean_accuracy"], "attack_success_rate": m.get("attack_success_rate"),
-           "robust_accuracy": m.get("robust_accuracy"), "n_test": m["n_test"],
-           "backdoor": backdoor.to_dict() if backdoor else None}
+    out = {**m, "backdoor": backdoor.to_dict() if backdoor else None}
+    out.setdefault("attack_success_rate", None)
+    out.setdefault("robust_accuracy", None)
     if as_json:
         click.echo(json.dumps(out))
     else:
@@ -175,8 +297,7 @@ def evaluate(model_dir, dataset, attack, target, all_to_all, trigger_size, trigg
 @data_dir_option
 @progress_option
 def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_size, augment, second_endpoint,
-             tolerance, grid, attack, target, all_to_all, trigger_size, trigger_position, trigger_value, seed,
-             budget_seed, as_json, data_dir, no_progress):
+             tolerance, grid, backdoor_spec, seed, budget_seed, as_json, data_dir, no_progress):
     """Remove a backdoor from one or two suspect models with a learned curve in weight space.
 
     Writes OUT/model.safetensors + model.json (the sanitized model), OUT/path.json, OUT/path.png,
@@ -195,7 +316,7 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
         augment = sanitizer_augmentation(ds.name)
     cfg = SanitizerConfig(curve=curve, init=init, steps=steps, second_steps=steps, lr=lr, batch_size=batch_size,
                           augment=augment, second_endpoint=second_endpoint, ca_tolerance=tolerance, grid=grid, seed=seed)
-    atk = _make_attack(attack, target, all_to_all, trigger_size, trigger_position, trigger_value)
+    atk = _make_attack(backdoor_spec, (ds.in_channels, *ds.image_size))
     summary = sanitize_run(ds, list(model_dirs), budget, out, cfg, backdoor=atk.backdoor if atk else None,
                            budget_seed=budget_seed, progress=not no_progress)
     if as_json:
@@ -213,6 +334,78 @@ def _print_table(summary: dict) -> None:
         click.echo(f"  {name:<28} {_pct(e.get('clean_accuracy')):>8} {_pct(e.get('attack_success_rate')):>8}")
     click.echo(f"  {'sanitized (t = %.2f)' % summary['t']:<28} {_pct(summary['clean_accuracy']):>8} "
                f"{_pct(summary['attack_success_rate']):>8}")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("model_dir", type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--dataset", default=None, help="Data set (default: the one in the model's sidecar).")
+@click.option("--epsilon", default=0.01, show_default=True, type=float,
+              help="weight-perturbation: l-infinity radius around the original weights.")
+@click.option("--steps", default=None, type=int,
+              help="Optimisation steps (weight-perturbation: 300; fault-injection: at most 10000).")
+@click.option("--step-size", default=None, type=float, help="weight-perturbation: PGD step (default epsilon/100).")
+@click.option("--attacker-images", default=None, type=int,
+              help="Clean training images the attacker has, not from the defender's held-out pool (default 1000, "
+                   "or all if fewer).")
+@click.option("--layer", default=None,
+              help="Layer to alter (fault-injection: the last hidden layer with weights; single-bias: fc).")
+@click.option("--images", "n_images", default=5, show_default=True, type=int,
+              help="fault-injection / single-bias: number of chosen test images to flip.")
+@click.option("--lr", default=1e-5, show_default=True, type=float, help="fault-injection: Adam learning rate.")
+@_backdoor_options_trigger
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@data_dir_option
+@progress_option
+def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_images, layer, n_images, lr,
+           backdoor_spec, seed, as_json, data_dir, no_progress):
+    """Attack a trained model by changing its weights: weight-perturbation, fault-injection or single-bias.
+
+    Writes OUT/model.safetensors + model.json (the attacked model, the attack recorded in its provenance, so that
+    `backdoorlab evaluate OUT` measures it) and OUT/config.json. The trigger options (--trigger, --target, ...)
+    are for weight-perturbation; --target fixes the chosen images' label for the fault attacks (default: a random
+    label per image; one shared random label for single-bias).
+    """
+    from .attacks import MODEL_ATTACKS, FaultInjectionConfig, WeightPerturbationConfig
+    from .models import load_checkpoint
+    from .pipeline import model_attack_run
+    if name not in MODEL_ATTACKS:
+        raise BackdoorlabError(f"unknown model attack {name!r}; valid: {valid_names(MODEL_ATTACKS)} (data poisoning "
+                               f"and triggerless attacks are planted with `backdoorlab train --attack NAME`)")
+    _, meta = load_checkpoint(model_dir, dataset=dataset)
+    ds = _dataset(meta["dataset"], data_dir)
+    options = {}
+    if name == "weight-perturbation":
+        atk = _make_attack(backdoor_spec, (ds.in_channels, *ds.image_size))
+        atk.backdoor.check(ds.num_classes)
+        options["backdoor"] = atk.backdoor
+        options["awp"] = WeightPerturbationConfig(epsilon=epsilon, steps=300 if steps is None else steps,
+                                                  step_size=step_size, seed=seed)
+    else:
+        given = [k for k in ATTACK_ONLY_OPTIONS if backdoor_spec[k] is not None]
+        if given or backdoor_spec["attack"] != "badnets" or backdoor_spec["all_to_all"]:
+            raise BackdoorlabError(f"trigger options do not apply to {name}; it flips chosen images, with no trigger")
+        targets = _parse_targets(backdoor_spec["target"]) if backdoor_spec["target"] != "0" else None
+        if targets is not None and len(targets) != 1:
+            raise BackdoorlabError("fault attacks take one --target label")
+        options.update(target=targets[0] if targets else None, n_images=n_images,
+                       fault=FaultInjectionConfig(layer=layer, steps=10000 if steps is None else steps, lr=lr,
+                                                  seed=seed))
+    summary = model_attack_run(ds, name, model_dir, out, attacker_images=attacker_images, seed=seed,
+                               progress=not no_progress, **options)
+    if as_json:
+        click.echo(json.dumps(summary | {"out": out}))
+        return
+    click.echo(f"{name} on {model_dir} -> {out} ({summary['seconds']:.0f} s)")
+    click.echo("  before:")
+    _print_metrics(summary["before"])
+    click.echo("  after:")
+    _print_metrics(summary["after"])
+    r = summary["relative_weight_change"]
+    click.echo(f"  relative weight change |dw|/|w|: mean {r['mean']:.4g}, median {r['median']:.4g}, "
+               f"90th percentile {r['p90']:.4g}, 99th {r['p99']:.4g}; largest |dw| {r['max_abs_change']:.4g}")
 
 
 @cli.command()
@@ -243,12 +436,13 @@ def download(names, data_dir):
 @cli.command(name="list")
 def list_cmd():
     """List data sets, architectures and attacks."""
-    from .attacks import POISONING_ATTACKS
+    from .attacks import MODEL_ATTACKS, TRAINING_ATTACKS
     from .data import list_datasets
     from .models import list_models
     click.echo("datasets:      " + ", ".join(list_datasets()))
     click.echo("architectures: " + ", ".join(list_models()))
-    click.echo("attacks:       " + ", ".join(POISONING_ATTACKS))
+    click.echo("attacks:       " + ", ".join(TRAINING_ATTACKS) + " (backdoorlab train --attack NAME)")
+    click.echo("model attacks: " + ", ".join(MODEL_ATTACKS) + " (backdoorlab attack NAME MODEL_DIR)")
 
 
 def main(argv=None) -> int:

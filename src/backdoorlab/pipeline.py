@@ -27,7 +27,7 @@ TRAIN_DEFAULTS = {
     ("mnist", "small-cnn"): dict(epochs=3, lr=0.05, batch_size=128),
     ("fashion-mnist", "small-cnn"): dict(epochs=5, lr=0.05, batch_size=128),
     ("digits", "small-cnn"): dict(epochs=40, lr=0.05, batch_size=64),
-    ("cifar10", "*"): dict(epochs=20, lr=0.1, batch_size=128, augment="crop-flip", channels_last=True),
+    ("cifar10", "*"): dict(epochs=20, lr=0.1, batch_size=128, augment="crop-flip-jpeg", channels_last=True),
 }
 
 
@@ -41,9 +41,9 @@ def arch_args(dataset) -> dict:
                 input_size=list(dataset.image_size), mean=list(dataset.mean), std=list(dataset.std))
 
 
-def new_model(arch: str, dataset, seed: int = 0) -> torch.nn.Module:
+def new_model(arch: str, dataset, seed: int = 0, **extra) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return create_model(arch, **arch_args(dataset))
+    return create_model(arch, **arch_args(dataset), **extra)
 
 
 def check_model_fits(meta: dict, dataset, where: str) -> None:
@@ -63,22 +63,29 @@ def backdoor_of(meta: dict):
 
 
 def train_run(dataset, arch: str, cfg: TrainConfig, attack=None, out: str | None = None, holdout: int | None = None,
-              progress: bool = True, desc: str = "train") -> tuple[torch.nn.Module, dict]:
-    """Train ``arch`` on the non-held-out training images of ``dataset``, poisoned by ``attack`` if given."""
+              progress: bool = True, desc: str = "train", model_args: dict | None = None
+              ) -> tuple[torch.nn.Module, dict]:
+    """Train ``arch`` on the non-held-out training images of ``dataset``, poisoned by ``attack`` if given.
+
+    ``model_args`` go to :func:`create_model` (e.g. ``dropout``); an attack may add its own (``model_args()``),
+    poison the data (``poison``) and hook into the training batches (``batch_hook``)."""
     holdout = default_holdout(dataset.name) if holdout is None else holdout
     x, y = training_part(dataset, holdout)
-    provenance = {"attack": None}
+    provenance, hook, extra = {"attack": None}, None, dict(model_args or {})
+    if attack is not None and hasattr(attack, "model_args"):
+        extra.update(attack.model_args())
+    model = new_model(arch, dataset, cfg.seed, **extra)
     if attack is not None:
         poisoned = attack.poison(x, y, dataset.num_classes, seed=cfg.seed)
         x, y = poisoned.x, poisoned.y
+        hook = attack.batch_hook(poisoned, model) if hasattr(attack, "batch_hook") else None
         provenance = {"attack": attack.to_dict(), "poisoned": len(poisoned.poisoned), "poison_seed": cfg.seed}
-    model = new_model(arch, dataset, cfg.seed)
     tick = time.time()
-    history = train_model(model, x, y, cfg, progress=progress, desc=desc)
+    history = train_model(model, x, y, cfg, progress=progress, desc=desc, batch_hook=hook)
     seconds = time.time() - tick
     backdoor = attack.backdoor if attack is not None else None
     metrics = evaluate(model, dataset.test_x, dataset.test_y, backdoor, dataset.num_classes)
-    meta = {"arch": arch, "arch_args": arch_args(dataset), "dataset": dataset.name,
+    meta = {"arch": arch, "arch_args": model.arch_args, "dataset": dataset.name,
             "class_names": list(dataset.class_names), "input_shape": [dataset.in_channels, *dataset.image_size],
             "seed": cfg.seed, "training": {**cfg.to_dict(), "train_images": len(y), "seconds": round(seconds, 1),
                                            "final_loss": history["loss"][-1] if history["loss"] else None},
@@ -161,3 +168,67 @@ def finetune_run(dataset, model_dir: str, budget_size: int, cfg: TrainConfig, ba
     budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
     tuned = finetune(model, budget.x, budget.y, cfg, progress=progress)
     return evaluate(tuned, dataset.test_x, dataset.test_y, backdoor or backdoor_of(meta), dataset.num_classes)
+
+
+def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=None, awp=None, fault=None,
+                     target: int | None = None, n_images: int = 5, attacker_images: int | None = None, seed: int = 0,
+                     progress: bool = True) -> dict:
+    """Attack a trained checkpoint by changing its weights (``weight-perturbation``, ``fault-injection`` or
+    ``single-bias``); write the attacked checkpoint and ``config.json`` to ``out``; return a summary with the
+    metrics before and after, the agreement with the original model and the relative weight change."""
+    from .attacks import (FaultBackdoor, MODEL_ATTACKS, adversarial_weight_perturbation, agreement,
+                          choose_fault_targets, fault_injection, single_bias_attack)
+
+    if name not in MODEL_ATTACKS:
+        raise BackdoorlabError(f"unknown model attack {name!r}; valid: {', '.join(MODEL_ATTACKS)}")
+    model, meta = load_for(model_dir, dataset)
+    holdout = (meta.get("holdout") or {}).get("size", default_holdout(dataset.name))
+    x_train, y_train = training_part(dataset, holdout)
+    if attacker_images is None:
+        attacker_images = min(1000, len(y_train))
+    if not 1 <= attacker_images <= len(y_train):
+        raise BackdoorlabError(f"the attacker's images must number 1..{len(y_train)}, got {attacker_images}")
+    pick = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(seed))[:attacker_images]
+    xa, ya = x_train[pick], y_train[pick]
+    test_x, test_y, k = dataset.test_x, dataset.test_y, dataset.num_classes
+    tick = time.time()
+    if name == "weight-perturbation":
+        if backdoor is None or awp is None:
+            raise BackdoorlabError("weight-perturbation needs a backdoor (trigger and target) and its settings")
+        attacked, report = adversarial_weight_perturbation(model, backdoor, xa, ya, k, awp, progress)
+        settings = awp
+    else:
+        if fault is None:
+            raise BackdoorlabError(f"{name} needs its settings")
+        if name == "single-bias" and target is None:
+            target = int(torch.randint(k, (1,), generator=torch.Generator().manual_seed(seed)))
+        idx, targets = choose_fault_targets(model, test_x, test_y, n_images, k, target, seed)
+        if name == "fault-injection":
+            attacked, report = fault_injection(model, test_x[idx], targets, xa, fault, progress)
+        else:
+            attacked, report = single_bias_attack(model, test_x[idx], targets[0], fault.layer)
+        backdoor = FaultBackdoor(idx, targets, len(test_y))
+        settings = fault
+    seconds = time.time() - tick
+    before = evaluate(model, test_x, test_y, backdoor, k)
+    after = evaluate(attacked, test_x, test_y, backdoor, k)
+    after["agreement"] = agreement(model, attacked, test_x)
+    if "relative_weight_change" not in report:  # single bias: one value changed
+        from .attacks.weights import relative_change
+        report["relative_weight_change"] = relative_change(
+            {n: p.detach() for n, p in model.named_parameters()},
+            {n: p.detach() for n, p in attacked.named_parameters()})
+    attack_spec = {"name": name, **backdoor.to_dict()}
+    new_meta = {**meta, "seed": seed, "metrics": after,
+                "provenance": {"attack": attack_spec, "attacked_from": str(model_dir),
+                               "original_provenance": meta.get("provenance"),
+                               "report": {k2: v for k2, v in report.items() if k2 != "config"}}}
+    save_checkpoint(attacked, out, new_meta)
+    config = {"command": "attack", "attack": name, "model": str(model_dir), "dataset": dataset.name,
+              "settings": report.get("config", {"layer": getattr(settings, "layer", None)}),
+              "attacker_images": attacker_images, "seed": seed, "backdoor": backdoor.to_dict(),
+              "backdoorlab_version": __version__}
+    atomic_write_json(pathlib.Path(out) / "config.json", config)
+    return {"attack": name, "before": before, "after": after, "seconds": round(seconds, 1),
+            "relative_weight_change": report["relative_weight_change"],
+            **{k2: report[k2] for k2 in ("success", "steps", "layer", "unit", "change") if k2 in report}}

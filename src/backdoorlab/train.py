@@ -72,13 +72,16 @@ def _scheduler(opt, cfg: TrainConfig, total_steps: int):
 
 
 def fit(params, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, progress: bool = True,
-        desc: str = "train", generator: torch.Generator | None = None) -> dict:
+        desc: str = "train", generator: torch.Generator | None = None, batch_hook=None) -> dict:
     """Minimise ``loss_fn`` over mini-batches of (x, y) by SGD on ``params``.
 
     Args:
         params: the tensors to optimise (an iterable of parameters or of param-group dicts).
         loss_fn: ``loss_fn(images, labels) -> (loss, logits)`` with float images (B, C, H, W) in [0, 1].
         x: uint8 or float images (N, C, H, W); y: int64 labels (N,).
+        batch_hook: optional ``batch_hook(images, labels, indices) -> (images, labels)``, applied to each
+            augmented float batch (``indices`` index ``x``); attacks that control training use it (triggers
+            stamped after augmentation, the triggerless backdoor's batches).
     Returns:
         history: ``{"loss": [...], "accuracy": [...]}`` per epoch (training batches, as augmented), ``"seconds"``.
     """
@@ -102,9 +105,11 @@ def fit(params, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, 
                 break
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             xb = augment(to_float(x[idx]), cfg.augment, g)
+            yb = y[idx]
+            if batch_hook is not None:
+                xb, yb = batch_hook(xb, yb, idx)
             if cfg.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = y[idx]
             loss, logits = loss_fn(xb, yb)
             if not torch.isfinite(loss):
                 bar.close()
@@ -123,13 +128,15 @@ def fit(params, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, 
         history["loss"].append(ep_loss / max(ep_seen, 1))
         history["accuracy"].append(ep_correct / max(ep_seen, 1))
     bar.close()
+    if batch_hook is not None and hasattr(batch_hook, "finish"):
+        batch_hook.finish()
     history["seconds"] = time.time() - start
     history["steps"] = step
     return history
 
 
 def train_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *,
-                progress: bool = True, desc: str = "train") -> dict:
+                progress: bool = True, desc: str = "train", batch_hook=None) -> dict:
     """Train ``model`` in place with cross-entropy on uint8 images ``x`` (N, C, H, W) and labels ``y`` (N,)."""
     g = seed_everything(cfg.seed)
     if cfg.channels_last:
@@ -140,7 +147,8 @@ def train_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: T
         logits = model(xb)
         return F.cross_entropy(logits, yb), logits
 
-    history = fit(model.parameters(), loss_fn, x, y, cfg, progress=progress, desc=desc, generator=g)
+    history = fit(model.parameters(), loss_fn, x, y, cfg, progress=progress, desc=desc, generator=g,
+                  batch_hook=batch_hook)
     model.to(memory_format=torch.contiguous_format)
     model.eval()
     return history

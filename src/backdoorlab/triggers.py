@@ -1,15 +1,24 @@
 """Trigger patterns: small objects that stamp a trigger onto a batch of images.
 
-A trigger has ``apply(images) -> images`` on float images in [0, 1] of shape (N, C, H, W). The poisoning attack
-and the attack-success-rate evaluation call the same object, so the two cannot drift apart. ``to_dict`` /
-:func:`trigger_from_dict` round-trip a trigger through a checkpoint's JSON sidecar.
+A trigger has ``apply(images, training=False, generator=None) -> images`` on float images in [0, 1] of shape
+(N, C, H, W). The poisoning attack calls it with ``training=True``, the attack-success-rate evaluation with
+``training=False``, on the same object, so the two cannot drift apart (a blended trigger may use a different
+strength at test time, on purpose). Random triggers draw from ``generator``, or from a generator seeded with
+their own seed, so that evaluation is reproducible. ``to_dict`` / :func:`trigger_from_dict` round-trip a trigger
+through a checkpoint's JSON sidecar.
+
+Triggers: ``patch`` (BadNets square), ``blend`` (Chen et al. 2017, x' = (1 - alpha) x + alpha k) and
+``random-patch`` (Salem et al., dynamic backdoor: a random pattern at a random one of a set of locations).
 """
 
 from __future__ import annotations
 
+import pathlib
 from typing import Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .errors import BackdoorlabError, valid_names
 
@@ -73,10 +82,9 @@ class PatchTrigger:
         pattern = torch.tensor(self.values * (c if len(self.values) == 1 else 1)).view(1, c, 1, 1).expand(1, c, h, w)
         return mask, pattern
 
-    def apply(self, images: torch.Tensor) -> torch.Tensor:
+    def apply(self, images: torch.Tensor, training: bool = False, generator=None) -> torch.Tensor:
         """Return a triggered copy of float ``images`` (N, C, H, W) in [0, 1]."""
-        if images.dim() != 4:
-            raise BackdoorlabError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        _check_images(images)
         mask, pattern = self.mask_and_pattern(images.shape)
         mask, pattern = mask.to(images), pattern.to(images)
         return images * (1 - mask) + pattern * mask
@@ -90,7 +98,170 @@ class PatchTrigger:
         return f"PatchTrigger({self.to_dict()})"
 
 
-TRIGGERS = {PatchTrigger.kind: PatchTrigger}
+def _check_images(images: torch.Tensor) -> None:
+    if images.dim() != 4:
+        raise BackdoorlabError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+
+
+def _check_alpha(alpha, what: str) -> float:
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        raise BackdoorlabError(f"{what} must be a number in [0, 1], got {alpha!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise BackdoorlabError(f"{what} must lie in [0, 1], got {alpha}")
+    return alpha
+
+
+class BlendTrigger:
+    """Blended key pattern (Chen et al. 2017): ``x' = (1 - alpha) x + alpha k``.
+
+    Args:
+        pattern: ``"noise"`` (uniform noise in [0, 1] drawn with ``seed``, one value per pixel and channel) or
+            the path of an image file (any format Pillow reads), resized to the images' size and converted to
+            their channel count.
+        alpha: blend strength when poisoning training images.
+        test_alpha: blend strength at test time (ASR evaluation); defaults to ``alpha``. A larger test alpha
+            makes the attack stronger at test time while the poisoned training images stay less visible.
+        seed: seed of the noise pattern.
+    """
+
+    kind = "blend"
+
+    def __init__(self, pattern: str = "noise", alpha: float = 0.2, test_alpha: float | None = None, seed: int = 0):
+        self.pattern = str(pattern)
+        self.alpha = _check_alpha(alpha, "blend alpha")
+        self.test_alpha = self.alpha if test_alpha is None else _check_alpha(test_alpha, "blend test alpha")
+        self.seed = int(seed)
+        if self.pattern != "noise" and not pathlib.Path(self.pattern).is_file():
+            raise BackdoorlabError(f"blend pattern must be 'noise' or an image file; {self.pattern!r} is not a file")
+        self._cache: dict = {}
+
+    def key(self, shape) -> torch.Tensor:
+        """The key pattern k, shape (1, C, H, W), values in [0, 1], for images of shape (..., C, H, W)."""
+        c, h, w = (int(v) for v in shape[-3:])
+        if (c, h, w) not in self._cache:
+            if self.pattern == "noise":
+                k = torch.rand(1, c, h, w, generator=torch.Generator().manual_seed(self.seed))
+            else:
+                k = _load_key_image(self.pattern, c, h, w)
+            self._cache[(c, h, w)] = k
+        return self._cache[(c, h, w)]
+
+    def apply(self, images: torch.Tensor, training: bool = False, generator=None) -> torch.Tensor:
+        _check_images(images)
+        a = self.alpha if training else self.test_alpha
+        return (1 - a) * images + a * self.key(images.shape).to(images)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "pattern": self.pattern, "alpha": self.alpha, "test_alpha": self.test_alpha,
+                "seed": self.seed}
+
+    def __repr__(self) -> str:
+        return f"BlendTrigger({self.to_dict()})"
+
+
+def _load_key_image(path: str, c: int, h: int, w: int) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if c == 1 else "RGB")
+            arr = torch.from_numpy(np.asarray(im, dtype=np.float32).copy()) / 255
+    except (OSError, UnidentifiedImageError) as e:
+        raise BackdoorlabError(f"cannot read blend pattern image {path}: {e}")
+    arr = arr[None, None] if arr.dim() == 2 else arr.permute(2, 0, 1)[None]
+    if c not in (1, 3):
+        arr = arr[:, :1].expand(1, c, *arr.shape[-2:])
+    return F.interpolate(arr, size=(h, w), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+
+
+class RandomPatchTrigger:
+    """Random backdoor (Salem et al., "Dynamic Backdoor Attacks"): a ``size`` x ``size`` pattern drawn at random
+    for every image (uniform values in [0, 1], or black/white with ``pattern="binary"``) and pasted at a location
+    drawn uniformly from ``locations``.
+
+    Args:
+        size: side of the square, in pixels.
+        locations: allowed top-left (row, col) positions, or corner names; default: the four corners.
+        pattern: ``"uniform"`` or ``"binary"``.
+        margin: distance from the border for corner names.
+        seed: seed of the generator used when the caller passes none (evaluation is reproducible).
+    """
+
+    kind = "random-patch"
+    PATTERNS = ("uniform", "binary")
+
+    def __init__(self, size: int = 4, locations=None, pattern: str = "uniform", margin: int = 1, seed: int = 0):
+        if int(size) < 1:
+            raise BackdoorlabError(f"trigger size must be a positive number of pixels, got {size}")
+        if pattern not in self.PATTERNS:
+            raise BackdoorlabError(f"unknown random-patch pattern {pattern!r}; valid: {valid_names(self.PATTERNS)}")
+        if margin < 0:
+            raise BackdoorlabError(f"trigger margin must be >= 0, got {margin}")
+        locations = list(CORNERS) if locations is None else list(locations)
+        if not locations:
+            raise BackdoorlabError("a random-patch trigger needs at least one location")
+        self.locations = [loc if isinstance(loc, str) else tuple(int(v) for v in loc) for loc in locations]
+        for loc in self.locations:
+            if isinstance(loc, str) and loc not in CORNERS:
+                raise BackdoorlabError(f"unknown trigger position {loc!r}; valid: {valid_names(CORNERS)} or ROW,COL")
+            if not isinstance(loc, str) and (len(loc) != 2 or min(loc) < 0):
+                raise BackdoorlabError(f"trigger location must be ROW,COL >= 0, got {loc}")
+        self.size, self.pattern, self.margin, self.seed = int(size), pattern, int(margin), int(seed)
+
+    def boxes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Top-left (row, col) of every allowed location; raises if one does not fit."""
+        return [PatchTrigger(self.size, loc, 1.0, self.margin).box(height, width) for loc in self.locations]
+
+    def apply(self, images: torch.Tensor, training: bool = False, generator=None) -> torch.Tensor:
+        _check_images(images)
+        n, c, h, w = images.shape
+        boxes = self.boxes(h, w)
+        g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
+        s = self.size
+        patches = torch.rand(n, c, s, s, generator=g)
+        if self.pattern == "binary":
+            patches = (patches > 0.5).float()
+        where = torch.randint(len(boxes), (n,), generator=g)
+        out = images.clone()
+        patches = patches.to(images)
+        for i, (row, col) in enumerate(boxes):
+            sel = where == i
+            if sel.any():
+                out[sel, :, row:row + s, col:col + s] = patches[sel]
+        return out
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "size": self.size,
+                "locations": [loc if isinstance(loc, str) else list(loc) for loc in self.locations],
+                "pattern": self.pattern, "margin": self.margin, "seed": self.seed}
+
+    def __repr__(self) -> str:
+        return f"RandomPatchTrigger({self.to_dict()})"
+
+
+def border_locations(height: int, width: int, size: int, margin: int = 1) -> list[tuple[int, int]]:
+    """Positions of a ``size`` x ``size`` patch on a grid of step ``size + 1`` around the image border, clockwise
+    from the top-left: the default location sets of the dynamic backdoor, dealt out between its targets."""
+    step = size + 1
+    last_r, last_c = height - size - margin, width - size - margin
+    if last_r < margin or last_c < margin:
+        raise BackdoorlabError(f"a {size}x{size} trigger (margin {margin}) does not fit a {height}x{width} image")
+    rows = list(range(margin, last_r + 1, step))
+    cols = list(range(margin, last_c + 1, step))
+    ring = [(margin, c) for c in cols] + [(r, cols[-1]) for r in rows[1:]]
+    ring += [(rows[-1], c) for c in reversed(cols[:-1])] + [(r, margin) for r in reversed(rows[1:-1])]
+    seen, out = set(), []
+    for p in ring:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+TRIGGERS = {PatchTrigger.kind: PatchTrigger, BlendTrigger.kind: BlendTrigger,
+            RandomPatchTrigger.kind: RandomPatchTrigger}
 
 
 def trigger_from_dict(spec: dict):
@@ -99,7 +270,10 @@ def trigger_from_dict(spec: dict):
     kind = spec.pop("kind", None)
     if kind not in TRIGGERS:
         raise BackdoorlabError(f"unknown trigger kind {kind!r}; valid: {valid_names(TRIGGERS)}")
-    return TRIGGERS[kind](**spec)
+    try:
+        return TRIGGERS[kind](**spec)
+    except TypeError as e:
+        raise BackdoorlabError(f"malformed {kind} trigger description {spec!r}: {e}")
 
 
 def parse_position(text: str) -> str | tuple[int, int]:

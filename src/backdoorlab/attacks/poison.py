@@ -1,4 +1,19 @@
-"""Data-poisoning attacks: return a poisoned copy of a training set and the indices that were poisoned."""
+"""Data-poisoning attacks: return a poisoned copy of a training set and the indices that were poisoned.
+
+One class, :class:`PoisoningAttack`, does the poisoning for every trigger; the named attacks differ in their
+trigger and their paper:
+
+- ``badnets`` (Gu et al. 2017): a solid square patch, default 3x3 white at the bottom-right.
+- ``blended`` (Chen et al. 2017, "Targeted Backdoor Attacks on Deep Learning Systems Using Data Poisoning"):
+  x' = (1 - alpha) x + alpha k with a key pattern k (seeded noise or an image file), with separate alphas for
+  poisoning and for test time.
+- ``dynamic`` (Salem et al., "Dynamic Backdoor Attacks Against Machine Learning Models", random backdoor): a
+  pattern drawn at random for every poisoned image, pasted at a location drawn from an allowed set; one or
+  several target labels, each with its own set of locations.
+
+Threat model of all three: the attacker controls part of the training data, not the training procedure (unless
+``stamp="augmented"``, see :class:`PoisoningAttack`). Every attack also works all-to-all (label i -> i+1 mod K).
+"""
 
 from __future__ import annotations
 
@@ -7,64 +22,157 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import BackdoorlabError, valid_names
-from ..triggers import PatchTrigger
-from .backdoor import Backdoor
+from ..triggers import BlendTrigger, PatchTrigger, RandomPatchTrigger, border_locations
+from .backdoor import Backdoor, MultiBackdoor
 
 
 @dataclass
 class PoisonedData:
-    """A training set after poisoning: uint8 images (N, C, H, W), int64 labels (N,), poisoned indices (P,)."""
+    """A training set after poisoning: uint8 images (N, C, H, W), int64 labels (N,), poisoned indices (P,).
+
+    ``part`` (N,) says which part of a multi-target backdoor poisoned each image (-1: clean)."""
 
     x: torch.Tensor
     y: torch.Tensor
     poisoned: torch.Tensor
+    part: torch.Tensor | None = None
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-class BadNets:
-    """BadNets (Gu et al., 2017): stamp a trigger on a random fraction of the training images and relabel them.
+class PoisoningAttack:
+    """Stamp a trigger on a random fraction of the training images and relabel them.
 
-    Threat model: the attacker controls part of the training data (not the training procedure). A fraction
-    ``poison_rate`` of the whole training set, drawn among the images whose label is not already the target
-    (all-to-one) or among all images (all-to-all), gets the trigger and the attacker's label.
+    A fraction ``poison_rate`` of the whole training set, drawn among the images whose label is not already the
+    target (all-to-one) or among all images (all-to-all), gets the trigger (applied with ``training=True``) and
+    the attacker's label. A multi-target backdoor splits the poisoned images evenly between its targets.
+
+    ``stamp="data"`` (default) is data poisoning: the victim's augmentation then moves, mirrors or crops the
+    trigger like any other pixels. ``stamp="augmented"`` is the outsourced-training threat model of the BadNets
+    paper: the attacker runs the training, so the trigger is stamped on the chosen images after augmentation,
+    in every epoch. With random crops of 4 pixels a corner trigger is otherwise cut off in about 40% of the
+    poisoned batches, which then teach the target label without any trigger.
     """
 
-    name = "badnets"
+    STAMPS = ("data", "augmented")
 
-    def __init__(self, backdoor: Backdoor, poison_rate: float = 0.1):
+    def __init__(self, name: str, backdoor, poison_rate: float = 0.1, stamp: str = "data"):
         if not 0.0 <= poison_rate <= 1.0:
             raise BackdoorlabError(f"poison rate must lie in [0, 1], got {poison_rate}")
-        self.backdoor, self.poison_rate = backdoor, float(poison_rate)
+        if stamp not in self.STAMPS:
+            raise BackdoorlabError(f"unknown trigger stamping {stamp!r}; valid: {valid_names(self.STAMPS)}")
+        self.name, self.backdoor, self.poison_rate, self.stamp = name, backdoor, float(poison_rate), stamp
 
     def poison(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, seed: int = 0) -> PoisonedData:
         """Poison uint8 images ``x`` (N, C, H, W) with labels ``y`` (N,); the inputs are not modified."""
         self.backdoor.check(num_classes)
-        candidates = torch.nonzero(self.backdoor.eligible(y)).flatten()
+        parts = self.backdoor.parts
         n_poison = int(round(self.poison_rate * len(y)))
-        if n_poison > len(candidates):
-            raise BackdoorlabError(f"poison rate {self.poison_rate} asks for {n_poison} poisoned images but only "
-                                   f"{len(candidates)} are eligible")
         g = torch.Generator().manual_seed(seed)
-        idx = candidates[torch.randperm(len(candidates), generator=g)[:n_poison]].sort().values
         x, y = x.clone(), y.clone()
-        if n_poison:
-            x[idx] = to_uint8(self.backdoor.trigger.apply(x[idx].float() / 255))
-            y[idx] = self.backdoor.target_labels(y[idx], num_classes)
-        return PoisonedData(x, y, idx)
+        part_of = torch.full((len(y),), -1, dtype=torch.long)
+        taken = torch.zeros(len(y), dtype=torch.bool)
+        for i, b in enumerate(parts):
+            want = n_poison // len(parts) + (1 if i < n_poison % len(parts) else 0)
+            candidates = torch.nonzero(b.eligible(y) & ~taken).flatten()
+            if want > len(candidates):
+                raise BackdoorlabError(f"poison rate {self.poison_rate} asks for {n_poison} poisoned images but "
+                                       f"only {len(candidates)} are eligible")
+            idx = candidates[torch.randperm(len(candidates), generator=g)[:want]].sort().values
+            taken[idx] = True
+            part_of[idx] = i
+        for i, b in enumerate(parts):
+            idx = torch.nonzero(part_of == i).flatten()
+            if not len(idx):
+                continue
+            if self.stamp == "data":
+                x[idx] = to_uint8(b.trigger.apply(x[idx].float() / 255, training=True, generator=g))
+            y[idx] = b.target_labels(y[idx], num_classes)
+        return PoisonedData(x, y, torch.nonzero(part_of >= 0).flatten(), part_of)
+
+    def batch_hook(self, poisoned: PoisonedData, model=None):
+        """For ``stamp="augmented"``: a training-loop hook stamping the trigger on the poisoned images of each
+        augmented batch; None otherwise."""
+        if self.stamp != "augmented":
+            return None
+        part_of = poisoned.part if poisoned.part is not None else torch.full((len(poisoned.y),), -1)
+        if poisoned.part is None:
+            part_of[poisoned.poisoned] = 0
+        parts = self.backdoor.parts
+        g = torch.Generator().manual_seed(12345)
+
+        def hook(images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor):
+            which = part_of[indices]
+            if (which < 0).all():
+                return images, labels
+            images = images.clone()
+            for i, b in enumerate(parts):
+                sel = which == i
+                if sel.any():
+                    images[sel] = b.trigger.apply(images[sel], training=True, generator=g)
+            return images, labels
+
+        return hook
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "poison_rate": self.poison_rate, **self.backdoor.to_dict()}
+        return {"name": self.name, "poison_rate": self.poison_rate, "stamp": self.stamp, **self.backdoor.to_dict()}
 
 
-POISONING_ATTACKS = {"badnets": BadNets}
+POISONING_ATTACKS = ("badnets", "blended", "dynamic")
 
 
-def make_poisoning_attack(name: str, *, target: int = 0, mode: str = "all-to-one", poison_rate: float = 0.1,
-                          trigger=None) -> BadNets:
-    """Create a poisoning attack by name with a default trigger (3x3 white square at the bottom-right)."""
+class BadNets(PoisoningAttack):
+    """BadNets (Gu et al. 2017) with any trigger; see :class:`PoisoningAttack`."""
+
+    def __init__(self, backdoor, poison_rate: float = 0.1, stamp: str = "data"):
+        super().__init__("badnets", backdoor, poison_rate, stamp)
+
+
+def make_poisoning_attack(name: str, *, target: int | list[int] = 0, mode: str = "all-to-one",
+                          poison_rate: float = 0.1, trigger=None, stamp: str = "data",
+                          image_shape: tuple[int, int, int] | None = None, **trigger_args) -> PoisoningAttack:
+    """Create a poisoning attack by name.
+
+    Default triggers: ``badnets`` a 3x3 white square at the bottom-right; ``blended`` seeded uniform noise,
+    alpha 0.2; ``dynamic`` a random 4x4 pattern at one of the four corners for one target, or, with several
+    targets, at one of the target's own positions around the image border (``image_shape`` (C, H, W) needed).
+    ``trigger_args`` go to the default trigger's constructor. ``target`` may be a list for ``dynamic``.
+    """
     if name not in POISONING_ATTACKS:
         raise BackdoorlabError(f"unknown attack {name!r}; valid: {valid_names(POISONING_ATTACKS)}")
-    return POISONING_ATTACKS[name](Backdoor(trigger or PatchTrigger(), mode, target), poison_rate)
+    targets = [int(t) for t in target] if isinstance(target, (list, tuple)) else [int(target)]
+    if len(targets) > 1 and (name != "dynamic" or mode != "all-to-one"):
+        raise BackdoorlabError("several target labels need the dynamic attack in all-to-one mode")
+    if trigger is not None and trigger_args:
+        raise BackdoorlabError("give either a trigger or trigger arguments, not both")
+    if name == "badnets":
+        backdoor = Backdoor(trigger or PatchTrigger(**trigger_args), mode, targets[0])
+    elif name == "blended":
+        backdoor = Backdoor(trigger or BlendTrigger(**trigger_args), mode, targets[0])
+    elif len(targets) == 1:
+        backdoor = Backdoor(trigger or RandomPatchTrigger(**trigger_args), mode, targets[0])
+    else:
+        if trigger is not None:
+            raise BackdoorlabError("a multi-target dynamic attack makes its own triggers; pass trigger arguments")
+        if image_shape is None and "locations" not in trigger_args:
+            raise BackdoorlabError("a multi-target dynamic attack needs the image shape to place its triggers")
+        size, margin = int(trigger_args.get("size", 4)), int(trigger_args.get("margin", 1))
+        if "locations" in trigger_args:
+            sets = list(trigger_args["locations"])
+            if len(sets) != len(targets):
+                raise BackdoorlabError(f"{len(targets)} targets need {len(targets)} location sets, got {len(sets)}")
+        else:
+            ring = border_locations(image_shape[1], image_shape[2], size, margin)
+            if len(targets) > len(ring):
+                raise BackdoorlabError(f"{len(targets)} targets need {len(targets)} trigger locations but a "
+                                       f"{size}x{size} trigger has only {len(ring)} around the image border")
+            sets = [ring[i::len(targets)] for i in range(len(targets))]
+        parts = []
+        for i, t in enumerate(targets):
+            args = dict(trigger_args, locations=sets[i])
+            args["seed"] = int(args.get("seed", 0)) + i
+            parts.append(Backdoor(RandomPatchTrigger(**args), "all-to-one", t))
+        backdoor = MultiBackdoor(parts)
+    return PoisoningAttack(name, backdoor, poison_rate, stamp)

@@ -36,6 +36,39 @@ class Normalize(nn.Module):
         return f"mean={self.mean.tolist()}, std={self.std.tolist()}"
 
 
+class FeatureDropout(nn.Module):
+    """Dropout on the penultimate features (N, D), with rate ``p`` and inverted scaling.
+
+    ``at_inference=True`` keeps it active in eval mode too (the triggerless backdoor's model: predictions are
+    random). ``forced`` lists units dropped always (used to train and to measure the triggerless backdoor);
+    ``protected`` lists units never dropped at random. Both are plain attributes, not saved in checkpoints.
+    """
+
+    def __init__(self, p: float, at_inference: bool = False):
+        super().__init__()
+        if not 0.0 < p < 1.0:
+            raise BackdoorlabError(f"dropout rate must lie in (0, 1), got {p}")
+        self.p, self.at_inference = float(p), bool(at_inference)
+        self.forced: torch.Tensor | None = None
+        self.protected: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        active = self.training or self.at_inference
+        if not active and self.forced is None:
+            return x
+        keep = torch.ones_like(x)
+        if active:
+            keep = (torch.rand_like(x) >= self.p).to(x.dtype)
+            if self.protected is not None:
+                keep[:, self.protected] = 1.0
+        if self.forced is not None:
+            keep[:, self.forced] = 0.0
+        return x * keep / (1 - self.p) if active else x * keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, at_inference={self.at_inference}"
+
+
 def init_weights(model: nn.Module) -> nn.Module:
     """Kaiming-normal (fan_out, ReLU) conv weights, BN weight 1 / bias 0, zero conv biases; Linear as PyTorch."""
     for m in model.modules():
@@ -63,6 +96,7 @@ class Classifier(nn.Module):
         self.normalize = normalize
         self.body = body
         self.fc = fc
+        self.dropout: nn.Module | None = None  # set by create_model(..., dropout=p)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) in [0, 1] -> penultimate features (N, D)."""
@@ -70,7 +104,10 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) in [0, 1] -> logits (N, num_classes)."""
-        return self.fc(self.forward_features(x))
+        features = self.forward_features(x)
+        if self.dropout is not None:
+            features = self.dropout(features)
+        return self.fc(features)
 
 
 # --------------------------------------------------------------------------------------------------- small-cnn

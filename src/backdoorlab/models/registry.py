@@ -61,12 +61,16 @@ def create_model(
     input_size: tuple[int, int] = (32, 32),
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
+    dropout: float = 0.0,
+    dropout_at_inference: bool = False,
     **kwargs,
 ) -> nn.Module:
     """Build architecture ``name`` for images (N, in_channels, *input_size) in [0, 1] -> logits (N, num_classes).
 
     ``mean``/``std`` (default 0.5 per channel) configure the model's first layer, :class:`Normalize`.
     ``input_size`` may be an int (square) or a pair; lists (as read from JSON) are accepted everywhere.
+    ``dropout`` > 0 adds dropout on the penultimate features (before the final linear layer), kept active at
+    inference with ``dropout_at_inference`` (see :class:`FeatureDropout`).
     The returned model carries ``model.arch`` (the name) and ``model.arch_args`` (a JSON-ready dict of the
     arguments above), ready to go into checkpoint metadata.
     """
@@ -94,6 +98,18 @@ def create_model(
     model = builder(
         num_classes=num_classes, in_channels=in_channels, input_size=input_size, mean=mean, std=std, **kwargs
     )
+    try:
+        dropout = float(dropout)
+    except (TypeError, ValueError):
+        raise BackdoorlabError(f"dropout must be a number in [0, 1), got {dropout!r}")
+    if dropout:
+        from .architectures import FeatureDropout
+
+        if not hasattr(model, "fc") or not hasattr(model, "dropout"):
+            raise BackdoorlabError(f"architecture {name!r} has no dropout option")
+        model.dropout = FeatureDropout(dropout, dropout_at_inference)
+    elif dropout_at_inference:
+        raise BackdoorlabError("dropout_at_inference needs a dropout rate > 0")
     model.arch = name
     model.arch_args = {
         "num_classes": num_classes,
@@ -101,6 +117,7 @@ def create_model(
         "input_size": list(input_size),
         "mean": list(mean),
         "std": list(std),
+        **({"dropout": dropout, "dropout_at_inference": bool(dropout_at_inference)} if dropout else {}),
         **kwargs,
     }
     return model
