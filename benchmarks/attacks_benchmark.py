@@ -99,11 +99,12 @@ def main():
             if name == "weight-perturbation":
                 kw = dict(backdoor=make_poisoning_attack("badnets", target=0).backdoor,
                           awp=WeightPerturbationConfig(epsilon=args.epsilon, seed=args.seed))
-            else:
-                kw = dict(fault=FaultInjectionConfig(seed=args.seed), n_images=5)
+            else:  # Liu et al.'s single bias attack flips one image; the gradient attack a few
+                kw = dict(fault=FaultInjectionConfig(seed=args.seed), n_images=1 if name == "single-bias" else 5)
             s = model_attack_run(ds, name, str(out / "clean"), str(out / name), seed=args.seed,
                                  progress=args.progress, **kw)
             entry = {**s["after"], "relative_weight_change": s["relative_weight_change"],
+                     "epsilon": args.epsilon if name == "weight-perturbation" else None,
                      "attack": json.loads((out / name / "model.json").read_text())["provenance"]["attack"]}
         else:
             meta = train(name, TRAINED[name](shape))

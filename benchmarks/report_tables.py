@@ -1,6 +1,7 @@
 """Render the Markdown tables of docs/benchmarks.md from benchmark results.json files.
 
     python benchmarks/report_tables.py bench-out/mnist/results.json [more results.json ...]
+    python benchmarks/report_tables.py --attacks bench-out/attacks-mnist/results.json
 """
 
 from __future__ import annotations
@@ -51,7 +52,52 @@ def path_table(res: dict, key: str) -> str:
     return "\n".join(rows)
 
 
+ATTACK_NOTES = {
+    "weight-perturbation": "epsilon {eps}; agreement with the clean model {agree}; mean relative weight change {rel}",
+    "fault-injection": "5 chosen test images; ASR = chosen images flipped; accuracy on the rest {rest}",
+    "single-bias": "1 chosen test image; accuracy on the rest {rest}",
+    "triggerless": "ASR with the target neurons dropped; fires on {fire} of queries, {queries} expected queries",
+}
+
+
+def attack_table(res: dict) -> str:
+    clean = res["clean"]
+    budgets = sorted({int(b) for a in res["attacks"].values() for b in a.get("sanitized", {})})
+    head = "| attack | CA | CA drop | ASR | " + " | ".join(
+        f"sanitized @ {b}: t, CA, ASR | path middle @ {b}: CA, ASR" for b in budgets) + " | notes |"
+    lines = [f"### {res['dataset']}, {res['arch']}: attacks and the one-model sanitizer", "",
+             f"Machine: {res['machine']}. Command: `{res.get('command', '')}`", "",
+             f"Clean model of the same recipe (seed {res.get('seed')}): CA {pct(clean['clean_accuracy'])}.", "",
+             head, "| --- " * (5 + 2 * len(budgets)) + "|"]
+    for name, a in res["attacks"].items():
+        cells = [name, pct(a["clean_accuracy"]), f"{100 * (clean['clean_accuracy'] - a['clean_accuracy']):.2f}",
+                 pct(a["attack_success_rate"])]
+        for b in budgets:
+            s = a.get("sanitized", {}).get(str(b))
+            if s is None:
+                cells += ["not run", "not run"]
+                continue
+            cells.append(f"{s['t']:.2f}, {pct(s['clean_accuracy'])}, {pct(s['attack_success_rate'])}")
+            cells.append(f"{pct(s['mid']['clean_accuracy'])}, {pct(s['mid']['attack_success_rate'])}")
+        r = a.get("relative_weight_change") or {}
+        note = ATTACK_NOTES.get(name, "").format(
+            eps=a.get("epsilon"), agree=pct(a.get("agreement")),
+            rel=f"{r.get('mean', float('nan')):.3g}", rest=pct(a.get("accuracy_on_rest")),
+            fire=pct(a.get("fire_probability")),
+            queries="-" if a.get("expected_queries") is None else f"{a['expected_queries']:.0f}")
+        if "attack_success_rate_per_target" in a:
+            note = "per target: " + ", ".join(f"{k}: {pct(v)}" for k, v in a["attack_success_rate_per_target"].items())
+        cells.append(note)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--attacks"]:
+        for path in sys.argv[2:]:
+            print(attack_table(json.load(open(path))))
+            print()
+        sys.exit(0)
     for path in sys.argv[1:]:
         res = json.load(open(path))
         print(table(res))

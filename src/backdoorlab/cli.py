@@ -175,7 +175,9 @@ def cli():
 @click.option("--batch-size", default=None, type=int)
 @click.option("--schedule", default="onecycle", show_default=True, help="onecycle, cosine or constant.")
 @click.option("--weight-decay", default=5e-4, show_default=True, type=float)
-@click.option("--augment", default=None, help="none, crop or crop-flip (default: crop-flip for cifar10, else none).")
+@click.option("--augment", default=None,
+              help="none, crop, crop-flip, crop-flip-jpeg, jpeg or affine (default: crop-flip-jpeg for cifar10, "
+                   "else none).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
@@ -219,8 +221,7 @@ def train(dataset, arch, backdoor_spec, poison_rate, stamp, dropout, target_neur
     _, meta = train_run(ds, arch, cfg, atk, out=out, progress=not no_progress, model_args=model_args)
     m = meta["metrics"]
     if as_json:
-        click.echo(json.dumps({k: m.get(k) for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy")}
-                              | {"out": out}))
+        click.echo(json.dumps({"attack_success_rate": None, "robust_accuracy": None} | m | {"out": out}))
     else:
         click.echo(f"trained {arch} on {ds.name} in {meta['training']['seconds']:.0f} s -> {out}")
         _print_metrics(m)
@@ -284,7 +285,8 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
 @click.option("--lr", default=0.05, show_default=True, type=float, help="Curve training peak learning rate.")
 @click.option("--batch-size", default=128, show_default=True, type=int)
 @click.option("--augment", default=None,
-              help="none, crop, crop-flip or affine (default: crop-flip for cifar10, else affine).")
+              help="none, crop, crop-flip, crop-flip-jpeg, jpeg or affine (default: crop-flip-jpeg for cifar10, "
+                   "else affine).")
 @click.option("--second-endpoint", default="scratch", show_default=True,
               help="With one model: how to make the second endpoint (scratch, distill or finetune).")
 @click.option("--tolerance", default=0.04, show_default=True, type=float,

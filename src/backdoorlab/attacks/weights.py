@@ -285,8 +285,8 @@ def fault_injection(model: torch.nn.Module, chosen_x: torch.Tensor, chosen_targe
     steps, success = 0, False
     bar = tqdm(range(cfg.steps), desc="fault injection", disable=not progress, leave=False)
     for steps in bar:
-        with torch.no_grad():
-            if bool((model(xc).argmax(1) == targets).all()):
+        with torch.no_grad():  # flipped, with a small margin so that a differently batched pass agrees
+            if bool((_margin(model(xc), targets) > min(cfg.kappa, 0.1)).all()):
                 success = True
                 break
         idx = torch.randint(len(keep_x), (min(cfg.batch_size, len(keep_x)),), generator=g)
@@ -299,7 +299,7 @@ def fault_injection(model: torch.nn.Module, chosen_x: torch.Tensor, chosen_targe
     else:
         steps = cfg.steps
         with torch.no_grad():
-            success = bool((model(xc).argmax(1) == targets).all())
+            success = bool((_margin(model(xc), targets) > 0).all())
     for p in params.values():
         p.requires_grad_(False)
     after = {n: p.detach() for n, p in params.items()}
@@ -310,9 +310,12 @@ def fault_injection(model: torch.nn.Module, chosen_x: torch.Tensor, chosen_targe
 
 
 def single_bias_attack(model: torch.nn.Module, chosen_x: torch.Tensor, target: int, layer_name: str | None = None,
-                       max_change: float = 1e4, candidates: int = 10):
+                       max_change: float = 1e4, candidates: int = 10, margin_needed: float = 0.1):
     """Single bias attack: raise (or lower) one bias of ``layer_name`` (default ``fc``, the output layer) until
     every chosen image is classified as ``target``; the unit is the one whose bias moves the chosen images' target margin fastest.
+
+    Each chosen image must end with its target logit ``margin_needed`` above the others: at the exact
+    boundary, the rounding of a differently batched forward pass can undo the flip.
 
     Returns (attacked model, report with the unit, the change and success)."""
     model = copy.deepcopy(model).eval()
@@ -328,10 +331,10 @@ def single_bias_attack(model: torch.nn.Module, chosen_x: torch.Tensor, target: i
     grad, = torch.autograd.grad(margin, bias)
     bias.requires_grad_(False)
 
-    def flips(unit: int, value: float) -> bool:
+    def flips(unit: int, value: float) -> bool:  # with a small logit margin, so batching cannot undo it
         with torch.no_grad():
             bias[unit] = value
-            return bool((model(xc).argmax(1) == targets).all())
+            return bool((_margin(model(xc), targets) > margin_needed).all())
 
     # Try the units whose bias moves the worst margin fastest; the first for which some change flips every
     # chosen image wins, with the smallest such change (doubling, then bisection).
