@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
-import platform
 import time
-
-import torch
 
 from backdoorlab.attacks import (FaultInjectionConfig, TriggerlessAttack, WeightPerturbationConfig,
                                  make_poisoning_attack)
 from backdoorlab.augment import sanitizer_augmentation
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses import SanitizerConfig
-from backdoorlab.io import atomic_write_json
 from backdoorlab.pipeline import backdoor_of, load_for, model_attack_run, sanitize_run, train_defaults, train_run
 from backdoorlab.train import TrainConfig
+from common import machine, open_results
 
 TRAINED = {  # name -> (attack factory given the image shape)
     "badnets": lambda s: make_poisoning_attack("badnets", target=0, poison_rate=0.1),
@@ -44,9 +40,6 @@ ALL = ("badnets", "blended", "dynamic", "weight-perturbation", "fault-injection"
        "dynamic-3-targets", "badnets-all-to-all", "blended-all-to-all", "dynamic-all-to-all")
 
 
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,16 +54,12 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    res_path = out / "results.json"
-    results = json.loads(res_path.read_text()) if res_path.exists() else {}
+    out, results, save = open_results(args.out)
     results.update(dataset=args.dataset, arch=args.arch, machine=machine(), seed=args.seed,
                    command="python benchmarks/attacks_benchmark.py " + " ".join(
                        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                        for k, v in vars(args).items() if v not in (None, False)))
     results.setdefault("attacks", {})
-    save = lambda: atomic_write_json(res_path, results)  # noqa: E731
     ds = load_dataset(args.dataset)
     shape = (ds.in_channels, *ds.image_size)
     td = train_defaults(args.dataset, args.arch)

@@ -10,25 +10,16 @@ Stages can be run separately (--stage endpoints, then --stage defenses); finishe
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import pathlib
-import platform
 import time
-
-import torch
 
 from backdoorlab.attacks import make_poisoning_attack
 from backdoorlab.augment import sanitizer_augmentation
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses import SanitizerConfig
-from backdoorlab.io import atomic_write_json
 from backdoorlab.pipeline import finetune_run, sanitize_run, train_defaults, train_run
 from backdoorlab.train import TrainConfig
+from common import machine, open_results
 
-
-def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def main():
@@ -49,15 +40,11 @@ def main():
                          "(outsourced training)")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    res_path = out / "results.json"
-    results = json.loads(res_path.read_text()) if res_path.exists() else {}
+    out, results, save = open_results(args.out)
     results.update(dataset=args.dataset, arch=args.arch, machine=machine())
     ds = load_dataset(args.dataset)
     attack = make_poisoning_attack("badnets", target=0, poison_rate=0.1, stamp=args.stamp)
     results["attack"] = attack.to_dict()
-    save = lambda: atomic_write_json(res_path, results)  # noqa: E731
 
     if args.stage in ("all", "endpoints"):
         results.setdefault("endpoints", {})
