@@ -91,8 +91,9 @@ def _parse_locations(text: str):
     return sets
 
 
-def _make_attack(spec: dict, image_shape, poison_rate: float = 0.1, stamp: str = "data", training: dict | None = None):
-    """Build the attack described by the backdoor options (None without --attack)."""
+def _make_attack(spec: dict, ds, poison_rate: float = 0.1, stamp: str = "data", training: dict | None = None):
+    """Build the attack described by the backdoor options (None without --attack), checked against the data set
+    ``ds``: target labels in range, triggers that fit its images."""
     import torch
 
     from .attacks import TRAINING_ATTACKS, TriggerlessAttack, make_poisoning_attack
@@ -117,7 +118,9 @@ def _make_attack(spec: dict, image_shape, poison_rate: float = 0.1, stamp: str =
                                    "its target neurons are recorded in the model's sidecar, so give no --attack here")
         if spec["all_to_all"] or len(targets) != 1:
             raise BackdoorlabError("the triggerless backdoor has one target label and no all-to-all mode")
-        return TriggerlessAttack(target=targets[0], **training)
+        atk = TriggerlessAttack(target=targets[0], **training)
+        atk.backdoor.check(ds.num_classes)
+        return atk
     if training:
         raise BackdoorlabError(f"--{next(iter(training)).replace('_', '-')} is for --attack triggerless")
     args: dict = {}
@@ -134,9 +137,10 @@ def _make_attack(spec: dict, image_shape, poison_rate: float = 0.1, stamp: str =
         if spec["locations"] is not None:
             sets = _parse_locations(spec["locations"])
             args["locations"] = sets[0] if len(targets) == 1 and len(sets) == 1 else sets
+    image_shape = (ds.in_channels, *ds.image_size)
     atk = make_poisoning_attack(name, target=targets if len(targets) > 1 else targets[0], mode=mode,
-                                poison_rate=poison_rate, stamp=stamp, image_shape=tuple(image_shape), **args)
-    atk.backdoor.check(10 ** 9)  # label range is checked against the data set by the caller
+                                poison_rate=poison_rate, stamp=stamp, image_shape=image_shape, **args)
+    atk.backdoor.check(ds.num_classes)
     for part in atk.backdoor.parts:  # a trigger that does not fit the images fails here, before any training
         part.trigger.apply(torch.zeros(1, *image_shape))
     return atk
@@ -207,9 +211,7 @@ def train(dataset, arch, backdoor_spec, poison_rate, stamp, dropout, target_neur
             raise BackdoorlabError("--target-neurons and --backdoor-fraction are for --attack triggerless")
         training = None
     ds = _dataset(dataset, data_dir)
-    atk = _make_attack(backdoor_spec, (ds.in_channels, *ds.image_size), poison_rate, stamp, training)
-    if atk is not None:
-        atk.backdoor.check(ds.num_classes)
+    atk = _make_attack(backdoor_spec, ds, poison_rate, stamp, training)
     d = train_defaults(ds.name, arch)
     for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment).items():
         if v is not None:
@@ -258,9 +260,9 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
     model, meta = load_checkpoint(model_dir, dataset=dataset)
     ds = _dataset(meta["dataset"], data_dir)
     check_model_fits(meta, ds, f"checkpoint {model_dir}")
-    atk = _make_attack(backdoor_spec, (ds.in_channels, *ds.image_size))
+    atk = _make_attack(backdoor_spec, ds)
     backdoor = atk.backdoor if atk is not None else backdoor_of(meta)
-    if backdoor is not None:
+    if atk is None and backdoor is not None:
         backdoor.check(ds.num_classes)
     m = evaluate_model(model, ds.test_x, ds.test_y, backdoor, ds.num_classes)
     out = {**m, "backdoor": backdoor.to_dict() if backdoor else None}
@@ -318,7 +320,7 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
         augment = sanitizer_augmentation(ds.name)
     cfg = SanitizerConfig(curve=curve, init=init, steps=steps, second_steps=steps, lr=lr, batch_size=batch_size,
                           augment=augment, second_endpoint=second_endpoint, ca_tolerance=tolerance, grid=grid, seed=seed)
-    atk = _make_attack(backdoor_spec, (ds.in_channels, *ds.image_size))
+    atk = _make_attack(backdoor_spec, ds)
     summary = sanitize_run(ds, list(model_dirs), budget, out, cfg, backdoor=atk.backdoor if atk else None,
                            budget_seed=budget_seed, progress=not no_progress)
     if as_json:
@@ -380,8 +382,7 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
     ds = _dataset(meta["dataset"], data_dir)
     options = {}
     if name == "weight-perturbation":
-        atk = _make_attack(backdoor_spec, (ds.in_channels, *ds.image_size))
-        atk.backdoor.check(ds.num_classes)
+        atk = _make_attack(backdoor_spec, ds)
         options["backdoor"] = atk.backdoor
         options["awp"] = WeightPerturbationConfig(epsilon=epsilon, steps=300 if steps is None else steps,
                                                   step_size=step_size, seed=seed)

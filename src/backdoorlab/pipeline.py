@@ -196,7 +196,6 @@ def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=N
         if backdoor is None or awp is None:
             raise BackdoorlabError("weight-perturbation needs a backdoor (trigger and target) and its settings")
         attacked, report = adversarial_weight_perturbation(model, backdoor, xa, ya, k, awp, progress)
-        settings = awp
     else:
         if fault is None:
             raise BackdoorlabError(f"{name} needs its settings")
@@ -208,16 +207,10 @@ def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=N
         else:
             attacked, report = single_bias_attack(model, test_x[idx], targets[0], fault.layer)
         backdoor = FaultBackdoor(idx, targets, len(test_y))
-        settings = fault
     seconds = time.time() - tick
     before = evaluate(model, test_x, test_y, backdoor, k)
     after = evaluate(attacked, test_x, test_y, backdoor, k)
     after["agreement"] = agreement(model, attacked, test_x)
-    if "relative_weight_change" not in report:  # single bias: one value changed
-        from .attacks.weights import relative_change
-        report["relative_weight_change"] = relative_change(
-            {n: p.detach() for n, p in model.named_parameters()},
-            {n: p.detach() for n, p in attacked.named_parameters()})
     attack_spec = {"name": name, **backdoor.to_dict()}
     new_meta = {**meta, "seed": seed, "metrics": after,
                 "provenance": {"attack": attack_spec, "attacked_from": str(model_dir),
@@ -225,7 +218,7 @@ def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=N
                                "report": {k2: v for k2, v in report.items() if k2 != "config"}}}
     save_checkpoint(attacked, out, new_meta)
     config = {"command": "attack", "attack": name, "model": str(model_dir), "dataset": dataset.name,
-              "settings": report.get("config", {"layer": getattr(settings, "layer", None)}),
+              "settings": report.get("config", {"layer": report.get("layer")}),
               "attacker_images": attacker_images, "seed": seed, "backdoor": backdoor.to_dict(),
               "backdoorlab_version": __version__}
     atomic_write_json(pathlib.Path(out) / "config.json", config)

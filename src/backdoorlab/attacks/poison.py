@@ -97,8 +97,9 @@ class PoisoningAttack:
         augmented batch; None otherwise."""
         if self.stamp != "augmented":
             return None
-        part_of = poisoned.part if poisoned.part is not None else torch.full((len(poisoned.y),), -1)
-        if poisoned.part is None:
+        part_of = poisoned.part
+        if part_of is None:  # poisoned data built elsewhere: one part
+            part_of = torch.full((len(poisoned.y),), -1)
             part_of[poisoned.poisoned] = 0
         parts = self.backdoor.parts
         g = torch.Generator().manual_seed(12345)

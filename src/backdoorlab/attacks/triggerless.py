@@ -145,14 +145,14 @@ class TriggerlessAttack:
 
         def hook(images, labels, indices):
             if torch.rand((), generator=g).item() < self.backdoor_fraction:
-                drop.forced, drop.protected = neurons, None
+                drop.forced = neurons
                 labels = torch.full_like(labels, self.target)
             else:
-                drop.forced, drop.protected = None, None
+                drop.forced = None
             return images, labels
 
         def finish():
-            drop.forced = drop.protected = None
+            drop.forced = None
 
         hook.finish = finish
         return hook

@@ -32,13 +32,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import BackdoorlabError, valid_names
+from ..metrics import predict
 from ..train import to_float
 from .backdoor import register_backdoor_kind
-
-
-def _predict_logits(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([model(to_float(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
 def relative_change(before: dict, after: dict) -> dict:
@@ -102,7 +98,7 @@ def adversarial_weight_perturbation(model: torch.nn.Module, backdoor, x: torch.T
     backdoor.check(num_classes)
     tick = time.time()
     model = copy.deepcopy(model).eval()
-    original_pred = _predict_logits(model, x).argmax(1)
+    original_pred = predict(model, x)
     params = {n: p for n, p in model.named_parameters() if p.dtype.is_floating_point}
     before = {n: p.detach().clone() for n, p in params.items()}
     step = cfg.step_size if cfg.step_size is not None else cfg.epsilon / 100
@@ -136,8 +132,7 @@ def adversarial_weight_perturbation(model: torch.nn.Module, backdoor, x: torch.T
 
 def agreement(model_a, model_b, x: torch.Tensor, batch_size: int = 1000) -> float:
     """Fraction of images on which two models predict the same label."""
-    return (_predict_logits(model_a, x, batch_size).argmax(1) ==
-            _predict_logits(model_b, x, batch_size).argmax(1)).float().mean().item()
+    return (predict(model_a, x, batch_size) == predict(model_b, x, batch_size)).float().mean().item()
 
 
 # -------------------------------------------------------------------------------------- fault injection
@@ -168,7 +163,7 @@ class FaultBackdoor:
         if len(x) != self.n_test:
             raise BackdoorlabError(f"this fault-injection backdoor was planted on chosen images of a test set of "
                                    f"{self.n_test} images; got {len(x)} images")
-        pred = _predict_logits(model, x, batch_size).argmax(1)
+        pred = predict(model, x, batch_size)
         idx = torch.tensor(self.indices)
         rest = torch.ones(len(y), dtype=torch.bool)
         rest[idx] = False
@@ -210,7 +205,7 @@ def choose_fault_targets(model, x: torch.Tensor, y: torch.Tensor, n_images: int,
     if target is not None and not 0 <= target < num_classes:
         raise BackdoorlabError(f"target label {target} is out of range for {num_classes} classes")
     g = torch.Generator().manual_seed(seed)
-    pred = _predict_logits(model, x).argmax(1)
+    pred = predict(model, x)
     ok = pred == y
     if target is not None:
         ok &= y != target
@@ -277,7 +272,7 @@ def fault_injection(model: torch.nn.Module, chosen_x: torch.Tensor, chosen_targe
         p.requires_grad_(False)
     for p in params.values():
         p.requires_grad_(True)
-    keep_pred = _predict_logits(model, keep_x).argmax(1)
+    keep_pred = predict(model, keep_x)
     targets = torch.tensor(chosen_targets)
     xc = to_float(chosen_x)
     opt = torch.optim.Adam(params.values(), lr=cfg.lr)
@@ -318,7 +313,7 @@ def single_bias_attack(model: torch.nn.Module, chosen_x: torch.Tensor, target: i
     boundary, the rounding of a differently batched forward pass can undo the flip.
 
     Returns (attacked model, report with the unit, the change and success)."""
-    model = copy.deepcopy(model).eval()
+    original_model, model = model, copy.deepcopy(model).eval()
     layer_name = layer_name or "fc"
     layer = get_layer(model, layer_name, need_bias=True)
     bias = layer.bias
@@ -355,7 +350,9 @@ def single_bias_attack(model: torch.nn.Module, chosen_x: torch.Tensor, target: i
             lo, hi = (lo, mid) if flips(unit, original + direction * mid) else (mid, hi)
         flips(unit, original + direction * hi)
         report = {"layer": layer_name, "unit": unit, "original_bias": original, "change": direction * hi,
-                  "success": True}
+                  "success": True, "relative_weight_change": relative_change(
+                      {n: p.detach() for n, p in original_model.named_parameters()},
+                      {n: p.detach() for n, p in model.named_parameters()})}
         return model, report
     raise BackdoorlabError(f"the single bias attack on layer {layer_name!r} found no single bias change up to "
                            f"{max_change:g} that flips the chosen images; try another layer or fewer images")

@@ -40,8 +40,8 @@ class FeatureDropout(nn.Module):
     """Dropout on the penultimate features (N, D), with rate ``p`` and inverted scaling.
 
     ``at_inference=True`` keeps it active in eval mode too (the triggerless backdoor's model: predictions are
-    random). ``forced`` lists units dropped always (used to train and to measure the triggerless backdoor);
-    ``protected`` lists units never dropped at random. Both are plain attributes, not saved in checkpoints.
+    random). ``forced`` lists units dropped always (used to train and to measure the triggerless backdoor); it
+    is a plain attribute, not saved in checkpoints.
     """
 
     def __init__(self, p: float, at_inference: bool = False):
@@ -50,7 +50,6 @@ class FeatureDropout(nn.Module):
             raise BackdoorlabError(f"dropout rate must lie in (0, 1), got {p}")
         self.p, self.at_inference = float(p), bool(at_inference)
         self.forced: torch.Tensor | None = None
-        self.protected: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         active = self.training or self.at_inference
@@ -59,8 +58,6 @@ class FeatureDropout(nn.Module):
         keep = torch.ones_like(x)
         if active:
             keep = (torch.rand_like(x) >= self.p).to(x.dtype)
-            if self.protected is not None:
-                keep[:, self.protected] = 1.0
         if self.forced is not None:
             keep[:, self.forced] = 0.0
         return x * keep / (1 - self.p) if active else x * keep
