@@ -340,6 +340,112 @@ def _print_table(summary: dict) -> None:
                f"{_pct(summary['attack_success_rate']):>8}")
 
 
+def _parse_options(pairs, name: str) -> dict:
+    """``KEY=VALUE`` strings -> a dict typed after the defaults of defense ``name`` (lists: comma-separated)."""
+    from .defenses.repair import repairer_defaults
+    defaults, options = repairer_defaults(name), {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise BackdoorlabError(f"option {pair!r} is not KEY=VALUE")
+        if key not in defaults:
+            raise BackdoorlabError(f"unknown option {key!r} for {name}; valid: {valid_names(defaults)}")
+        default = defaults[key]
+        try:
+            if isinstance(default, bool):
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                value = text.lower() in ("true", "1", "yes")
+            elif isinstance(default, int):
+                value = int(text)
+            elif isinstance(default, float):
+                value = float(text)
+            elif isinstance(default, (tuple, list)):
+                value = tuple(float(v) for v in text.split(","))
+            else:
+                try:
+                    value = float(text)
+                except ValueError:
+                    value = text
+        except ValueError:
+            raise BackdoorlabError(f"option {key}={text!r} for {name}: expected a value like {default!r}") from None
+        options[key] = value
+    return options
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("model_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--dataset", required=True, help="Data set the model was trained on (the budget comes from it).")
+@click.option("--clean-budget", "budget", default=1000, show_default=True, type=int,
+              help="Number of clean images the defender has.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A hyperparameter of the defense (repeatable); `backdoorlab list --defaults` shows them.")
+@_backdoor_options
+@click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@data_dir_option
+@progress_option
+def repair(name, model_dirs, dataset, budget, out, options, backdoor_spec, budget_seed, as_json, data_dir,
+           no_progress):
+    """Repair a suspect model with defense NAME on a clean budget (finetune, fine-pruning, anp,
+    nc-unlearning, noise, mode-connectivity).
+
+    Writes OUT/model.safetensors + model.json (the repaired model), OUT/report.json (CA/ASR before and after,
+    what the defense chose) and OUT/config.json. The trigger is never used by the defense; --attack only adds
+    the ASR to the report when the checkpoint does not record its backdoor.
+    """
+    from .defenses.repair import REPAIRERS
+    from .pipeline import repair_run
+    if name not in REPAIRERS:
+        raise BackdoorlabError(f"unknown defense {name!r}; valid: {valid_names(REPAIRERS)}")
+    opts = _parse_options(options, name)
+    ds = _dataset(dataset, data_dir)
+    atk = _make_attack(backdoor_spec, ds)
+    report = repair_run(ds, name, list(model_dirs), budget, out, opts, backdoor=atk.backdoor if atk else None,
+                        budget_seed=budget_seed, progress=not no_progress)
+    if as_json:
+        click.echo(json.dumps({k: report[k] for k in ("defense", "before", "after", "seconds")} | {"out": out}))
+        return
+    click.echo(f"{name}: repaired model -> {out} ({report['seconds']:.0f} s)")
+    click.echo(f"  {'model':<20} {'CA':>8} {'ASR':>8}")
+    for i, e in enumerate(report["before"]):
+        click.echo(f"  {'suspect %d' % (i + 1):<20} {_pct(e.get('clean_accuracy')):>8} "
+                   f"{_pct(e.get('attack_success_rate')):>8}")
+    a = report["after"]
+    click.echo(f"  {'repaired':<20} {_pct(a.get('clean_accuracy')):>8} {_pct(a.get('attack_success_rate')):>8}")
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path())
+@click.option("--dataset", required=True, help="Data set the model was trained on (the budget comes from it).")
+@click.option("--clean-budget", "budget", default=1000, show_default=True, type=int,
+              help="Number of clean images the defender has.")
+@click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
+              help="Write an HTML report (reversed triggers, anomaly indices, plots) to this directory.")
+@click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@data_dir_option
+@progress_option
+def scan(model_dir, dataset, budget, report_dir, budget_seed, as_json, data_dir, no_progress):
+    """Is this model backdoored? Run the model-level detectors on a clean budget and give a verdict."""
+    from .scan import scan_run
+    ds = _dataset(dataset, data_dir)
+    result = scan_run(ds, model_dir, budget_size=budget, report_dir=report_dir, budget_seed=budget_seed,
+                      progress=not no_progress)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    verdict = "BACKDOORED" if result["backdoored"] else "no backdoor found"
+    target = result.get("suspected_target")
+    click.echo(f"{model_dir}: {verdict} (anomaly index {result['anomaly_index']:.2f}"
+               + (f", suspected target label {target}" if target is not None else "") + ")")
+    if report_dir:
+        click.echo(f"report: {report_dir}/index.html")
+
+
 @cli.command()
 @click.argument("name")
 @click.argument("model_dir", type=click.Path())
@@ -437,15 +543,22 @@ def download(names, data_dir):
 
 
 @cli.command(name="list")
-def list_cmd():
-    """List data sets, architectures and attacks."""
+@click.option("--defaults", is_flag=True, help="Also print every defense's hyperparameters and defaults.")
+def list_cmd(defaults):
+    """List data sets, architectures, attacks and defenses."""
     from .attacks import MODEL_ATTACKS, TRAINING_ATTACKS
     from .data import list_datasets
+    from .defenses.repair import REPAIRERS, repairer_defaults
     from .models import list_models
     click.echo("datasets:      " + ", ".join(list_datasets()))
     click.echo("architectures: " + ", ".join(list_models()))
     click.echo("attacks:       " + ", ".join(TRAINING_ATTACKS) + " (backdoorlab train --attack NAME)")
     click.echo("model attacks: " + ", ".join(MODEL_ATTACKS) + " (backdoorlab attack NAME MODEL_DIR)")
+    click.echo("defenses:      " + ", ".join(REPAIRERS) + " (backdoorlab repair NAME MODEL_DIR; sanitize)")
+    click.echo("detectors:     neural-cleanse (backdoorlab scan MODEL_DIR)")
+    if defaults:
+        for name in REPAIRERS:
+            click.echo(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in repairer_defaults(name).items()))
 
 
 def main(argv=None) -> int:

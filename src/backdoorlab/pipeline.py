@@ -5,6 +5,7 @@ Each run returns plain dicts and saves its outputs with their configuration next
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import time
 
@@ -102,6 +103,16 @@ def load_for(path: str, dataset, arch: str | None = None) -> tuple[torch.nn.Modu
     return model, meta
 
 
+def resolve_bn_augment(cfg: SanitizerConfig, meta: dict) -> SanitizerConfig:
+    """``bn_augment="auto"``: re-estimate batch norm on budget images augmented as the suspect's training data
+    was (its recorded augmentation), since that is what its running statistics describe."""
+    if cfg.bn_augment != "auto":
+        return cfg
+    from .augment import AUGMENTATIONS
+    trained = ((meta.get("training") or {}).get("augment")) or "none"
+    return dataclasses.replace(cfg, bn_augment=trained if trained in AUGMENTATIONS else "none")
+
+
 def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg: SanitizerConfig,
                  backdoor=None, budget_seed: int = 0, progress: bool = True) -> dict:
     """Sanitize one or two suspect checkpoints; write the model, path.json, path.png, curve and config to ``out``."""
@@ -117,6 +128,7 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
     if backdoor is None:
         backdoor = backdoor_of(metas[0])
     arch, args = metas[0]["arch"], metas[0]["arch_args"]
+    cfg = resolve_bn_augment(cfg, metas[0])
     factory = lambda: create_model(arch, **args)  # noqa: E731
     sanitizer = ModeConnectivitySanitizer(cfg, factory, progress=progress)
     test = (dataset.test_x, dataset.test_y)
@@ -225,3 +237,65 @@ def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=N
     return {"attack": name, "before": before, "after": after, "seconds": round(seconds, 1),
             "relative_weight_change": report["relative_weight_change"],
             **{k2: report[k2] for k2 in ("success", "steps", "layer", "unit", "change") if k2 in report}}
+
+
+def default_repair_options(name: str, dataset_name: str) -> dict:
+    """Data-set dependent defaults of a repairer: the augmentation of its training steps."""
+    from .augment import sanitizer_augmentation
+    from .defenses.repair import repairer_defaults
+    if "augment" not in repairer_defaults(name):
+        return {}
+    if name == "mode-connectivity":
+        return {"augment": sanitizer_augmentation(dataset_name)}
+    return {"augment": TRAIN_DEFAULTS.get((dataset_name, "*"), {}).get("augment", "none")}
+
+
+def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out: str | None = None,
+               options: dict | None = None, backdoor=None, budget_seed: int = 0, progress: bool = True) -> dict:
+    """Repair suspect checkpoint(s) with defense ``name`` on a clean budget; evaluate before and after.
+
+    Writes the repaired checkpoint, ``report.json`` and ``config.json`` to ``out`` (if given) and returns the
+    report: ``before`` (one entry per suspect), ``after``, ``info`` (what the defense chose) and ``seconds``."""
+    from .defenses.repair import repair, repairer_config
+    if not 1 <= len(model_dirs) <= 2:
+        raise BackdoorlabError(f"a defense takes one or two models, got {len(model_dirs)}")
+    options = {**default_repair_options(name, dataset.name), **(options or {})}
+    cfg = repairer_config(name, **options)  # validate before any work
+    loaded = [load_for(p, dataset) for p in model_dirs]
+    metas = [m for _, m in loaded]
+    if name == "mode-connectivity" and options.get("bn_augment", "auto") == "auto":
+        options["bn_augment"] = resolve_bn_augment(cfg, metas[0]).bn_augment
+    if len(loaded) == 2 and (metas[0]["arch"], metas[0]["arch_args"]) != (metas[1]["arch"], metas[1]["arch_args"]):
+        raise BackdoorlabError(f"the two models have different architectures ({metas[0]['arch']} vs "
+                               f"{metas[1]['arch']})")
+    holdout = (metas[0].get("holdout") or {}).get("size", default_holdout(dataset.name))
+    budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
+    if backdoor is None:
+        backdoor = backdoor_of(metas[0])
+    arch, args = metas[0]["arch"], metas[0]["arch_args"]
+    test = (dataset.test_x, dataset.test_y)
+    before = [evaluate(m, *test, backdoor, dataset.num_classes) for m, _ in loaded]
+    tick = time.time()
+    model, info = repair(name, loaded[0][0], budget, loaded[1][0] if len(loaded) == 2 else None, progress=progress,
+                         model_factory=lambda: create_model(arch, **args), **options)
+    seconds = time.time() - tick
+    after = evaluate(model, *test, backdoor, dataset.num_classes)
+    report = {"defense": name, "before": before, "after": after, "seconds": round(seconds, 1), "info": info,
+              "clean_budget": budget_size}
+    if out is not None:
+        out_dir = pathlib.Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        meta = {"arch": arch, "arch_args": args, "dataset": dataset.name, "class_names": metas[0].get("class_names"),
+                "input_shape": metas[0].get("input_shape"), "seed": cfg.seed, "holdout": metas[0].get("holdout"),
+                "provenance": {**(metas[0].get("provenance") or {}),
+                               "repaired": {"defense": name, "from": [str(p) for p in model_dirs],
+                                            "clean_budget": budget_size,
+                                            "info": {k: v for k, v in info.items() if k not in ("path", "config")}}},
+                "metrics": after}
+        save_checkpoint(model, out_dir, meta)
+        atomic_write_json(out_dir / "report.json", report)
+        atomic_write_json(out_dir / "config.json", {
+            "command": "repair", "defense": name, "models": [str(p) for p in model_dirs], "dataset": dataset.name,
+            "clean_budget": budget_size, "budget_seed": budget_seed, "holdout": holdout, "options": cfg.to_dict(),
+            "evaluated_backdoor": backdoor.to_dict() if backdoor else None, "backdoorlab_version": __version__})
+    return report

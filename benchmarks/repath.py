@@ -1,0 +1,80 @@
+"""Re-evaluate a saved sanitizer run's path with the current batch-norm rule, without retraining the curve.
+
+The curve's training does not depend on how batch norm is re-estimated afterwards (it trains with batch
+statistics), so loading OUT/curve.safetensors and re-scoring the grid gives exactly the path and the chosen t that
+a full rerun with the same seeds would give. Used when the re-estimation rule changed (CIFAR-10: budget images
+augmented as in training instead of pixel-exact).
+
+    python benchmarks/repath.py bench-out/cifar10/sanitized-two-2500 --out bench-out/cifar10/repath-two-2500
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+
+import safetensors.torch
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", help="a sanitize output directory (config.json, curve.safetensors)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--bn-augment", default="auto")
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args()
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from common import machine
+
+    from backdoorlab.budget import clean_budget
+    from backdoorlab.curves import Curve
+    from backdoorlab.data import load_dataset
+    from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig, select_t
+    from backdoorlab.io import atomic_write_json
+    from backdoorlab.metrics import evaluate
+    from backdoorlab.models import create_model
+    from backdoorlab.pipeline import backdoor_of, load_for, resolve_bn_augment
+
+    run = pathlib.Path(args.run)
+    config = json.loads((run / "config.json").read_text())
+    ds = load_dataset(config["dataset"])
+    loaded = [load_for(p, ds) for p in config["models"]]
+    if len(loaded) != 2:
+        sys.exit("repath handles two-model runs (a one-model run's second endpoint is not saved)")
+    cfg = SanitizerConfig(**{**config["sanitizer"], "bn_augment": args.bn_augment})
+    cfg = resolve_bn_augment(cfg, loaded[0][1])
+    budget = clean_budget(ds, config["clean_budget"], seed=config["budget_seed"], holdout=config["holdout"])
+    arch, a = loaded[0][1]["arch"], loaded[0][1]["arch_args"]
+    sanitizer = ModeConnectivitySanitizer(cfg, lambda: create_model(arch, **a), progress=args.progress)
+    fit_part, val_part = sanitizer.split_budget(budget)
+    curve = Curve(loaded[0][0], loaded[1][0], kind=cfg.curve, init="midpoint")
+    control = safetensors.torch.load_file(str(run / "curve.safetensors"))
+    for name, p in zip(curve.names, curve.control):
+        p.data.copy_(control[name])
+    backdoor = backdoor_of(loaded[0][1])
+    tick = time.time()
+    test = (ds.test_x, ds.test_y)
+    rows = sanitizer.path(curve, fit_part, val_part, test, backdoor, ds.num_classes)
+    t = select_t([r["t"] for r in rows], [r["val_accuracy"] for r in rows], (0.0, 1.0), cfg.ca_tolerance)
+    chosen = next(r for r in rows if r["t"] == t)
+    endpoints = [evaluate(m, *test, backdoor, ds.num_classes) for m, _ in loaded]
+    out = {"from": str(run), "bn_augment": cfg.bn_augment, "t": t, "clean_accuracy": chosen["clean_accuracy"],
+           "attack_success_rate": chosen.get("attack_success_rate"), "path": rows,
+           "endpoints": [{k: e[k] for k in ("clean_accuracy", "attack_success_rate")} for e in endpoints],
+           "seconds": round(time.time() - tick, 1), "machine": machine(),
+           "command": "python benchmarks/repath.py " + " ".join(sys.argv[1:]),
+           "sanitizer": dataclasses.asdict(cfg)}
+    pathlib.Path(args.out).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(pathlib.Path(args.out) / "path.json", out)
+    for r in rows:
+        print(f"t={r['t']:.1f} val {r['val_accuracy']:.4f} CA {r['clean_accuracy']:.4f} "
+              f"ASR {r.get('attack_success_rate')}")
+    print(f"chosen t = {t}: CA {out['clean_accuracy']:.4f} ASR {out['attack_success_rate']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

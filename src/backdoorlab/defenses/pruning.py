@@ -1,0 +1,205 @@
+"""Fine-pruning (Liu, Dolan-Gavitt and Garg, RAID 2018): prune dormant channels of the last convolutional layer,
+then fine-tune.
+
+Threat model: the defender holds the suspect model and a small clean set, and knows nothing of the trigger. The
+paper's observation is that backdoor behaviour lives in neurons of the last convolutional layer that clean inputs
+leave dormant; pruning them in increasing order of mean clean activation, until clean validation accuracy falls,
+removes much of the backdoor, and fine-tuning on clean data removes more (and recovers accuracy).
+
+Which layer: the last module of the model's ``body`` whose output is a 4-D feature map and which is not a pooling
+layer (small-cnn: the second conv-BN-ReLU block; resnet20: the last residual block; preact-resnet18: the final
+BN-ReLU; vgg16-bn: the last conv-BN-ReLU), so activations are measured after the non-linearity. While pruning and
+fine-tuning, a forward hook multiplies that output by a 0/1 channel mask. Every module between it and the first
+``nn.Linear`` after it (pooling, flatten, ReLU, dropout) maps a zero channel to zero features, so at the end the
+mask is *folded* into that linear layer by zeroing its input columns: the returned model is a plain model of the
+same architecture, with no hook, and computes exactly what the masked model computed.
+
+Stopping rule (clean data only): channels are pruned in increasing order of mean activation on the fit part of
+the budget, as long as accuracy on the budget's validation slice stays within ``max_accuracy_drop`` of the
+unpruned model (the paper prunes until validation accuracy drops by 4%).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..budget import CleanBudget
+from ..errors import BackdoorlabError
+from ..metrics import accuracy, predict
+from ..train import TrainConfig, to_float
+from .finetune import finetune
+
+POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+ZERO_PRESERVING = POOLS + (nn.Flatten, nn.ReLU, nn.Dropout, nn.Identity)
+
+
+def _body_children(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    body = getattr(model, "body", None)
+    if not isinstance(body, nn.Sequential):
+        raise BackdoorlabError("fine-pruning needs a model with a sequential `body` (the registry's architectures); "
+                               f"got {type(model).__name__}")
+    return [(f"body.{name}", m) for name, m in body.named_children()]
+
+
+@torch.no_grad()
+def last_feature_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, nn.Module, int]:
+    """(name, module, channels) of the last non-pooling module of ``model.body`` with a 4-D output."""
+    children = _body_children(model)
+    shapes = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, n=name: shapes.__setitem__(n, tuple(o.shape)))
+             for name, m in children]
+    try:
+        model.eval()
+        model(to_float(example[:2]))
+    finally:
+        for h in hooks:
+            h.remove()
+    found = [(n, m) for n, m in children if len(shapes.get(n, ())) == 4 and not isinstance(m, POOLS)]
+    if not found:
+        raise BackdoorlabError("fine-pruning found no convolutional feature map in the model's body")
+    name, module = found[-1]
+    return name, module, shapes[name][1]
+
+
+def _next_linear(model: nn.Module, layer_name: str) -> tuple[nn.Linear, list[nn.Module]]:
+    """The first nn.Linear after ``layer_name`` (in the body, else ``model.fc``) and the modules in between."""
+    children = _body_children(model)
+    i = [n for n, _ in children].index(layer_name)
+    between = []
+    for _, m in children[i + 1:]:
+        if isinstance(m, nn.Linear):
+            return m, between
+        between.append(m)
+    return model.fc, between
+
+
+class ChannelMask:
+    """A 0/1 mask over the channels of one layer's output, applied by a forward hook while attached."""
+
+    def __init__(self, module: nn.Module, channels: int):
+        self.module, self.mask = module, torch.ones(channels)
+        self.handle = module.register_forward_hook(lambda mod, i, o: o * self.mask.view(1, -1, 1, 1).to(o.dtype))
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+@torch.no_grad()
+def mean_channel_activation(model: nn.Module, module: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Mean over images and positions of each channel of ``module``'s output on uint8/float images ``x``."""
+    total, count = None, 0
+    store = {}
+    h = module.register_forward_hook(lambda mod, i, o: store.__setitem__("out", o))
+    try:
+        model.eval()
+        for i in range(0, len(x), batch_size):
+            model(to_float(x[i:i + batch_size]))
+            s = store["out"].sum(dim=(0, 2, 3))
+            total = s if total is None else total + s
+            count += store["out"].shape[0] * store["out"].shape[2] * store["out"].shape[3]
+    finally:
+        h.remove()
+    return total / count
+
+
+@dataclass
+class FinePruningConfig:
+    """``max_accuracy_drop``: validation-accuracy drop (fraction) allowed while pruning (the paper's 4%);
+    ``max_prune_fraction``: never prune more than this fraction of the channels; ``finetune_steps``/``lr``: the
+    clean fine-tuning afterwards (0 steps: pruning only)."""
+
+    max_accuracy_drop: float = 0.04
+    max_prune_fraction: float = 0.95
+    val_fraction: float = 0.1
+    finetune_steps: int = 1000
+    lr: float = 0.01
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    augment: str = "none"
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0 <= self.max_accuracy_drop < 1:
+            raise BackdoorlabError(f"max accuracy drop must lie in [0, 1), got {self.max_accuracy_drop}")
+        if not 0 < self.max_prune_fraction < 1:
+            raise BackdoorlabError(f"max prune fraction must lie in (0, 1), got {self.max_prune_fraction}")
+        if not 0 < self.val_fraction < 1:
+            raise BackdoorlabError(f"validation fraction must lie in (0, 1), got {self.val_fraction}")
+        if self.finetune_steps < 0:
+            raise BackdoorlabError(f"fine-tuning steps must be >= 0, got {self.finetune_steps}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def split_validation(budget: CleanBudget, fraction: float, minimum: int = 20) -> tuple[CleanBudget, CleanBudget]:
+    """(fit part, validation slice) of a budget, the slice being ``fraction`` of it (at least ``minimum``)."""
+    n_val = max(minimum, int(round(fraction * len(budget))))
+    if len(budget) - n_val < minimum:
+        raise BackdoorlabError(f"clean budget of {len(budget)} images is too small: this defense needs at least "
+                               f"{n_val + minimum} (a validation slice of {n_val} plus images to work with)")
+    return budget.split(n_val)
+
+
+def fine_prune(model: nn.Module, budget: CleanBudget, cfg: FinePruningConfig | None = None, *,
+               progress: bool = True) -> tuple[nn.Module, dict]:
+    """Return (pruned and fine-tuned copy of ``model``, info dict with the layer, channels pruned, accuracies)."""
+    cfg = cfg or FinePruningConfig()
+    fit_part, val_part = split_validation(budget, cfg.val_fraction)
+    model = copy.deepcopy(model).eval()
+    name, layer, channels = last_feature_layer(model, fit_part.x)
+    linear, between = _next_linear(model, name)
+    if not all(isinstance(m, ZERO_PRESERVING) for m in between):
+        raise BackdoorlabError(f"fine-pruning cannot fold a mask on {name}: "
+                               f"{type(next(m for m in between if not isinstance(m, ZERO_PRESERVING))).__name__} "
+                               "between it and the next linear layer does not map zero to zero")
+    order = torch.argsort(mean_channel_activation(model, layer, fit_part.x))
+    mask = ChannelMask(layer, channels)
+    try:
+        base = accuracy(predict(model, val_part.x), val_part.y)
+        limit = int(cfg.max_prune_fraction * channels)
+        step = max(1, channels // 64)
+        pruned, curve = 0, [(0, base)]
+        for k in tqdm(range(step, limit + 1, step), desc="fine-pruning: prune", disable=not progress, leave=False):
+            mask.mask[:] = 1.0
+            mask.mask[order[:k]] = 0.0
+            acc = accuracy(predict(model, val_part.x), val_part.y)
+            curve.append((k, acc))
+            if acc < base - cfg.max_accuracy_drop - 1e-12:
+                break
+            pruned = k
+        mask.mask[:] = 1.0
+        mask.mask[order[:pruned]] = 0.0
+        pruned_acc = accuracy(predict(model, val_part.x), val_part.y)
+        if cfg.finetune_steps > 0:
+            tc = TrainConfig(epochs=0, steps=cfg.finetune_steps, lr=cfg.lr, batch_size=cfg.batch_size,
+                             weight_decay=cfg.weight_decay, augment=cfg.augment, seed=cfg.seed)
+            tuned = finetune(model, budget.x, budget.y, tc, progress=progress, desc="fine-pruning: fine-tune")
+            # the deep copy carries a copy of the hook; drop it and fold instead
+            tuned_layer = dict(tuned.named_modules())[name]
+            tuned_layer._forward_hooks.clear()
+            model = tuned
+            linear, _ = _next_linear(model, name)
+    finally:
+        mask.remove()
+    fold_channel_mask(linear, mask.mask, channels)
+    info = {"layer": name, "channels": channels, "pruned": int(pruned), "pruned_channels": order[:pruned].tolist(),
+            "validation_accuracy": {"before": base, "pruned": pruned_acc}, "prune_curve": curve,
+            "config": cfg.to_dict()}
+    return model.eval(), info
+
+
+@torch.no_grad()
+def fold_channel_mask(linear: nn.Linear, mask: torch.Tensor, channels: int) -> None:
+    """Zero the input columns of ``linear`` that read masked channels (flattened channel-major)."""
+    if linear.in_features % channels:
+        raise BackdoorlabError(f"cannot fold a {channels}-channel mask into a linear layer with "
+                               f"{linear.in_features} inputs")
+    per = linear.in_features // channels
+    keep = mask.repeat_interleave(per).to(linear.weight.dtype)
+    linear.weight.mul_(keep.view(1, -1))

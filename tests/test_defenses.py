@@ -1,0 +1,190 @@
+"""Repairers compared against the sanitizer: fine-tuning, fine-pruning, ANP, Gaussian weight noise; `repair` CLI."""
+
+import json
+
+import pytest
+import torch
+
+from backdoorlab.attacks import make_poisoning_attack
+from backdoorlab.budget import clean_budget
+from backdoorlab.cli import main
+from backdoorlab.data import load_dataset
+from backdoorlab.defenses.anp import ANPConfig, anp, learn_masks, neuron_layers, prune_neurons
+from backdoorlab.defenses.noise import NoiseConfig, add_weight_noise, gaussian_noise
+from backdoorlab.defenses.pruning import (ChannelMask, FinePruningConfig, _next_linear, fine_prune,
+                                          last_feature_layer, mean_channel_activation)
+from backdoorlab.defenses.repair import REPAIRERS, repair, repairer_config
+from backdoorlab.errors import BackdoorlabError
+from backdoorlab.metrics import accuracy, predict
+from backdoorlab.models import create_model
+from backdoorlab.pipeline import train_defaults, train_run
+from backdoorlab.train import TrainConfig, to_float
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def suspect(digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("defenses") / "badnets"
+    attack = make_poisoning_attack("badnets", target=0, poison_rate=0.1)
+    model, meta = train_run(digits, "small-cnn", TrainConfig(seed=1, **train_defaults("digits", "small-cnn")), attack,
+                            out=str(out), progress=False)
+    return model, meta, out
+
+
+@pytest.fixture(scope="module")
+def budget(digits):
+    return clean_budget(digits, 300, seed=0)
+
+
+@pytest.mark.parametrize("arch, shape", [("small-cnn", (1, 12, 12)), ("resnet20", (3, 8, 8)),
+                                         ("preact-resnet18", (3, 8, 8)), ("vgg16-bn", (3, 8, 8))])
+def test_fine_pruning_mask_folds_exactly(arch, shape):
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=4, in_channels=shape[0], input_size=list(shape[1:])).eval()
+    x = torch.rand(6, *shape)
+    name, layer, channels = last_feature_layer(model, x)
+    mask = ChannelMask(layer, channels)
+    mask.mask[torch.randperm(channels)[: channels // 2]] = 0
+    with torch.no_grad():
+        masked = model(x)
+    mask.remove()
+    with torch.no_grad():
+        unmasked = model(x)
+        from backdoorlab.defenses.pruning import fold_channel_mask
+        fold_channel_mask(_next_linear(model, name)[0], mask.mask, channels)
+        folded = model(x)
+    scale = (masked - unmasked).abs().max()
+    assert scale > 0  # the mask matters
+    assert (folded - masked).abs().max() <= 1e-3 * scale + 1e-7
+
+
+def test_fine_pruning_prunes_dormant_channels_within_tolerance(suspect, budget):
+    model, _, _ = suspect
+    cfg = FinePruningConfig(max_accuracy_drop=0.05, finetune_steps=0)
+    pruned, info = fine_prune(model, budget, cfg, progress=False)
+    assert info["layer"] == "body.2" and info["channels"] == 64 and info["pruned"] > 0
+    _, layer, _ = last_feature_layer(model, budget.x)
+    fit_x = budget.x[: len(budget) - 30]
+    order = torch.argsort(mean_channel_activation(model, layer, fit_x))
+    assert info["pruned_channels"] == order[: info["pruned"]].tolist()  # lowest mean activation first
+    assert not dict(pruned.named_modules())["body.2"]._forward_hooks  # a plain model, no hook left
+    cols = pruned.body[5].weight.view(128, 64, -1)[:, info["pruned_channels"]]
+    assert cols.abs().max() == 0
+    val = budget.split(30)[1]
+    assert accuracy(predict(pruned, val.x), val.y) >= info["validation_accuracy"]["before"] - 0.05 - 1e-6
+    assert model.body[5].weight.abs().sum() > 0 and pruned is not model  # the suspect is untouched
+
+
+def test_fine_pruning_fine_tune_keeps_pruned_channels_dead(suspect, budget):
+    model, _, _ = suspect
+    pruned, info = fine_prune(model, budget, FinePruningConfig(finetune_steps=30), progress=False)
+    cols = pruned.body[5].weight.view(128, 64, -1)[:, info["pruned_channels"]]
+    assert info["pruned"] > 0 and cols.abs().max() == 0
+
+
+def test_anp_neurons_and_pruning(suspect):
+    model, _, _ = suspect
+    layers = neuron_layers(model)
+    assert [n for n, _ in layers] == ["body.0.1", "body.2.1", "body.5"]  # BN channels + hidden linear, not fc
+    masks = [torch.ones(m.weight.shape[0]) for _, m in layers]
+    masks[1][7], masks[2][3] = 0.0, 0.1
+    pruned = prune_neurons(model, masks, 2)
+    assert pruned.body[2][1].weight[7] == 0 and pruned.body[5].weight[3].abs().max() == 0
+    assert model.body[2][1].weight[7] != 0
+    changed = sum(int((a != b).any()) for a, b in zip(pruned.state_dict().values(), model.state_dict().values()))
+    assert changed == 2
+
+
+def test_anp_masks_react_to_perturbation(suspect, budget):
+    model, _, _ = suspect
+    natural = learn_masks(model, budget, ANPConfig(eps=0.0, alpha=1.0, iterations=20), progress=False)
+    robust = learn_masks(model, budget, ANPConfig(iterations=20), progress=False)
+    assert all(((m >= 0) & (m <= 1)).all() for m in robust)
+    # without perturbation the trained model's masks barely move; adversarial perturbation drives some down
+    assert torch.cat(natural).min() > torch.cat(robust).min()
+
+
+def test_anp_auto_threshold_uses_validation_only(suspect, budget):
+    model, _, _ = suspect
+    pruned, info = anp(model, budget, ANPConfig(iterations=40, max_accuracy_drop=0.03), progress=False)
+    assert info["validation_accuracy"]["pruned"] >= info["validation_accuracy"]["before"] - 0.03 - 1e-6
+    _, fixed = anp(model, budget, ANPConfig(iterations=40, threshold=0.5), progress=False)
+    assert fixed["threshold"] == 0.5
+
+
+def test_weight_noise_scale_and_choice(suspect, budget):
+    model, _, _ = suspect
+    g = torch.Generator().manual_seed(0)
+    noisy = add_weight_noise(model, 0.1, g)
+    w, v = model.body[5].weight, noisy.body[5].weight
+    assert (v - w).std().item() == pytest.approx(0.1 * w.std().item(), rel=0.05)
+    chosen, info = gaussian_noise(model, budget, NoiseConfig(sigmas=(0.01, 0.1, 5.0), draws=2), progress=False)
+    ok = [t["sigma"] for t in info["trials"] if t["best_validation_accuracy"] >= info["validation_accuracy"]["before"] - 0.02]
+    assert info["sigma"] == max(ok) and info["sigma"] < 5.0  # 5 std of noise destroys the model
+
+
+def test_repair_api_validates(suspect, budget):
+    model, _, _ = suspect
+    with pytest.raises(BackdoorlabError, match="unknown defense 'prune'; valid:"):
+        repair("prune", model, budget)
+    with pytest.raises(BackdoorlabError, match="unknown option.*steps_per.*valid:"):
+        repairer_config("finetune", steps_per=3)
+    with pytest.raises(BackdoorlabError, match="only mode-connectivity takes two"):
+        repair("finetune", model, budget, model)
+    with pytest.raises(BackdoorlabError, match="too small"):
+        repair("fine-pruning", model, clean_budget(load_dataset("digits"), 30))
+    assert set(REPAIRERS) >= {"finetune", "fine-pruning", "anp", "nc-unlearning", "noise", "mode-connectivity"}
+
+
+def test_repair_cli_writes_model_and_report(suspect, tmp_path, capsys):
+    _, meta, path = suspect
+    out = tmp_path / "fp"
+    code = main(["repair", "fine-pruning", str(path), "--dataset", "digits", "--clean-budget", "300", "--out", str(out),
+                 "-o", "finetune_steps=20", "-o", "max-accuracy-drop=0.03", "--json", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    r = json.loads(captured.out)
+    assert r["before"][0]["clean_accuracy"] == pytest.approx(meta["metrics"]["clean_accuracy"])
+    assert "attack_success_rate" in r["after"]
+    saved = json.loads((out / "model.json").read_text())
+    assert saved["provenance"]["repaired"]["defense"] == "fine-pruning"
+    assert saved["provenance"]["attack"]["name"] == "badnets"  # the backdoor stays recorded for evaluate
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"]["finetune_steps"] == 20 and config["options"]["max_accuracy_drop"] == 0.03
+    assert json.loads((out / "report.json").read_text())["after"] == r["after"]
+
+
+@pytest.mark.parametrize("args, match", [
+    (["repair", "prune"], "unknown defense 'prune'; valid:"),
+    (["repair", "anp", "-o", "iterations=many"], "expected a value like 2000"),
+    (["repair", "anp", "-o", "bogus=1"], "unknown option 'bogus' for anp; valid:"),
+    (["repair", "noise", "-o", "sigmas"], "is not KEY=VALUE"),
+])
+def test_repair_cli_one_line_errors(suspect, args, match, tmp_path, capsys):
+    _, _, path = suspect
+    code = main([*args, str(path), "--dataset", "digits", "--out", str(tmp_path / "x"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    import re
+    assert re.search(match, err), err
+
+
+def test_bn_reestimation_data_follows_training_augmentation(budget):
+    from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
+    from backdoorlab.pipeline import resolve_bn_augment
+    assert resolve_bn_augment(SanitizerConfig(), {"training": {"augment": "crop-flip-jpeg"}}).bn_augment == \
+        "crop-flip-jpeg"
+    assert resolve_bn_augment(SanitizerConfig(), {}).bn_augment == "none"
+    assert resolve_bn_augment(SanitizerConfig(bn_augment="crop"), {"training": {"augment": "jpeg"}}).bn_augment == "crop"
+    with pytest.raises(BackdoorlabError, match="unknown batch-norm augmentation"):
+        SanitizerConfig(bn_augment="mixup")
+    plain = ModeConnectivitySanitizer(SanitizerConfig(bn_augment="none")).bn_data(budget)
+    assert plain is budget.x
+    s = ModeConnectivitySanitizer(SanitizerConfig(bn_augment="crop-flip"))
+    a, b = s.bn_data(budget), s.bn_data(budget)
+    assert torch.equal(a, b) and a.shape == budget.x.shape  # the same images at every t
+    assert not torch.equal(a, to_float(budget.x))
