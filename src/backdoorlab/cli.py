@@ -340,6 +340,20 @@ def _print_table(summary: dict) -> None:
                f"{_pct(summary['attack_success_rate']):>8}")
 
 
+def _loose_value(text: str):
+    """'3' -> 3, '0.2' -> 0.2, '0,1' -> [0, 1], anything else stays text."""
+    def number(t):
+        t = t.strip()
+        try:
+            return int(t)
+        except ValueError:
+            return float(t)
+    try:
+        return [number(t) for t in text.split(",")] if "," in text else number(text)
+    except ValueError:
+        return text
+
+
 def _parse_options(pairs, name: str) -> dict:
     """``KEY=VALUE`` strings -> a dict typed after the defaults of defense ``name`` (lists: comma-separated)."""
     from .defenses.repair import repairer_defaults
@@ -363,11 +377,8 @@ def _parse_options(pairs, name: str) -> dict:
                 value = float(text)
             elif isinstance(default, (tuple, list)):
                 value = tuple(float(v) for v in text.split(","))
-            else:
-                try:
-                    value = float(text)
-                except ValueError:
-                    value = text
+            else:  # str or None defaults ("auto", labels=None): a number, a comma-separated list, or text
+                value = _loose_value(text)
         except ValueError:
             raise BackdoorlabError(f"option {key}={text!r} for {name}: expected a value like {default!r}") from None
         options[key] = value
@@ -559,6 +570,14 @@ def list_cmd(defaults):
     if defaults:
         for name in REPAIRERS:
             click.echo(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in repairer_defaults(name).items()))
+
+
+def _register_evasion() -> None:
+    from .cli_evasion import register
+    register(cli)
+
+
+_register_evasion()
 
 
 def main(argv=None) -> int:
