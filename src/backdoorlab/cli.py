@@ -192,8 +192,7 @@ def train(dataset, arch, backdoor_spec, poison_rate, stamp, dropout, target_neur
     """Train a model, optionally with a backdoor planted by data poisoning (badnets, blended, dynamic) or by the
     training procedure (triggerless); writes OUT/model.safetensors + model.json."""
     from .models import list_models
-    from .pipeline import train_defaults, train_run
-    from .train import TrainConfig
+    from .pipeline import train_config, train_run
     if arch not in list_models():
         raise BackdoorlabError(f"unknown architecture {arch!r}; valid: {valid_names(list_models())}")
     attack = backdoor_spec["attack"]
@@ -212,14 +211,8 @@ def train(dataset, arch, backdoor_spec, poison_rate, stamp, dropout, target_neur
         training = None
     ds = _dataset(dataset, data_dir)
     atk = _make_attack(backdoor_spec, ds, poison_rate, stamp, training)
-    d = train_defaults(ds.name, arch)
-    for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment).items():
-        if v is not None:
-            d[k] = v
-    d.setdefault("augment", "none")
-    if d["epochs"] < 1:
-        raise BackdoorlabError(f"--epochs must be >= 1, got {d['epochs']}")
-    cfg = TrainConfig(schedule=schedule, weight_decay=weight_decay, seed=seed, **d)
+    cfg = train_config(ds.name, arch, epochs, lr, batch_size, augment, schedule=schedule,
+                       weight_decay=weight_decay, seed=seed)
     _, meta = train_run(ds, arch, cfg, atk, out=out, progress=not no_progress, model_args=model_args)
     m = meta["metrics"]
     if as_json:
@@ -354,10 +347,13 @@ def _loose_value(text: str):
         return text
 
 
-def _parse_options(pairs, name: str) -> dict:
-    """``KEY=VALUE`` strings -> a dict typed after the defaults of defense ``name`` (lists: comma-separated)."""
-    from .defenses.repair import repairer_defaults
-    defaults, options = repairer_defaults(name), {}
+def _parse_options(pairs, name: str, defaults: dict | None = None) -> dict:
+    """``KEY=VALUE`` strings -> a dict typed after ``defaults`` (default: those of defense ``name``; lists:
+    comma-separated)."""
+    if defaults is None:
+        from .defenses.repair import repairer_defaults
+        defaults = repairer_defaults(name)
+    options = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip().replace("-", "_")
@@ -437,15 +433,26 @@ def repair(name, model_dirs, dataset, budget, out, options, backdoor_spec, budge
 @click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
               help="Write an HTML report (reversed triggers, anomaly indices, plots) to this directory.")
 @click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A Neural Cleanse setting (repeatable), e.g. -o epochs=100 -o anomaly_threshold=2; "
+                   "`backdoorlab list --defaults` shows them.")
+@click.option("--strip/--no-strip", "strip", default=True, show_default=True,
+              help="Also calibrate STRIP's input-screening threshold on the clean budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @data_dir_option
 @progress_option
-def scan(model_dir, dataset, budget, report_dir, budget_seed, as_json, data_dir, no_progress):
-    """Is this model backdoored? Run the model-level detectors on a clean budget and give a verdict."""
+def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, as_json, data_dir, no_progress):
+    """Is this model backdoored? Run the model-level detectors on a clean budget and give a verdict.
+
+    Neural Cleanse reverses a minimal trigger per label; the model is flagged when one label's trigger is an
+    outlier (anomaly index > 2), and that label is the suspected target. Never reads the planted trigger."""
+    from .defenses.neural_cleanse import NeuralCleanseConfig
     from .scan import scan_run
+    nc_defaults = {k: v for k, v in NeuralCleanseConfig().to_dict().items() if k != "seed"}
+    opts = _parse_options(options, "scan", nc_defaults)
     ds = _dataset(dataset, data_dir)
     result = scan_run(ds, model_dir, budget_size=budget, report_dir=report_dir, budget_seed=budget_seed,
-                      progress=not no_progress)
+                      progress=not no_progress, strip=strip, **opts)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -566,10 +573,14 @@ def list_cmd(defaults):
     click.echo("attacks:       " + ", ".join(TRAINING_ATTACKS) + " (backdoorlab train --attack NAME)")
     click.echo("model attacks: " + ", ".join(MODEL_ATTACKS) + " (backdoorlab attack NAME MODEL_DIR)")
     click.echo("defenses:      " + ", ".join(REPAIRERS) + " (backdoorlab repair NAME MODEL_DIR; sanitize)")
-    click.echo("detectors:     neural-cleanse (backdoorlab scan MODEL_DIR)")
+    click.echo("detectors:     neural-cleanse, strip (backdoorlab scan MODEL_DIR); activation-clustering, "
+               "spectral-signatures (Python API: backdoorlab.defenses.poison_detection)")
     if defaults:
+        from .defenses.neural_cleanse import NeuralCleanseConfig
         for name in REPAIRERS:
             click.echo(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in repairer_defaults(name).items()))
+        click.echo("  scan (neural-cleanse): " + ", ".join(
+            f"{k}={v}" for k, v in NeuralCleanseConfig().to_dict().items() if k != "seed"))
 
 
 def _register_evasion() -> None:

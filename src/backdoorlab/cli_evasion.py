@@ -43,20 +43,10 @@ def _load_model(model_dir, dataset, data_dir):
 
 
 def _train_config(ds, arch, epochs, lr, batch_size, schedule, weight_decay, augment, seed):
-    from .models import list_models
-    from .pipeline import train_defaults
-    from .train import TrainConfig
+    from .pipeline import train_config
 
-    if arch not in list_models():
-        raise BackdoorlabError(f"unknown architecture {arch!r}; valid: {valid_names(list_models())}")
-    d = train_defaults(ds.name, arch)
-    for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment).items():
-        if v is not None:
-            d[k] = v
-    d.setdefault("augment", "none")
-    if d["epochs"] < 1:
-        raise BackdoorlabError(f"--epochs must be >= 1, got {d['epochs']}")
-    return TrainConfig(schedule=schedule, weight_decay=weight_decay, seed=seed, **d)
+    return train_config(ds.name, arch, epochs, lr, batch_size, augment, schedule=schedule,
+                        weight_decay=weight_decay, seed=seed)
 
 
 def _finish_training(ds, arch, cfg, out, as_json, progress, eval_eps, eval_steps, eval_images, **defense):

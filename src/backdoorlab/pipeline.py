@@ -16,10 +16,10 @@ from . import __version__
 from .attacks import backdoor_from_dict
 from .budget import SPLIT_SEED, clean_budget, default_holdout, training_part
 from .defenses import ModeConnectivitySanitizer, SanitizerConfig, finetune
-from .errors import BackdoorlabError
+from .errors import BackdoorlabError, valid_names
 from .io import atomic_path, atomic_write_json
 from .metrics import evaluate
-from .models import create_model, load_checkpoint, save_checkpoint
+from .models import create_model, list_models, load_checkpoint, save_checkpoint
 from .report import plot_path
 from .train import TrainConfig, train_model
 
@@ -35,6 +35,22 @@ TRAIN_DEFAULTS = {
 def train_defaults(dataset: str, arch: str) -> dict:
     return dict(TRAIN_DEFAULTS.get((dataset, arch)) or TRAIN_DEFAULTS.get((dataset, "*")) or
                 dict(epochs=10, lr=0.05, batch_size=128))
+
+
+def train_config(dataset: str, arch: str, epochs=None, lr=None, batch_size=None, augment=None, **fixed) -> TrainConfig:
+    """The training recipe for ``arch`` on ``dataset``: the defaults of :func:`train_defaults`, overridden by the
+    given (non-None) ``epochs``, ``lr``, ``batch_size`` and ``augment``; ``fixed``: further TrainConfig fields
+    (schedule, weight_decay, seed, ...)."""
+    if arch not in list_models():
+        raise BackdoorlabError(f"unknown architecture {arch!r}; valid: {valid_names(list_models())}")
+    d = train_defaults(dataset, arch)
+    for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment).items():
+        if v is not None:
+            d[k] = v
+    d.setdefault("augment", "none")
+    if d["epochs"] < 1:
+        raise BackdoorlabError(f"--epochs must be >= 1, got {d['epochs']}")
+    return TrainConfig(**fixed, **d)
 
 
 def arch_args(dataset) -> dict:
