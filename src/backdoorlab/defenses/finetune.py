@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -11,17 +12,41 @@ from torch import nn
 from ..train import TrainConfig, fit, seed_everything
 
 
+@dataclass
+class FinetuneConfig:
+    """Plain fine-tuning on the whole clean budget."""
+
+    steps: int = 1000
+    lr: float = 0.01
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    augment: str = "none"
+    seed: int = 0
+
+    def __post_init__(self):
+        self.train_config()  # validates
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=0, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
+                           weight_decay=self.weight_decay, augment=self.augment, seed=self.seed)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """``T^2 * KL(teacher || student)`` at temperature ``T``; ``teacher_probs`` are softmax(teacher logits / T)."""
     return F.kl_div(F.log_softmax(logits / temperature, 1), teacher_probs, reduction="batchmean") * temperature ** 2
 
 
 def finetune(model: nn.Module, x, y, cfg: TrainConfig, *, progress: bool = True, desc: str = "fine-tune",
-             teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.0) -> nn.Module:
+             teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.0,
+             batch_hook=None) -> nn.Module:
     """Return a copy of ``model`` trained on uint8 images ``x`` (N, C, H, W) with labels ``y``.
 
     With a ``teacher`` and ``alpha > 0`` the loss is ``(1 - alpha) * CE + alpha * T^2 * KL(teacher || model)`` at
-    temperature ``T`` (knowledge distillation on the same clean images).
+    temperature ``T`` (knowledge distillation on the same clean images). ``batch_hook``: passed to
+    :func:`train.fit` (e.g. to stamp some images of each batch).
     """
     model = copy.deepcopy(model)
     g = seed_everything(cfg.seed)
@@ -37,5 +62,5 @@ def finetune(model: nn.Module, x, y, cfg: TrainConfig, *, progress: bool = True,
             loss = (1 - alpha) * loss + alpha * distillation_loss(logits, soft, temperature)
         return loss, logits
 
-    fit(model.parameters(), loss_fn, x, y, cfg, progress=progress, desc=desc, generator=g)
+    fit(model.parameters(), loss_fn, x, y, cfg, progress=progress, desc=desc, generator=g, batch_hook=batch_hook)
     return model.eval()

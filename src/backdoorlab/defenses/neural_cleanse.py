@@ -27,7 +27,6 @@ the images carry the reversed trigger of the flagged label(s) and keep their tru
 
 from __future__ import annotations
 
-import copy
 import math
 import pathlib
 import time
@@ -41,7 +40,8 @@ from tqdm.auto import tqdm
 
 from ..errors import BackdoorlabError
 from ..io import atomic_path
-from ..train import TrainConfig, fit, seed_everything, to_float
+from ..train import TrainConfig, to_float
+from .finetune import FinetuneConfig, finetune
 
 MAD_CONSISTENCY = 1.4826  # makes the MAD a consistent estimator of the standard deviation for normal data
 
@@ -369,33 +369,19 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
                 images[s] = t.apply(images[s])
         return images, labels_b
 
-    model = copy.deepcopy(model)
-    gen = seed_everything(cfg.seed)
-    model.train()
-
-    def loss_fn(xb, yb):
-        logits = model(xb)
-        return F.cross_entropy(logits, yb), logits
-
-    fit(model.parameters(), loss_fn, x, y, cfg, progress=progress, desc=desc, generator=gen, batch_hook=hook)
-    return model.eval()
+    return finetune(model, x, y, cfg, progress=progress, desc=desc, batch_hook=hook)
 
 
 @dataclass
-class UnlearningConfig:
+class UnlearningConfig(FinetuneConfig):
     """Neural Cleanse unlearning as a repairer: reverse-engineer the triggers on the clean budget (the ``nc_*``
     fields, our :class:`NeuralCleanseConfig` defaults), then fine-tune with a ``fraction`` (paper: 20%) of the
     budget stamped with the flagged label's reversed trigger, true labels kept. The fine-tuning recipe (``steps``,
-    ``lr``, ``batch_size``, ``weight_decay``, ``augment``) is plain fine-tuning's (``FinetuneConfig``), so the two
-    differ only by the stamped images. ``labels``: unlearn these labels' triggers instead of the flagged ones."""
+    ``lr``, ``batch_size``, ``weight_decay``, ``augment``, ``seed``) is inherited from :class:`FinetuneConfig`,
+    so the two differ only by the stamped images. ``labels``: unlearn these labels' triggers instead of the
+    flagged ones."""
 
     fraction: float = 0.2
-    steps: int = 1000
-    lr: float = 0.01
-    batch_size: int = 128
-    weight_decay: float = 5e-4
-    augment: str = "none"
-    seed: int = 0
     labels: list[int] | None = None
     nc_epochs: int = NeuralCleanseConfig.epochs
     nc_batch_size: int = NeuralCleanseConfig.batch_size
@@ -407,20 +393,13 @@ class UnlearningConfig:
     def __post_init__(self):
         if not 0 < self.fraction <= 1:
             raise BackdoorlabError(f"the stamped fraction must lie in (0, 1], got {self.fraction}")
-        self.train_config()
+        super().__post_init__()
         self.nc_config()
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=0, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
-                           weight_decay=self.weight_decay, augment=self.augment, seed=self.seed)
 
     def nc_config(self) -> NeuralCleanseConfig:
         return NeuralCleanseConfig(epochs=self.nc_epochs, batch_size=self.nc_batch_size,
                                    batches_per_epoch=self.nc_batches_per_epoch, lr=self.nc_lr,
                                    patience=self.nc_patience, anomaly_threshold=self.anomaly_threshold, seed=self.seed)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def nc_unlearning(model: nn.Module, budget, cfg: UnlearningConfig | None = None, *, progress: bool = True,

@@ -9,40 +9,16 @@ with the papers' defaults; an unknown option is a one-line error listing the val
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass
 
 from torch import nn
 
 from ..budget import CleanBudget
 from ..errors import BackdoorlabError, valid_names
-from ..train import TrainConfig
 from .anp import ANPConfig, anp
-from .finetune import finetune
+from .finetune import FinetuneConfig, finetune
 from .mode_connectivity import ModeConnectivitySanitizer, SanitizerConfig
 from .noise import NoiseConfig, gaussian_noise
 from .pruning import FinePruningConfig, fine_prune
-
-
-@dataclass
-class FinetuneConfig:
-    """Plain fine-tuning on the whole clean budget."""
-
-    steps: int = 1000
-    lr: float = 0.01
-    batch_size: int = 128
-    weight_decay: float = 5e-4
-    augment: str = "none"
-    seed: int = 0
-
-    def __post_init__(self):
-        self.train_config()  # validates
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=0, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
-                           weight_decay=self.weight_decay, augment=self.augment, seed=self.seed)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _finetune(model, budget, cfg: FinetuneConfig, progress=True, **_):
