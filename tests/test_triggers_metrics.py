@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from backdoorlab.attacks import Backdoor, BadNets, make_poisoning_attack
-from backdoorlab.augment import augment
+from backdoorlab.augment import augment, random_elastic, sanitizer_augmentation
 from backdoorlab.budget import clean_budget, holdout_split
 from backdoorlab.defenses.mode_connectivity import select_t
 from backdoorlab.errors import BackdoorlabError
@@ -145,3 +145,17 @@ def test_affine_augmentation_shapes_range_and_seed():
     assert abs(a.sum() - x.sum()) / x.sum() < 0.35  # content is moved and scaled a little, not destroyed
     with pytest.raises(BackdoorlabError, match="unknown augmentation"):
         augment(x, "warp", torch.Generator())
+
+
+def test_elastic_augmentation_is_a_smooth_seeded_warp():
+    x = torch.zeros(4, 1, 28, 28)
+    x[:, :, 6:22, 13:15] = 1.0  # a vertical stroke
+    a = random_elastic(x, torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(a, random_elastic(x, torch.Generator().manual_seed(0)))
+    assert a.min() >= 0 and a.max() <= 1 + 1e-6 and not torch.equal(a, x)
+    assert abs(a.sum() - x.sum()) / x.sum() < 0.35  # the stroke is bent, not erased
+    assert not torch.equal(a[0], a[1])  # an independent field per image
+    assert torch.allclose(random_elastic(x, torch.Generator(), alpha=0.0), x, atol=1e-5)  # no displacement: identity
+    for shape in ((2, 1, 8, 8), (2, 3, 32, 32)):  # digits-sized and colour images too
+        assert augment(torch.rand(shape), "affine-elastic", torch.Generator().manual_seed(1)).shape == shape
+    assert sanitizer_augmentation("mnist") == "affine" and sanitizer_augmentation("cifar10") == "crop-flip-jpeg"

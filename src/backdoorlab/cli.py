@@ -180,8 +180,8 @@ def cli():
 @click.option("--schedule", default="onecycle", show_default=True, help="onecycle, cosine or constant.")
 @click.option("--weight-decay", default=5e-4, show_default=True, type=float)
 @click.option("--augment", default=None,
-              help="none, crop, crop-flip, crop-flip-jpeg, jpeg or affine (default: crop-flip-jpeg for cifar10, "
-                   "else none).")
+              help="none, crop, crop-flip, crop-flip-jpeg, jpeg, affine or affine-elastic (default: crop-flip-jpeg "
+                   "for cifar10, else none).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
@@ -280,8 +280,8 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
 @click.option("--lr", default=0.05, show_default=True, type=float, help="Curve training peak learning rate.")
 @click.option("--batch-size", default=128, show_default=True, type=int)
 @click.option("--augment", default=None,
-              help="none, crop, crop-flip, crop-flip-jpeg, jpeg or affine (default: crop-flip-jpeg for cifar10, "
-                   "else affine).")
+              help="none, crop, crop-flip, crop-flip-jpeg, jpeg, affine or affine-elastic (default: crop-flip-jpeg "
+                   "for cifar10, else affine).")
 @click.option("--second-endpoint", default="scratch", show_default=True,
               help="With one model: how to make the second endpoint (scratch, distill or finetune).")
 @click.option("--tolerance", default=0.04, show_default=True, type=float,

@@ -258,7 +258,7 @@ def _train_option_list(extra):
         click.option("--batch-size", default=None, type=int),
         click.option("--schedule", default="onecycle", show_default=True, help="onecycle, cosine or constant."),
         click.option("--weight-decay", default=5e-4, show_default=True, type=float),
-        click.option("--augment", default=None, help="none, crop, crop-flip, crop-flip-jpeg, jpeg or affine."),
+        click.option("--augment", default=None, help="none, crop, crop-flip, crop-flip-jpeg, jpeg, affine or affine-elastic."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory."),
         click.option("--eval-eps", default=None,
