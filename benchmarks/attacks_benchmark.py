@@ -53,7 +53,11 @@ def main():
     ap.add_argument("--epsilon", type=float, default=0.01, help="weight-perturbation radius")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--no-clean", action="store_true",
+                    help="do not train the clean reference model (data-poisoning attacks only; no CA drop column)")
     args = ap.parse_args()
+    if args.no_clean and set(args.attacks) & set(MODEL_ATTACKS):
+        ap.error(f"--no-clean: the model attacks ({', '.join(MODEL_ATTACKS)}) start from the clean model")
     out, results, save = open_results(args.out)
     results.update(dataset=args.dataset, arch=args.arch, machine=machine(), seed=args.seed,
                    command="python benchmarks/attacks_benchmark.py " + " ".join(
@@ -75,9 +79,10 @@ def main():
             print(f"{name}: {meta['metrics']} in {meta['training']['seconds']:.0f} s", flush=True)
         return json.loads((d / "model.json").read_text())
 
-    clean = train("clean", None)
-    results["clean"] = {**clean["metrics"], "seconds": clean["training"]["seconds"]}
-    save()
+    if not args.no_clean:
+        clean = train("clean", None)
+        results["clean"] = {**clean["metrics"], "seconds": clean["training"]["seconds"]}
+        save()
 
     for name in args.attacks:  # plant every attack first: the table fills in even if sanitizing is cut short
         if name in results["attacks"]:

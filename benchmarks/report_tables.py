@@ -61,16 +61,18 @@ ATTACK_NOTES = {
 
 
 def attack_table(res: dict) -> str:
-    clean = res["clean"]
+    clean = res.get("clean")
     budgets = sorted({int(b) for a in res["attacks"].values() for b in a.get("sanitized", {})})
     head = "| attack | CA | CA drop | ASR | " + " | ".join(
         f"sanitized @ {b}: t, CA, ASR | path middle @ {b}: CA, ASR" for b in budgets) + " | notes |"
     lines = [f"### {res['dataset']}, {res['arch']}: attacks and the one-model sanitizer", "",
              f"Machine: {res['machine']}. Command: `{res.get('command', '')}`", "",
-             f"Clean model of the same recipe (seed {res.get('seed')}): CA {pct(clean['clean_accuracy'])}.", "",
+             (f"Clean model of the same recipe (seed {res.get('seed')}): CA {pct(clean['clean_accuracy'])}."
+              if clean else "No clean model in this run (`--no-clean`): no CA drop."), "",
              head, "| --- " * (5 + 2 * len(budgets)) + "|"]
     for name, a in res["attacks"].items():
-        cells = [name, pct(a["clean_accuracy"]), f"{100 * (clean['clean_accuracy'] - a['clean_accuracy']):.2f}",
+        drop = f"{100 * (clean['clean_accuracy'] - a['clean_accuracy']):.2f}" if clean else "-"
+        cells = [name, pct(a["clean_accuracy"]), drop,
                  pct(a["attack_success_rate"])]
         for b in budgets:
             s = a.get("sanitized", {}).get(str(b))

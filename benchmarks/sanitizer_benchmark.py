@@ -34,7 +34,8 @@ def main():
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--finetune-steps", type=int, default=None, help="default: same as --steps")
     ap.add_argument("--variants", nargs="+", default=["two", "one", "finetune"],
-                    choices=["two", "one", "finetune", "two-midpoint", "two-polychain", "two-scratch"])
+                    choices=["two", "one", "finetune", "two-midpoint", "two-polychain", "two-scratch",
+                             "two-polychain-scratch"])
     ap.add_argument("--stamp", choices=["data", "augmented"], default="data",
                     help="BadNets trigger stamping: on the data (data poisoning) or after augmentation "
                          "(outsourced training)")
@@ -79,9 +80,9 @@ def main():
                     kw = dict(steps=args.steps, second_steps=args.steps, lr=args.lr, augment=aug)
                     if variant == "two-midpoint":
                         kw["init"] = "midpoint"
-                    if variant == "two-scratch":
+                    if variant in ("two-scratch", "two-polychain-scratch"):
                         kw["init"] = "scratch"
-                    if variant == "two-polychain":
+                    if variant in ("two-polychain", "two-polychain-scratch"):
                         kw["curve"] = "polychain"
                     cfg = SanitizerConfig(**kw)
                     models = [str(out / "endpoint-1")] + ([str(out / "endpoint-2")] if variant != "one" else [])

@@ -6,7 +6,9 @@ development set: never the test set, never a trigger). The candidates not in bac
 
     BACKDOORLAB_DATA=../shared/data OMP_NUM_THREADS=1 python benchmarks/exploration/scratch_augmentation.py \\
         1000 2400 affine affine-elastic affine-erase affine-strong elastic
+    ... 1000 2400 affine:weight_decay=0.005 affine:steps=4800   # recipe variants: TrainConfig overrides
 """
+import json
 import sys
 import time
 
@@ -56,14 +58,16 @@ k = int(len(budget) * 0.9)
 _, pool = holdout_split(len(ds.train_y), default_holdout("mnist"))
 dev = pool[~torch.isin(pool, budget.indices)]
 dev_x, dev_y = to_float(ds.train_x[dev]), ds.train_y[dev]
-for kind in sys.argv[3:]:
+for spec in sys.argv[3:]:  # KIND or KIND:field=value,... (TrainConfig fields, e.g. affine:weight_decay=0.005)
+    kind, _, over = spec.partition(":")
+    over = {k: json.loads(v) for k, v in (kv.split("=") for kv in over.split(",") if kv)}
     tick = time.time()
     torch.manual_seed(1)
     model = create_model("small-cnn", num_classes=10, in_channels=1, input_size=(28, 28), mean=ds.mean, std=ds.std)
-    cfg = TrainConfig(epochs=0, steps=steps, lr=0.05, augment=kind, schedule="onecycle", seed=1)
+    cfg = TrainConfig(**{**dict(epochs=0, steps=steps, lr=0.05, augment=kind, schedule="onecycle", seed=1), **over})
     model = finetune(model, budget.x[:k], budget.y[:k], cfg, progress=False).eval()
     with torch.no_grad():
         correct = sum((model(dev_x[i:i + 1000]).argmax(1) == dev_y[i:i + 1000]).sum().item()
                       for i in range(0, len(dev_y), 1000))
-    print(f"{kind:16s} steps {steps} dev accuracy {correct / len(dev_y):.4f} ({len(dev_y)} images) "
+    print(f"{spec:32s} steps {steps} dev accuracy {correct / len(dev_y):.4f} ({len(dev_y)} images) "
           f"{time.time() - tick:.0f} s", flush=True)

@@ -330,8 +330,11 @@ def neural_cleanse(model: nn.Module, x: torch.Tensor, num_classes: int, cfg: Neu
                                flagged, cfg.anomaly_threshold, time.time() - tick, cfg.to_dict())
 
 
+UNLEARN_STAMPING = ("fixed", "per-batch")
+
+
 def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: NeuralCleanseResult | None = None,
-                           labels: list[int] | None = None, fraction: float = 0.2,
+                           labels: list[int] | None = None, fraction: float = 0.2, stamp: str = "fixed",
                            nc_config: NeuralCleanseConfig | None = None, num_classes: int | None = None,
                            progress: bool = True, desc: str = "nc-unlearn") -> nn.Module:
     """Neural Cleanse's unlearning repair: return a copy of ``model`` fine-tuned on uint8 images ``x`` (N, C, H, W)
@@ -342,9 +345,15 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
     when not given). ``labels`` picks which reversed triggers to unlearn; default the flagged labels, or the
     label with the smallest mask when none is flagged (the defender chose to repair anyway). With several
     labels the stamped images are dealt out between their triggers; ``labels=[]`` stamps nothing (plain
-    fine-tuning with the same recipe, a control)."""
+    fine-tuning with the same recipe, a control).
+
+    ``stamp``: ``"fixed"`` (the paper's augmented data set: the same ``fraction`` of the images always carries
+    the trigger) or ``"per-batch"`` (each image drawn into a batch carries it with probability ``fraction``, a
+    fresh seeded draw every time: over many epochs every image is seen with and without the trigger)."""
     if not 0 < fraction <= 1:
         raise BackdoorlabError(f"the stamped fraction must lie in (0, 1], got {fraction}")
+    if stamp not in UNLEARN_STAMPING:
+        raise BackdoorlabError(f"unknown stamping {stamp!r}; valid: {', '.join(UNLEARN_STAMPING)}")
     if result is None:
         k = num_classes if num_classes is not None else int(y.max()) + 1
         result = neural_cleanse(model, x, k, nc_config, progress=progress)
@@ -360,6 +369,9 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
 
     def hook(images, labels_b, indices):
         sel = which[indices]
+        if stamp == "per-batch" and triggers:
+            draw = torch.rand(len(indices), generator=g) < fraction
+            sel = torch.where(draw, torch.randint(len(triggers), (len(indices),), generator=g), -1)
         if (sel < 0).all():
             return images, labels_b
         images = images.clone()
@@ -382,6 +394,7 @@ class UnlearningConfig(FinetuneConfig):
     flagged ones."""
 
     fraction: float = 0.2
+    stamp: str = "fixed"
     labels: list[int] | None = None
     nc_epochs: int = NeuralCleanseConfig.epochs
     nc_batch_size: int = NeuralCleanseConfig.batch_size
@@ -393,6 +406,8 @@ class UnlearningConfig(FinetuneConfig):
     def __post_init__(self):
         if not 0 < self.fraction <= 1:
             raise BackdoorlabError(f"the stamped fraction must lie in (0, 1], got {self.fraction}")
+        if self.stamp not in UNLEARN_STAMPING:
+            raise BackdoorlabError(f"unknown stamping {self.stamp!r}; valid: {', '.join(UNLEARN_STAMPING)}")
         super().__post_init__()
         self.nc_config()
 
@@ -415,7 +430,7 @@ def nc_unlearning(model: nn.Module, budget, cfg: UnlearningConfig | None = None,
     labels = cfg.labels if cfg.labels is not None else (
         result.flagged_labels or [result.labels[int(np.argmin(result.l1_norms))]])
     repaired = neural_cleanse_unlearn(model, budget.x, budget.y, cfg.train_config(), result=result, labels=labels,
-                                      fraction=cfg.fraction, progress=progress)
+                                      fraction=cfg.fraction, stamp=cfg.stamp, progress=progress)
     summary = {k: v for k, v in result.to_dict().items() if k != "config"}
     return repaired, {"config": cfg.to_dict(), "neural_cleanse": summary, "unlearned_labels": list(labels),
                       "seconds": round(time.time() - tick, 1)}
