@@ -45,7 +45,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--arch", required=True)
-    ap.add_argument("--budgets", type=int, nargs="+", required=True)
+    ap.add_argument("--budgets", type=int, nargs="*", default=[],
+                    help="clean budgets to sanitize every attack with (none: plant the attacks only)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--attacks", nargs="+", default=list(ALL), choices=list(ALL))
     ap.add_argument("--epochs", type=int, default=None)

@@ -9,6 +9,7 @@ from backdoorlab.attacks import make_poisoning_attack
 from backdoorlab.budget import clean_budget
 from backdoorlab.cli import main
 from backdoorlab.data import load_dataset
+from backdoorlab.defenses.fst import FSTConfig, feature_shift_tuning
 from backdoorlab.defenses.anp import ANPConfig, anp, learn_masks, neuron_layers, prune_neurons
 from backdoorlab.defenses.noise import NoiseConfig, add_weight_noise, gaussian_noise
 from backdoorlab.defenses.pruning import (ChannelMask, FinePruningConfig, _next_linear, fine_prune,
@@ -127,6 +128,32 @@ def test_weight_noise_scale_and_choice(suspect, budget):
     assert info["sigma"] == max(ok) and info["sigma"] < 5.0  # 5 std of noise destroys the model
 
 
+def test_fst_shifts_the_classifier_and_keeps_its_norm(suspect, budget, digits):
+    model, meta, _ = suspect
+    w0 = model.fc.weight.detach().clone()
+    tuned, info = feature_shift_tuning(model, budget, FSTConfig(steps=60, alpha=0.2), progress=False)
+    plain, plain_info = feature_shift_tuning(model, budget, FSTConfig(steps=60, alpha=0.0, reinit=False),
+                                             progress=False)
+    w = tuned.fc.weight.detach()
+    assert not any("parametriz" in k for k in tuned.state_dict())  # a plain checkpoint of the same layout
+    assert tuned.state_dict().keys() == model.state_dict().keys()
+    assert w.norm().item() == pytest.approx(w0.norm().item(), rel=1e-4)  # the norm constraint held
+    cos = torch.nn.functional.cosine_similarity(w.flatten(), w0.flatten(), dim=0).item()
+    assert cos == pytest.approx(info["classifier_cosine_to_suspect"], abs=1e-3)
+    # the penalty pushes the new classifier away from the suspect's; plain fine-tuning stays near it
+    assert cos < 0 < plain_info["classifier_cosine_to_suspect"]
+    assert accuracy(predict(tuned, digits.test_x), digits.test_y) > 0.5
+    assert torch.equal(model.fc.weight, w0)  # the suspect is untouched
+    with pytest.raises(BackdoorlabError, match="alpha must be"):
+        FSTConfig(alpha=-1)
+
+
+def test_fst_needs_a_classifier_layer(budget):
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with pytest.raises(BackdoorlabError, match="final linear layer as `fc`"):
+        feature_shift_tuning(net, budget, FSTConfig(steps=1), progress=False)
+
+
 def test_repair_api_validates(suspect, budget):
     model, _, _ = suspect
     with pytest.raises(BackdoorlabError, match="unknown defense 'prune'; valid:"):
@@ -137,7 +164,7 @@ def test_repair_api_validates(suspect, budget):
         repair("finetune", model, budget, model)
     with pytest.raises(BackdoorlabError, match="too small"):
         repair("fine-pruning", model, clean_budget(load_dataset("digits"), 30))
-    assert set(REPAIRERS) >= {"finetune", "fine-pruning", "anp", "nc-unlearning", "noise", "mode-connectivity"}
+    assert set(REPAIRERS) >= {"finetune", "fst", "fine-pruning", "anp", "nc-unlearning", "noise", "mode-connectivity"}
 
 
 def test_repair_cli_writes_model_and_report(suspect, tmp_path, capsys):

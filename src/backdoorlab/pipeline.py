@@ -256,12 +256,14 @@ def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=N
 
 
 def default_repair_options(name: str, dataset_name: str) -> dict:
-    """Data-set dependent defaults of a repairer: the augmentation of its training steps."""
+    """Data-set dependent defaults of a repairer: the augmentation of its training steps. The repairers that
+    learn new features from the budget (the sanitizer's curve and second endpoint, FST's shifted features) use the
+    sanitizer's small-budget augmentation; those that only adjust the suspect use its training augmentation."""
     from .augment import sanitizer_augmentation
     from .defenses.repair import repairer_defaults
     if "augment" not in repairer_defaults(name):
         return {}
-    if name == "mode-connectivity":
+    if name in ("mode-connectivity", "fst"):
         return {"augment": sanitizer_augmentation(dataset_name)}
     return {"augment": TRAIN_DEFAULTS.get((dataset_name, "*"), {}).get("augment", "none")}
 

@@ -41,12 +41,13 @@ def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, tempera
 
 def finetune(model: nn.Module, x, y, cfg: TrainConfig, *, progress: bool = True, desc: str = "fine-tune",
              teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.0,
-             batch_hook=None) -> nn.Module:
+             batch_hook=None, penalty=None) -> nn.Module:
     """Return a copy of ``model`` trained on uint8 images ``x`` (N, C, H, W) with labels ``y``.
 
     With a ``teacher`` and ``alpha > 0`` the loss is ``(1 - alpha) * CE + alpha * T^2 * KL(teacher || model)`` at
     temperature ``T`` (knowledge distillation on the same clean images). ``batch_hook``: passed to
-    :func:`train.fit` (e.g. to stamp some images of each batch).
+    :func:`train.fit` (e.g. to stamp some images of each batch). ``penalty``: ``penalty(model) -> scalar``, added
+    to every batch's loss (the copy being trained is passed; FST's term on the classifier weights).
     """
     model = copy.deepcopy(model)
     g = seed_everything(cfg.seed)
@@ -60,6 +61,8 @@ def finetune(model: nn.Module, x, y, cfg: TrainConfig, *, progress: bool = True,
         if teacher is not None and alpha > 0:
             soft = F.softmax(teacher(xb).detach() / temperature, 1)
             loss = (1 - alpha) * loss + alpha * distillation_loss(logits, soft, temperature)
+        if penalty is not None:
+            loss = loss + penalty(model)
         return loss, logits
 
     fit(model.parameters(), loss_fn, x, y, cfg, progress=progress, desc=desc, generator=g, batch_hook=batch_hook)

@@ -12,9 +12,10 @@ What this implementation does, and why (details and measurements in docs/sanitiz
 - t is chosen from clean data only: a validation slice of the budget (never used to fit the curve) is scored
   at every t of a grid, and the rule picks the t farthest from the suspect endpoint(s) whose validation
   accuracy is within ``ca_tolerance`` of the best validation accuracy on the path (:func:`select_t`).
-- With one suspect model, the second endpoint is a fresh model distilled from the suspect on the clean budget
-  (``second_endpoint="distill"``): it learns the suspect's clean behaviour from soft labels but never sees a
-  trigger. A fine-tuned copy of the suspect (``"finetune"``) sits too close to it and keeps the backdoor.
+- With one suspect model, the second endpoint is a fresh model trained from scratch on the fit part of the
+  budget (``second_endpoint="scratch"``). A student distilled from the suspect (``"distill"``) inherits part of
+  the backdoor through the soft labels, and a fine-tuned copy (``"finetune"``) sits too close to the suspect
+  and keeps it.
 - Batch-norm statistics are re-estimated on the budget at every evaluated t, and the exported model carries
   the statistics of its own t.
 """

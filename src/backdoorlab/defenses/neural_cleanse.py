@@ -336,7 +336,8 @@ UNLEARN_STAMPING = ("fixed", "per-batch")
 def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: NeuralCleanseResult | None = None,
                            labels: list[int] | None = None, fraction: float = 0.2, stamp: str = "fixed",
                            nc_config: NeuralCleanseConfig | None = None, num_classes: int | None = None,
-                           progress: bool = True, desc: str = "nc-unlearn") -> nn.Module:
+                           triggers: list[ReversedTrigger] | None = None, progress: bool = True,
+                           desc: str = "nc-unlearn") -> nn.Module:
     """Neural Cleanse's unlearning repair: return a copy of ``model`` fine-tuned on uint8 images ``x`` (N, C, H, W)
     with labels ``y`` (N,), where a fixed, seeded ``fraction`` of the images (paper: 20%) carry a reversed trigger
     and keep their true labels.
@@ -349,17 +350,19 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
 
     ``stamp``: ``"fixed"`` (the paper's augmented data set: the same ``fraction`` of the images always carries
     the trigger) or ``"per-batch"`` (each image drawn into a batch carries it with probability ``fraction``, a
-    fresh seeded draw every time: over many epochs every image is seen with and without the trigger)."""
+    fresh seeded draw every time: over many epochs every image is seen with and without the trigger).
+    ``triggers``: stamp these reversed triggers instead of looking them up (``result`` and ``labels`` unused)."""
     if not 0 < fraction <= 1:
         raise BackdoorlabError(f"the stamped fraction must lie in (0, 1], got {fraction}")
     if stamp not in UNLEARN_STAMPING:
         raise BackdoorlabError(f"unknown stamping {stamp!r}; valid: {', '.join(UNLEARN_STAMPING)}")
-    if result is None:
-        k = num_classes if num_classes is not None else int(y.max()) + 1
-        result = neural_cleanse(model, x, k, nc_config, progress=progress)
-    if labels is None:
-        labels = result.flagged_labels or [result.labels[int(np.argmin(result.l1_norms))]]
-    triggers = [result.trigger_for(int(v)) for v in labels]
+    if triggers is None:
+        if result is None:
+            k = num_classes if num_classes is not None else int(y.max()) + 1
+            result = neural_cleanse(model, x, k, nc_config, progress=progress)
+        if labels is None:
+            labels = result.flagged_labels or [result.labels[int(np.argmin(result.l1_norms))]]
+        triggers = [result.trigger_for(int(v)) for v in labels]
     n = len(y)
     g = torch.Generator().manual_seed(cfg.seed + 7)
     stamped = torch.randperm(n, generator=g)[:max(1, int(round(fraction * n)))]
@@ -391,10 +394,16 @@ class UnlearningConfig(FinetuneConfig):
     budget stamped with the flagged label's reversed trigger, true labels kept. The fine-tuning recipe (``steps``,
     ``lr``, ``batch_size``, ``weight_decay``, ``augment``, ``seed``) is inherited from :class:`FinetuneConfig`,
     so the two differ only by the stamped images. ``labels``: unlearn these labels' triggers instead of the
-    flagged ones."""
+    flagged ones.
+
+    ``rounds`` > 1 repeats on the repaired model: reverse-engineer each unlearned label's trigger again (what is
+    left of the backdoor) and, while it still converges to a mask whose norm is anomalous against the other
+    labels' first-round norms, fine-tune the repaired model once more with every trigger found so far. The
+    paper does one round."""
 
     fraction: float = 0.2
     stamp: str = "fixed"
+    rounds: int = 1
     labels: list[int] | None = None
     nc_epochs: int = NeuralCleanseConfig.epochs
     nc_batch_size: int = NeuralCleanseConfig.batch_size
@@ -408,6 +417,8 @@ class UnlearningConfig(FinetuneConfig):
             raise BackdoorlabError(f"the stamped fraction must lie in (0, 1], got {self.fraction}")
         if self.stamp not in UNLEARN_STAMPING:
             raise BackdoorlabError(f"unknown stamping {self.stamp!r}; valid: {', '.join(UNLEARN_STAMPING)}")
+        if self.rounds < 1:
+            raise BackdoorlabError(f"unlearning needs at least 1 round, got {self.rounds}")
         super().__post_init__()
         self.nc_config()
 
@@ -429,11 +440,31 @@ def nc_unlearning(model: nn.Module, budget, cfg: UnlearningConfig | None = None,
     result = neural_cleanse(model, budget.x, num_classes, cfg.nc_config(), progress=progress)
     labels = cfg.labels if cfg.labels is not None else (
         result.flagged_labels or [result.labels[int(np.argmin(result.l1_norms))]])
-    repaired = neural_cleanse_unlearn(model, budget.x, budget.y, cfg.train_config(), result=result, labels=labels,
+    triggers = [result.trigger_for(int(v)) for v in labels]
+    repaired = neural_cleanse_unlearn(model, budget.x, budget.y, cfg.train_config(), triggers=triggers,
                                       fraction=cfg.fraction, stamp=cfg.stamp, progress=progress)
+    later = []
+    nc_cfg, first = cfg.nc_config(), dict(zip(result.labels, result.l1_norms))
+    for r in range(2, cfg.rounds + 1):
+        found = []
+        for v in labels:
+            t = reverse_trigger(repaired, budget.x, int(v), nc_cfg,
+                                generator=torch.Generator().manual_seed(cfg.seed + 1000 * int(v) + 7919 * r))
+            norms = [t.l1 if lab == v else n for lab, n in first.items()]
+            index = float(anomaly_indices(norms)[list(first).index(v)]) if t.l1 < np.median(norms) else 0.0
+            later.append({"round": r, "label": int(v), "l1": _finite(t.l1), "converged": t.converged,
+                          "anomaly_index": _finite(index)})
+            if t.converged and index > cfg.anomaly_threshold:
+                found.append(t)
+        if not found:
+            break
+        triggers += found
+        repaired = neural_cleanse_unlearn(repaired, budget.x, budget.y, cfg.train_config(), triggers=triggers,
+                                          fraction=cfg.fraction, stamp=cfg.stamp, progress=progress,
+                                          desc=f"nc-unlearn round {r}")
     summary = {k: v for k, v in result.to_dict().items() if k != "config"}
     return repaired, {"config": cfg.to_dict(), "neural_cleanse": summary, "unlearned_labels": list(labels),
-                      "seconds": round(time.time() - tick, 1)}
+                      "later_rounds": later, "seconds": round(time.time() - tick, 1)}
 
 
 def _num_classes(model: nn.Module) -> int | None:

@@ -16,6 +16,7 @@ from ..budget import CleanBudget
 from ..errors import BackdoorlabError, valid_names
 from .anp import ANPConfig, anp
 from .finetune import FinetuneConfig, finetune
+from .fst import FSTConfig, feature_shift_tuning
 from .mode_connectivity import ModeConnectivitySanitizer, SanitizerConfig
 from .noise import NoiseConfig, gaussian_noise
 from .pruning import FinePruningConfig, fine_prune
@@ -43,6 +44,7 @@ def _nc_config():
 
 REPAIRERS = {  # name -> (config class or a function returning it, function, takes two suspect models)
     "finetune": (FinetuneConfig, _finetune, False),
+    "fst": (FSTConfig, lambda m, b, c, progress=True, **_: feature_shift_tuning(m, b, c, progress=progress), False),
     "fine-pruning": (FinePruningConfig, lambda m, b, c, progress=True, **_: fine_prune(m, b, c, progress=progress),
                      False),
     "anp": (ANPConfig, lambda m, b, c, progress=True, **_: anp(m, b, c, progress=progress), False),
