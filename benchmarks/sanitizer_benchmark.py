@@ -39,12 +39,16 @@ def main():
     ap.add_argument("--stamp", choices=["data", "augmented"], default="data",
                     help="BadNets trigger stamping: on the data (data poisoning) or after augmentation "
                          "(outsourced training)")
+    ap.add_argument("--trigger-value", default="1",
+                    help="BadNets patch value: one number for every channel or one per channel, e.g. 1,0,1 (magenta)")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
     out, results, save = open_results(args.out)
     results.update(dataset=args.dataset, arch=args.arch, machine=machine())
     ds = load_dataset(args.dataset)
-    attack = make_poisoning_attack("badnets", target=0, poison_rate=0.1, stamp=args.stamp)
+    value = [float(v) for v in args.trigger_value.split(",")]
+    attack = make_poisoning_attack("badnets", target=0, poison_rate=0.1, stamp=args.stamp,
+                                   value=value[0] if len(value) == 1 else value)
     results["attack"] = attack.to_dict()
 
     if args.stage in ("all", "endpoints"):

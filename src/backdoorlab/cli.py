@@ -581,6 +581,10 @@ def list_cmd(defaults):
             click.echo(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in repairer_defaults(name).items()))
         click.echo("  scan (neural-cleanse): " + ", ".join(
             f"{k}={v}" for k, v in NeuralCleanseConfig().to_dict().items() if k != "seed"))
+        click.echo("  (augment: `backdoorlab repair` sets it from the data set: the sanitizer's small-budget "
+                   "augmentation for fst and mode-connectivity (affine for greyscale data, crop-flip-jpeg for "
+                   "cifar10), the data set's training augmentation for the others (none for greyscale data, "
+                   "crop-flip-jpeg for cifar10); -o augment=... overrides it)")
 
 
 def _register_evasion() -> None:
