@@ -25,15 +25,19 @@ from backdoorlab.pipeline import backdoor_of, load_for, model_attack_run, saniti
 from backdoorlab.train import TrainConfig
 from common import machine, open_results
 
-TRAINED = {  # name -> (attack factory given the image shape)
-    "badnets": lambda s: make_poisoning_attack("badnets", target=0, poison_rate=0.1),
-    "blended": lambda s: make_poisoning_attack("blended", target=0, poison_rate=0.1),
-    "dynamic": lambda s: make_poisoning_attack("dynamic", target=0, poison_rate=0.1),
-    "dynamic-3-targets": lambda s: make_poisoning_attack("dynamic", target=[0, 1, 2], poison_rate=0.1, image_shape=s),
-    "badnets-all-to-all": lambda s: make_poisoning_attack("badnets", mode="all-to-all", poison_rate=0.1),
-    "blended-all-to-all": lambda s: make_poisoning_attack("blended", mode="all-to-all", poison_rate=0.1),
-    "dynamic-all-to-all": lambda s: make_poisoning_attack("dynamic", mode="all-to-all", poison_rate=0.1),
-    "triggerless": lambda s: TriggerlessAttack(target=0, dropout=0.3, n_neurons=3, backdoor_fraction=0.1),
+TRAINED = {  # name -> attack factory given the image shape and the trigger stamping ("data" or "augmented")
+    "badnets": lambda s, st="data": make_poisoning_attack("badnets", target=0, poison_rate=0.1, stamp=st),
+    "blended": lambda s, st="data": make_poisoning_attack("blended", target=0, poison_rate=0.1, stamp=st),
+    "dynamic": lambda s, st="data": make_poisoning_attack("dynamic", target=0, poison_rate=0.1, stamp=st),
+    "dynamic-3-targets": lambda s, st="data": make_poisoning_attack("dynamic", target=[0, 1, 2], poison_rate=0.1,
+                                                                     image_shape=s, stamp=st),
+    "badnets-all-to-all": lambda s, st="data": make_poisoning_attack("badnets", mode="all-to-all", poison_rate=0.1,
+                                                                      stamp=st),
+    "blended-all-to-all": lambda s, st="data": make_poisoning_attack("blended", mode="all-to-all", poison_rate=0.1,
+                                                                      stamp=st),
+    "dynamic-all-to-all": lambda s, st="data": make_poisoning_attack("dynamic", mode="all-to-all", poison_rate=0.1,
+                                                                      stamp=st),
+    "triggerless": lambda s, st="data": TriggerlessAttack(target=0, dropout=0.3, n_neurons=3, backdoor_fraction=0.1),
 }
 MODEL_ATTACKS = ("weight-perturbation", "fault-injection", "single-bias")
 ALL = ("badnets", "blended", "dynamic", "weight-perturbation", "fault-injection", "single-bias", "triggerless",
@@ -53,6 +57,9 @@ def main():
     ap.add_argument("--steps", type=int, default=2400, help="sanitizer curve (and second-endpoint) steps")
     ap.add_argument("--epsilon", type=float, default=0.01, help="weight-perturbation radius")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--stamp", choices=["data", "augmented"], default="data",
+                    help="trigger stamping of the data-poisoning attacks: on the data, or after the victim's "
+                         "augmentation (outsourced training); recorded per attack")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--no-clean", action="store_true",
                     help="do not train the clean reference model (data-poisoning attacks only; no CA drop column)")
@@ -102,7 +109,7 @@ def main():
                      "epsilon": args.epsilon if name == "weight-perturbation" else None,
                      "attack": json.loads((out / name / "model.json").read_text())["provenance"]["attack"]}
         else:
-            meta = train(name, TRAINED[name](shape))
+            meta = train(name, TRAINED[name](shape, args.stamp))
             entry = {**meta["metrics"], "attack": meta["provenance"]["attack"]}
         entry["seconds"] = round(time.time() - tick, 1)
         entry["sanitized"] = {}

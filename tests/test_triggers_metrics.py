@@ -6,7 +6,7 @@ from backdoorlab.augment import augment, random_elastic, sanitizer_augmentation
 from backdoorlab.budget import clean_budget, holdout_split
 from backdoorlab.defenses.mode_connectivity import select_t
 from backdoorlab.errors import BackdoorlabError
-from backdoorlab.metrics import attack_success_rate, robust_accuracy
+from backdoorlab.metrics import accuracy, attack_success_rate, robust_accuracy
 from backdoorlab.triggers import PatchTrigger, parse_position, trigger_from_dict
 
 
@@ -93,6 +93,10 @@ def test_select_t_rule():
     assert select_t(ts, [0.99, 0.98, 0.90, 0.985, 0.99], tolerance=0.02) == 0.75
     assert select_t(ts, [0.99, 0.98, 0.90, 0.95, 0.96], suspect_ends=(0,), tolerance=0.02) == 0.25
     assert select_t(ts, [0.99, 0.97, 0.97, 0.97, 0.975], suspect_ends=(0,), tolerance=0.02) == 1.0
+    # a validation accuracy exactly `tolerance` below the best is within tolerance (95 of 100 vs 99 of 100)
+    acc = [accuracy(torch.arange(100) < k, torch.ones(100, dtype=torch.bool)) for k in (99, 96, 95, 96, 99)]
+    assert acc[2] == 0.95
+    assert select_t(ts, acc, tolerance=0.04) == 0.5
 
 
 def test_random_crop_is_a_shift_and_flip_mirrors():

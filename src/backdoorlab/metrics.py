@@ -31,7 +31,9 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000, tra
 
 
 def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
-    return (pred == labels).float().mean().item() if len(labels) else float("nan")
+    """Fraction of ``pred`` equal to ``labels``, exactly k / n in double precision (a float32 mean would put 95 of
+    100 a hair below 0.95, and tolerance rules such as "within 4 points of the best" would drop the boundary)."""
+    return int((pred == labels).sum()) / len(labels) if len(labels) else float("nan")
 
 
 def attack_success_rate(pred_triggered: torch.Tensor, labels: torch.Tensor, backdoor, num_classes: int) -> float:
