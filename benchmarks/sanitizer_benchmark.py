@@ -32,6 +32,8 @@ def main():
     ap.add_argument("--stage", choices=["all", "endpoints", "defenses"], default="all")
     ap.add_argument("--steps", type=int, default=2400, help="curve (and second-endpoint) training steps")
     ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--refine-steps", type=int, default=SanitizerConfig.refine_steps,
+                    help="fine-tuning of an interior chosen t on the whole budget (0: off)")
     ap.add_argument("--finetune-steps", type=int, default=None, help="default: same as --steps")
     ap.add_argument("--variants", nargs="+", default=["two", "one", "finetune"],
                     choices=["two", "one", "finetune", "two-midpoint", "two-polychain", "two-scratch",
@@ -41,6 +43,8 @@ def main():
                          "(outsourced training)")
     ap.add_argument("--trigger-value", default="1",
                     help="BadNets patch value: one number for every channel or one per channel, e.g. 1,0,1 (magenta)")
+    ap.add_argument("--endpoint-seeds", type=int, nargs="+", default=[1, 2],
+                    help="which endpoints to train (1 2; one each lets two processes share the work)")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
     out, results, save = open_results(args.out)
@@ -53,7 +57,7 @@ def main():
 
     if args.stage in ("all", "endpoints"):
         results.setdefault("endpoints", {})
-        for seed in (1, 2):
+        for seed in args.endpoint_seeds:
             d = out / f"endpoint-{seed}"
             if (d / "model.json").exists():
                 continue
@@ -81,7 +85,8 @@ def main():
                     r = finetune_run(ds, str(out / "endpoint-1"), budget, cfg, progress=args.progress)
                     r = {**r, "config": cfg.to_dict()}
                 else:
-                    kw = dict(steps=args.steps, second_steps=args.steps, lr=args.lr, augment=aug)
+                    kw = dict(steps=args.steps, second_steps=args.steps, lr=args.lr, augment=aug,
+                              refine_steps=args.refine_steps)
                     if variant == "two-midpoint":
                         kw["init"] = "midpoint"
                     if variant in ("two-scratch", "two-polychain-scratch"):

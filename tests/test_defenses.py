@@ -154,6 +154,39 @@ def test_fst_needs_a_classifier_layer(budget):
         feature_shift_tuning(net, budget, FSTConfig(steps=1), progress=False)
 
 
+def test_sanitizer_refine_fine_tunes_an_interior_choice_on_the_whole_budget(suspect, budget, monkeypatch):
+    import copy
+    import dataclasses
+    from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
+    from backdoorlab.defenses import mode_connectivity
+    model = suspect[0]
+    other = copy.deepcopy(model)
+    # tolerance 1: every t qualifies, so two suspects give t = 0.5 and one suspect gives t = 1
+    base = SanitizerConfig(steps=20, second_steps=20, grid=3, batch_size=64, ca_tolerance=1.0, refine_steps=0)
+    plain = ModeConnectivitySanitizer(base, progress=False).sanitize(model, budget, other)
+    seen = []
+    real = mode_connectivity.finetune
+
+    def spy(m, x, y, cfg, **kw):
+        seen.append((kw.get("desc"), len(y), cfg.steps))
+        return real(m, x, y, cfg, **kw)
+
+    monkeypatch.setattr(mode_connectivity, "finetune", spy)
+    refine = dataclasses.replace(base, refine_steps=10)
+    refined = ModeConnectivitySanitizer(refine, progress=False).sanitize(model, budget, other)
+    assert refined.t == plain.t == 0.5 and refined.refined and not plain.refined
+    assert "refine" in refined.seconds and "refine" not in plain.seconds
+    assert ("refine", len(budget), 10) in seen  # fit part and validation slice together
+    changed = [k for k, v in refined.model.state_dict().items() if not torch.equal(v, plain.model.state_dict()[k])]
+    assert changed
+    seen.clear()
+    one = ModeConnectivitySanitizer(refine, progress=False).sanitize(model, budget)  # t = 1: the made endpoint
+    assert one.t == 1.0 and not one.refined and "refine" not in one.seconds
+    assert not [s for s in seen if s[0] == "refine"]
+    with pytest.raises(BackdoorlabError, match="refine steps"):
+        SanitizerConfig(refine_steps=-1)
+
+
 def test_repair_api_validates(suspect, budget):
     model, _, _ = suspect
     with pytest.raises(BackdoorlabError, match="unknown defense 'prune'; valid:"):

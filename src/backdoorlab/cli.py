@@ -287,6 +287,9 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
 @click.option("--tolerance", default=0.04, show_default=True, type=float,
               help="Clean-accuracy tolerance of the t-selection rule (fraction).")
 @click.option("--grid", default=11, show_default=True, type=int, help="Number of t values evaluated on [0, 1].")
+@click.option("--refine-steps", default=600, show_default=True, type=int,
+              help="When the chosen t is inside the path: fine-tune that model on the whole budget for this many "
+                   "steps (lr 0.01); 0 exports the curve's model as it is.")
 @_backdoor_options
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
@@ -294,7 +297,7 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
 @data_dir_option
 @progress_option
 def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_size, augment, second_endpoint,
-             tolerance, grid, backdoor_spec, seed, budget_seed, as_json, data_dir, no_progress):
+             tolerance, grid, refine_steps, backdoor_spec, seed, budget_seed, as_json, data_dir, no_progress):
     """Remove a backdoor from one or two suspect models with a learned curve in weight space.
 
     Writes OUT/model.safetensors + model.json (the sanitized model), OUT/path.json, OUT/path.png,
@@ -312,7 +315,8 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
     if augment is None:
         augment = sanitizer_augmentation(ds.name)
     cfg = SanitizerConfig(curve=curve, init=init, steps=steps, second_steps=steps, lr=lr, batch_size=batch_size,
-                          augment=augment, second_endpoint=second_endpoint, ca_tolerance=tolerance, grid=grid, seed=seed)
+                          augment=augment, second_endpoint=second_endpoint, ca_tolerance=tolerance, grid=grid,
+                          refine_steps=refine_steps, seed=seed)
     atk = _make_attack(backdoor_spec, ds)
     summary = sanitize_run(ds, list(model_dirs), budget, out, cfg, backdoor=atk.backdoor if atk else None,
                            budget_seed=budget_seed, progress=not no_progress)
@@ -320,7 +324,9 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
         click.echo(json.dumps({k: summary[k] for k in ("t", "clean_accuracy", "attack_success_rate", "path")}
                               | {"out": out}))
         return
-    click.echo(f"sanitized model at t = {summary['t']:.2f} -> {out}")
+    refined = f", then fine-tuned on the whole budget ({summary['refined_steps']} steps)" \
+        if summary.get("refined_steps") else ""
+    click.echo(f"sanitized model at t = {summary['t']:.2f}{refined} -> {out}")
     _print_table(summary)
 
 
