@@ -12,8 +12,22 @@ import torch
 from backdoorlab.io import atomic_write_json
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the platform's processor string elsewhere."""
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    """Where a number was measured. The CPU model and the kernel set matter: float results (and so seeded
+    training runs) are bit-identical only on the same kind of CPU."""
+    return (f"{platform.machine()}, {cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} CPU "
+            f"cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
 
 
 def open_results(out: str) -> tuple[pathlib.Path, dict, callable]:

@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .errors import BackdoorlabError, valid_names
-from .train import to_float
+from .train import channels_last, model_channels_last, to_float
 
 CURVES = ("bezier", "polychain")
 INITS = ("random", "midpoint")
@@ -134,10 +134,12 @@ def reestimate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> n
         m.reset_running_stats()
         m.momentum = None
     model.train()
+    if x.dim() == 4:
+        model_channels_last(model)
     n_batches = max(1, round(len(x) / batch_size))
     for chunk in torch.tensor_split(torch.arange(len(x)), n_batches):
         if len(chunk) > 1:
-            model(to_float(x[chunk]))
+            model(channels_last(to_float(x[chunk])))
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     return model.eval()

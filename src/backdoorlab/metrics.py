@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import torch
 
-from .train import to_float
+from .train import channels_last, model_channels_last, to_float
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000, transform=None) -> torch.Tensor:
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256, transform=None) -> torch.Tensor:
     """Predicted labels (N,) for uint8 or float images ``x`` (N, C, H, W); ``transform`` maps float batches."""
     was_training = model.training
     model.eval()
+    if x.dim() == 4:
+        model_channels_last(model)  # in place: faster convolutions (see train.channels_last)
     out = []
     for i in range(0, len(x), batch_size):
         xb = to_float(x[i:i + batch_size])
         if transform is not None:
             xb = transform(xb)
-        out.append(model(xb).argmax(1))
+        out.append(model(channels_last(xb)).argmax(1))
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
@@ -49,7 +51,7 @@ def robust_accuracy(pred_triggered: torch.Tensor, labels: torch.Tensor, backdoor
 
 
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, backdoor=None, num_classes: int | None = None,
-             batch_size: int = 1000) -> dict:
+             batch_size: int = 256) -> dict:
     """CA, and with a ``backdoor`` ASR and RA, of ``model`` on images ``x`` (N, C, H, W) with labels ``y``.
 
     Runs under a fixed random seed (restored afterwards), so that models with dropout active at inference (the

@@ -32,7 +32,7 @@ class TrainConfig:
     augment: str = "none"
     seed: int = 0
     nesterov: bool = True
-    channels_last: bool = False
+    channels_last: bool = True  # see channels_last(): faster convolutions on CPU
     steps: int | None = None  # if given, train for this many optimizer steps instead of ``epochs`` epochs
     extra: dict = field(default_factory=dict)
 
@@ -59,6 +59,19 @@ def seed_everything(seed: int) -> torch.Generator:
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float in [0, 1]; float images pass through."""
     return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """An image batch (N, C, H, W) in channels-last memory order (other tensors pass through). With a model
+    whose convolution weights are channels-last too (:func:`model_channels_last`), oneDNN's CPU convolutions run
+    1.4-2.8x faster on small-cnn than in the default order (docs/benchmarks.md); values are the same up to float
+    rounding."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def model_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """Put ``model``'s 4-d parameters and buffers in channels-last order, in place (a no-op for the others)."""
+    return model.to(memory_format=torch.channels_last)
 
 
 def _scheduler(opt, cfg: TrainConfig, total_steps: int):
@@ -109,7 +122,7 @@ def fit(params, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, 
             if batch_hook is not None:
                 xb, yb = batch_hook(xb, yb, idx)
             if cfg.channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
+                xb = channels_last(xb)
             loss, logits = loss_fn(xb, yb)
             if not torch.isfinite(loss):
                 bar.close()
@@ -140,7 +153,7 @@ def train_model(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: T
     """Train ``model`` in place with cross-entropy on uint8 images ``x`` (N, C, H, W) and labels ``y`` (N,)."""
     g = seed_everything(cfg.seed)
     if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+        model_channels_last(model)
     model.train()
 
     def loss_fn(xb, yb):

@@ -55,7 +55,7 @@ class Backdoor:
     def parts(self) -> list["Backdoor"]:
         return [self]
 
-    def measure(self, model, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 1000) -> dict:
+    def measure(self, model, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 256) -> dict:
         """ASR and RA of ``model`` on the test images ``x`` with labels ``y`` (definitions in ``metrics``)."""
         from ..metrics import attack_success_rate, predict, robust_accuracy
 
@@ -97,7 +97,7 @@ class MultiBackdoor:
         for b in self.backdoors:
             b.check(num_classes)
 
-    def measure(self, model, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 1000) -> dict:
+    def measure(self, model, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 256) -> dict:
         per = [b.measure(model, x, y, num_classes, batch_size) for b in self.backdoors]
         return {"attack_success_rate": sum(m["attack_success_rate"] for m in per) / len(per),
                 "robust_accuracy": sum(m["robust_accuracy"] for m in per) / len(per),

@@ -69,7 +69,7 @@ class TriggerlessBackdoor:
     def target_labels(self, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
         return torch.full_like(labels, self.target)
 
-    def measure(self, model, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 1000) -> dict:
+    def measure(self, model, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 256) -> dict:
         from ..metrics import accuracy, predict
 
         drop = self.check_model(model)

@@ -130,7 +130,7 @@ def adversarial_weight_perturbation(model: torch.nn.Module, backdoor, x: torch.T
     return model.eval(), report
 
 
-def agreement(model_a, model_b, x: torch.Tensor, batch_size: int = 1000) -> float:
+def agreement(model_a, model_b, x: torch.Tensor, batch_size: int = 256) -> float:
     """Fraction of images on which two models predict the same label."""
     return (predict(model_a, x, batch_size) == predict(model_b, x, batch_size)).float().mean().item()
 
@@ -159,7 +159,7 @@ class FaultBackdoor:
         if bad:
             raise BackdoorlabError(f"target label(s) {bad} out of range for {num_classes} classes")
 
-    def measure(self, model, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 1000) -> dict:
+    def measure(self, model, x: torch.Tensor, y: torch.Tensor, num_classes: int, batch_size: int = 256) -> dict:
         if len(x) != self.n_test:
             raise BackdoorlabError(f"this fault-injection backdoor was planted on chosen images of a test set of "
                                    f"{self.n_test} images; got {len(x)} images")
