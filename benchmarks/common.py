@@ -38,3 +38,40 @@ def open_results(out: str) -> tuple[pathlib.Path, dict, callable]:
     path = out_dir / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     return out_dir, results, lambda: atomic_write_json(path, results)
+
+
+def load_saved_curve(run, bn_augment: str = "auto", progress: bool = False):
+    """Rebuild a saved two-model sanitizer run (a ``sanitize`` output directory with config.json and
+    curve.safetensors): its data set, endpoints, sanitizer, budget and trained curve. The curve's training does not
+    depend on batch-norm re-estimation or on the refine step, so this is the curve a rerun with the same seeds
+    trains. Returns a namespace with ``config, dataset, loaded, sanitizer, budget, fit_part, val_part, curve``."""
+    import json
+    import sys
+    import types
+
+    import safetensors.torch
+
+    from backdoorlab.budget import clean_budget
+    from backdoorlab.curves import Curve
+    from backdoorlab.data import load_dataset
+    from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
+    from backdoorlab.models import create_model
+    from backdoorlab.pipeline import load_for, resolve_bn_augment
+
+    run = pathlib.Path(run)
+    config = json.loads((run / "config.json").read_text())
+    ds = load_dataset(config["dataset"])
+    loaded = [load_for(p, ds) for p in config["models"]]
+    if len(loaded) != 2:
+        sys.exit("only two-model runs can be rebuilt (a one-model run's second endpoint is not saved)")
+    cfg = resolve_bn_augment(SanitizerConfig(**{**config["sanitizer"], "bn_augment": bn_augment}), loaded[0][1])
+    budget = clean_budget(ds, config["clean_budget"], seed=config["budget_seed"], holdout=config["holdout"])
+    arch, a = loaded[0][1]["arch"], loaded[0][1]["arch_args"]
+    sanitizer = ModeConnectivitySanitizer(cfg, lambda: create_model(arch, **a), progress=progress)
+    fit_part, val_part = sanitizer.split_budget(budget)
+    curve = Curve(loaded[0][0], loaded[1][0], kind=cfg.curve, init="midpoint")
+    control = safetensors.torch.load_file(str(run / "curve.safetensors"))
+    for name, p in zip(curve.names, curve.control):
+        p.data.copy_(control[name])
+    return types.SimpleNamespace(config=config, dataset=ds, loaded=loaded, sanitizer=sanitizer, budget=budget,
+                                 fit_part=fit_part, val_part=val_part, curve=curve)

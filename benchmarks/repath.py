@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import pathlib
 import sys
 import time
-
-import safetensors.torch
 
 
 def main():
@@ -28,33 +25,16 @@ def main():
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
-    from common import machine
+    from common import load_saved_curve, machine
 
-    from backdoorlab.budget import clean_budget
-    from backdoorlab.curves import Curve
-    from backdoorlab.data import load_dataset
-    from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig, select_t
+    from backdoorlab.defenses import select_t
     from backdoorlab.io import atomic_write_json
     from backdoorlab.metrics import evaluate
-    from backdoorlab.models import create_model
-    from backdoorlab.pipeline import backdoor_of, load_for, resolve_bn_augment
+    from backdoorlab.pipeline import backdoor_of
 
-    run = pathlib.Path(args.run)
-    config = json.loads((run / "config.json").read_text())
-    ds = load_dataset(config["dataset"])
-    loaded = [load_for(p, ds) for p in config["models"]]
-    if len(loaded) != 2:
-        sys.exit("repath handles two-model runs (a one-model run's second endpoint is not saved)")
-    cfg = SanitizerConfig(**{**config["sanitizer"], "bn_augment": args.bn_augment})
-    cfg = resolve_bn_augment(cfg, loaded[0][1])
-    budget = clean_budget(ds, config["clean_budget"], seed=config["budget_seed"], holdout=config["holdout"])
-    arch, a = loaded[0][1]["arch"], loaded[0][1]["arch_args"]
-    sanitizer = ModeConnectivitySanitizer(cfg, lambda: create_model(arch, **a), progress=args.progress)
-    fit_part, val_part = sanitizer.split_budget(budget)
-    curve = Curve(loaded[0][0], loaded[1][0], kind=cfg.curve, init="midpoint")
-    control = safetensors.torch.load_file(str(run / "curve.safetensors"))
-    for name, p in zip(curve.names, curve.control):
-        p.data.copy_(control[name])
+    saved = load_saved_curve(args.run, args.bn_augment, args.progress)
+    ds, loaded, sanitizer, curve = saved.dataset, saved.loaded, saved.sanitizer, saved.curve
+    fit_part, val_part, cfg = saved.fit_part, saved.val_part, saved.sanitizer.config
     backdoor = backdoor_of(loaded[0][1])
     tick = time.time()
     test = (ds.test_x, ds.test_y)
@@ -62,7 +42,7 @@ def main():
     t = select_t([r["t"] for r in rows], [r["val_accuracy"] for r in rows], (0.0, 1.0), cfg.ca_tolerance)
     chosen = next(r for r in rows if r["t"] == t)
     endpoints = [evaluate(m, *test, backdoor, ds.num_classes) for m, _ in loaded]
-    out = {"from": str(run), "bn_augment": cfg.bn_augment, "t": t, "clean_accuracy": chosen["clean_accuracy"],
+    out = {"from": str(args.run), "bn_augment": cfg.bn_augment, "t": t, "clean_accuracy": chosen["clean_accuracy"],
            "attack_success_rate": chosen.get("attack_success_rate"), "path": rows,
            "endpoints": [{k: e[k] for k in ("clean_accuracy", "attack_success_rate")} for e in endpoints],
            "seconds": round(time.time() - tick, 1), "machine": machine(),

@@ -234,6 +234,14 @@ class ModeConnectivitySanitizer:
             rows.append(row)
         return rows
 
+    def refine(self, model: nn.Module, budget: CleanBudget, steps: int | None = None) -> nn.Module:
+        """Fine-tune ``model`` on the whole ``budget`` (``steps``, default ``refine_steps``, at ``refine_lr``) and
+        re-estimate its batch norm on :meth:`bn_data` of the budget: the sanitizer's refine step."""
+        cfg = self.config
+        tc = cfg.train_config(cfg.refine_steps if steps is None else steps, cfg.refine_lr, cfg.seed + 4)
+        model = finetune(model, budget.x, budget.y, tc, progress=self.progress, desc="refine")
+        return reestimate_bn(model, self.bn_data(budget))
+
     def sanitize(self, suspect: nn.Module, budget: CleanBudget, suspect_b: nn.Module | None = None, *, test=None,
                  backdoor=None, num_classes: int | None = None) -> SanitizeResult:
         """Sanitize ``suspect`` (and ``suspect_b``, if two suspect models are given) with the clean ``budget``.
@@ -262,9 +270,7 @@ class ModeConnectivitySanitizer:
             # Only inside the path: t = 0 is a suspect, and t = 1 is a suspect or an endpoint already trained
             # on the budget (refining the one-model scratch endpoint lowered development accuracy, docs/sanitizer.md).
             tick = time.time()
-            tc = cfg.train_config(cfg.refine_steps, cfg.refine_lr, cfg.seed + 4)
-            model = finetune(model, budget.x, budget.y, tc, progress=self.progress, desc="refine")
-            reestimate_bn(model, self.bn_data(budget))
+            model = self.refine(model, budget)
             seconds["refine"] = time.time() - tick
         return SanitizeResult(model=model, t=t, path=rows, curve=curve, seconds=seconds, second_endpoint=second,
                               second_model=made, refined=refined)
