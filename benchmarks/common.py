@@ -30,14 +30,39 @@ def machine() -> str:
             f"cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
 
 
+def merge_results(on_disk: dict, ours: dict) -> dict:
+    """``ours`` laid over ``on_disk``: top-level values of ours win, and where both hold a dict (``endpoints``,
+    ``defenses``, ...) the two are merged key by key, so entries only another process wrote are kept."""
+    merged = dict(on_disk)
+    for key, value in ours.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
 def open_results(out: str) -> tuple[pathlib.Path, dict, callable]:
     """Create ``out``; return it, the results already in ``out/results.json`` (a rerun resumes) and a function
-    that saves them atomically."""
+    that saves them atomically. Two processes may share ``out`` (``--endpoint-seeds 1`` and ``2`` side by side):
+    a save takes a lock, re-reads the file and merges (:func:`merge_results`), so neither loses the other's rows."""
+    import fcntl
+
     out_dir = pathlib.Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    return out_dir, results, lambda: atomic_write_json(path, results)
+
+    def save():
+        with open(out_dir / ".results.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if path.exists():
+                merged = merge_results(json.loads(path.read_text()), results)
+                results.clear()
+                results.update(merged)
+            atomic_write_json(path, results)
+
+    return out_dir, results, save
 
 
 def load_saved_curve(run, bn_augment: str = "auto", progress: bool = False):

@@ -34,6 +34,8 @@ def main():
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--refine-steps", type=int, default=SanitizerConfig.refine_steps,
                     help="fine-tuning of an interior chosen t on the whole budget (0: off)")
+    ap.add_argument("--no-refine-guard", action="store_true",
+                    help="refine an interior t without the guard's trial on the fit part")
     ap.add_argument("--finetune-steps", type=int, default=None, help="default: same as --steps")
     ap.add_argument("--variants", nargs="+", default=["two", "one", "finetune"],
                     choices=["two", "one", "finetune", "two-midpoint", "two-polychain", "two-scratch",
@@ -86,7 +88,7 @@ def main():
                     r = {**r, "config": cfg.to_dict()}
                 else:
                     kw = dict(steps=args.steps, second_steps=args.steps, lr=args.lr, augment=aug,
-                              refine_steps=args.refine_steps)
+                              refine_steps=args.refine_steps, refine_guard=not args.no_refine_guard)
                     if variant == "two-midpoint":
                         kw["init"] = "midpoint"
                     if variant in ("two-scratch", "two-polychain-scratch"):

@@ -75,6 +75,12 @@ def test_sanitize_two_models_outputs(trained, capsys):
     assert ev["attack_success_rate"] == pytest.approx(r["attack_success_rate"])
     meta = json.loads((out_dir / "model.json").read_text())
     assert meta["provenance"]["sanitized"]["t"] == r["t"]
+    check = r["refine_check"]  # the refine guard ran exactly when t is inside the path, and decided the refine
+    assert (check is not None) == (0 < r["t"] < 1)
+    if check is not None:
+        assert check["accepted"] == (r["refined_steps"] == 600) == (check["val_accuracy_after_trial"]
+                                                                     >= check["val_accuracy_before"])
+        assert meta["provenance"]["sanitized"]["refine_check"] == check
 
 
 def test_sanitize_one_model_makes_second_endpoint(trained, capsys):

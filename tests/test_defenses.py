@@ -162,7 +162,8 @@ def test_sanitizer_refine_fine_tunes_an_interior_choice_on_the_whole_budget(susp
     model = suspect[0]
     other = copy.deepcopy(model)
     # tolerance 1: every t qualifies, so two suspects give t = 0.5 and one suspect gives t = 1
-    base = SanitizerConfig(steps=20, second_steps=20, grid=3, batch_size=64, ca_tolerance=1.0, refine_steps=0)
+    base = SanitizerConfig(steps=20, second_steps=20, grid=3, batch_size=64, ca_tolerance=1.0, refine_steps=0,
+                           refine_guard=False)
     plain = ModeConnectivitySanitizer(base, progress=False).sanitize(model, budget, other)
     seen = []
     real = mode_connectivity.finetune
@@ -185,6 +186,48 @@ def test_sanitizer_refine_fine_tunes_an_interior_choice_on_the_whole_budget(susp
     assert not [s for s in seen if s[0] == "refine"]
     with pytest.raises(BackdoorlabError, match="refine steps"):
         SanitizerConfig(refine_steps=-1)
+
+
+@pytest.mark.parametrize("trial_hurts", [True, False])
+def test_sanitizer_refine_guard_keeps_the_curve_model_when_a_trial_refine_lowers_validation(
+        suspect, budget, monkeypatch, trial_hurts):
+    import copy
+    import dataclasses
+    from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
+    model = suspect[0]
+    other = copy.deepcopy(model)
+    cfg = SanitizerConfig(steps=20, second_steps=20, grid=3, batch_size=64, ca_tolerance=1.0, refine_steps=10)
+    plain = ModeConnectivitySanitizer(dataclasses.replace(cfg, refine_steps=0), progress=False).sanitize(
+        model, budget, other)
+    calls = []
+    real = ModeConnectivitySanitizer.refine
+
+    def fake_refine(self, m, part, steps=None, desc="refine"):  # noqa: ARG001
+        calls.append((desc, len(part)))
+        if desc.startswith("refine (guard"):
+            trial = copy.deepcopy(m)  # unchanged: the same validation accuracy, which accepts
+            if trial_hurts:  # a trial that forgets everything: constant output
+                with torch.no_grad():
+                    for p in trial.parameters():
+                        p.zero_()
+            return trial
+        return real(self, m, part, steps, desc)
+
+    monkeypatch.setattr(ModeConnectivitySanitizer, "refine", fake_refine)
+    san = ModeConnectivitySanitizer(cfg, progress=False)
+    fit_part, val_part = san.split_budget(budget)
+    result = san.sanitize(model, budget, other)
+    assert result.t == 0.5
+    assert calls[0] == ("refine (guard trial)", len(fit_part))  # the trial never sees the validation slice
+    check = result.refine_check
+    assert check["n_val"] == len(val_part) and check["accepted"] == (not trial_hurts) == result.refined
+    assert check["val_accuracy_before"] == plain.path[1]["val_accuracy"]
+    same = all(torch.equal(v, plain.model.state_dict()[k]) for k, v in result.model.state_dict().items())
+    if trial_hurts:
+        assert check["val_accuracy_after_trial"] < check["val_accuracy_before"]
+        assert len(calls) == 1 and same  # rejected: the curve's model, as with refine_steps=0
+    else:
+        assert calls[1] == ("refine", len(budget)) and not same
 
 
 def test_repair_api_validates(suspect, budget):

@@ -8,10 +8,16 @@ re-estimated on the budget) and prints CA on the development images (the held-ou
 never the test set, never the budget) next to test CA and ASR.
 
     BACKDOORLAB_DATA=../shared/data python benchmarks/exploration/refine_dev.py bench-out/mnist/sanitized-two-1000 0 300 600 1200
+
+``--lr`` overrides the refine learning rate. ``--guard`` also runs the refine guard's trial for each step count
+(``ModeConnectivitySanitizer.refine_check``: refine on the fit part alone, score the validation slice) and prints
+its verdict, next to what the refined model does on the development images.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import pathlib
 import sys
@@ -28,10 +34,18 @@ from backdoorlab.pipeline import backdoor_of  # noqa: E402
 
 
 def main():
-    run, steps_list = pathlib.Path(sys.argv[1]), [int(s) for s in sys.argv[2:]] or [0, 600]
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("steps", type=int, nargs="*", default=[0, 600])
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--guard", action="store_true")
+    args = ap.parse_args()
+    run, steps_list = pathlib.Path(args.run), args.steps
     t = json.loads((run / "path.json").read_text())["t"]
     saved = load_saved_curve(run)
     ds, sanitizer, budget = saved.dataset, saved.sanitizer, saved.budget
+    if args.lr is not None:
+        sanitizer.config = dataclasses.replace(sanitizer.config, refine_lr=args.lr)
     _, pool = holdout_split(len(ds.train_y), saved.config["holdout"])
     dev = pool[~torch.isin(pool, budget.indices)]
     backdoor = backdoor_of(saved.loaded[0][1])
@@ -39,12 +53,17 @@ def main():
     for steps in steps_list:
         tick = time.time()
         model = saved.curve.model_at(t, bn_data=sanitizer.bn_data(saved.fit_part))
+        guard = ""
+        if steps and args.guard:
+            ok, check = sanitizer.refine_check(model, saved.fit_part, saved.val_part, steps)
+            guard = (f"  guard: val {check['val_accuracy_before']:.4f} -> {check['val_accuracy_after_trial']:.4f} "
+                     f"({'accept' if ok else 'reject'})")
         if steps:
             model = sanitizer.refine(model, budget, steps)
         dev_acc = accuracy(predict(model, ds.train_x[dev]), ds.train_y[dev])
         m = evaluate(model, ds.test_x, ds.test_y, backdoor, ds.num_classes)
         print(f"refine {steps:5d} steps: dev {dev_acc:.4f}  test CA {m['clean_accuracy']:.4f} "
-              f"ASR {m['attack_success_rate']:.4f}  ({time.time() - tick:.0f} s)", flush=True)
+              f"ASR {m['attack_success_rate']:.4f}{guard}  ({time.time() - tick:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

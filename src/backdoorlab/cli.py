@@ -290,6 +290,8 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
 @click.option("--refine-steps", default=600, show_default=True, type=int,
               help="When the chosen t is inside the path: fine-tune that model on the whole budget for this many "
                    "steps (lr 0.01); 0 exports the curve's model as it is.")
+@click.option("--refine-guard/--no-refine-guard", default=True, show_default=True,
+              help="Refine only if a trial refine on the fit part keeps the validation slice's accuracy.")
 @_backdoor_options
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
@@ -297,7 +299,7 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
 @data_dir_option
 @progress_option
 def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_size, augment, second_endpoint,
-             tolerance, grid, refine_steps, backdoor_spec, seed, budget_seed, as_json, data_dir, no_progress):
+             tolerance, grid, refine_steps, refine_guard, backdoor_spec, seed, budget_seed, as_json, data_dir, no_progress):
     """Remove a backdoor from one or two suspect models with a learned curve in weight space.
 
     Writes OUT/model.safetensors + model.json (the sanitized model), OUT/path.json, OUT/path.png,
@@ -316,16 +318,20 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
         augment = sanitizer_augmentation(ds.name)
     cfg = SanitizerConfig(curve=curve, init=init, steps=steps, second_steps=steps, lr=lr, batch_size=batch_size,
                           augment=augment, second_endpoint=second_endpoint, ca_tolerance=tolerance, grid=grid,
-                          refine_steps=refine_steps, seed=seed)
+                          refine_steps=refine_steps, refine_guard=refine_guard, seed=seed)
     atk = _make_attack(backdoor_spec, ds)
     summary = sanitize_run(ds, list(model_dirs), budget, out, cfg, backdoor=atk.backdoor if atk else None,
                            budget_seed=budget_seed, progress=not no_progress)
     if as_json:
-        click.echo(json.dumps({k: summary[k] for k in ("t", "clean_accuracy", "attack_success_rate", "path")}
-                              | {"out": out}))
+        click.echo(json.dumps({k: summary[k] for k in ("t", "clean_accuracy", "attack_success_rate", "path",
+                                                       "refined_steps", "refine_check")} | {"out": out}))
         return
     refined = f", then fine-tuned on the whole budget ({summary['refined_steps']} steps)" \
         if summary.get("refined_steps") else ""
+    check = summary.get("refine_check")
+    if check and not check["accepted"]:
+        refined = (f", not refined (a trial refine on the fit part lowered validation accuracy "
+                   f"{check['val_accuracy_before']:.2%} -> {check['val_accuracy_after_trial']:.2%})")
     click.echo(f"sanitized model at t = {summary['t']:.2f}{refined} -> {out}")
     _print_table(summary)
 

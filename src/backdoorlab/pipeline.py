@@ -169,7 +169,7 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
                                                       "made_by") if k in e} for e in endpoints],
                "curve": cfg.curve, "rule": f"farthest t from the suspect endpoint(s) with validation accuracy within "
                                            f"{cfg.ca_tolerance:.3f} of the best on the path",
-               "refined_steps": refined_steps,
+               "refined_steps": refined_steps, "refine_check": result.refine_check,
                "seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "path": result.path}
     meta = {"arch": arch, "arch_args": args, "dataset": dataset.name, "class_names": metas[0].get("class_names"),
             "input_shape": metas[0].get("input_shape"), "seed": cfg.seed, "holdout": metas[0].get("holdout"),
@@ -177,7 +177,8 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
                            "sanitized": {"method": "mode-connectivity", "from": [str(p) for p in model_dirs],
                                          "t": result.t, "curve": cfg.curve, "clean_budget": budget_size,
                                          "second_endpoint": result.second_endpoint,
-                                         "refined_steps": refined_steps}},
+                                         "refined_steps": refined_steps,
+                                         "refine_check": result.refine_check}},
             "metrics": final}
     save_checkpoint(result.model, out_dir, meta)
     control = {k: v.detach().contiguous() for k, v in zip(result.curve.names, result.curve.control)}

@@ -18,6 +18,9 @@ What this implementation does, and why (details and measurements in docs/sanitiz
   and keeps it.
 - Batch-norm statistics are re-estimated on the budget at every evaluated t, and the exported model carries
   the statistics of its own t.
+- An interior choice is then fine-tuned on the whole budget (``refine_steps``), but only if a trial refine of
+  the same length on the fit part alone does not lower the validation slice's accuracy (``refine_guard``):
+  near a backdoored endpoint fine-tuning can pull the model back into its basin, which costs clean accuracy too.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class SanitizerConfig:
     bn_augment: str = "auto"  # augmentation of the budget images batch norm is re-estimated on (see bn_data)
     refine_steps: int = 600  # after choosing an interior t: fine-tune that model on the whole budget (fit + val)
     refine_lr: float = 0.01
+    refine_guard: bool = True  # refine only if a trial refine on the fit part keeps the validation accuracy
     seed: int = 0
 
     def __post_init__(self):
@@ -109,6 +113,7 @@ class SanitizeResult:
     second_endpoint: str | None = None
     second_model: nn.Module | None = None  # the t = 1 endpoint the sanitizer made (one-model case)
     refined: bool = False  # whether the chosen model was fine-tuned on the whole budget (interior t only)
+    refine_check: dict | None = None  # the guard's trial: validation accuracy before and after, and the verdict
 
 
 def select_t(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.04) -> float:
@@ -234,13 +239,25 @@ class ModeConnectivitySanitizer:
             rows.append(row)
         return rows
 
-    def refine(self, model: nn.Module, budget: CleanBudget, steps: int | None = None) -> nn.Module:
+    def refine(self, model: nn.Module, budget: CleanBudget, steps: int | None = None, desc: str = "refine") -> nn.Module:
         """Fine-tune ``model`` on the whole ``budget`` (``steps``, default ``refine_steps``, at ``refine_lr``) and
         re-estimate its batch norm on :meth:`bn_data` of the budget: the sanitizer's refine step."""
         cfg = self.config
         tc = cfg.train_config(cfg.refine_steps if steps is None else steps, cfg.refine_lr, cfg.seed + 4)
-        model = finetune(model, budget.x, budget.y, tc, progress=self.progress, desc="refine")
+        model = finetune(model, budget.x, budget.y, tc, progress=self.progress, desc=desc)
         return reestimate_bn(model, self.bn_data(budget))
+
+    def refine_check(self, model: nn.Module, fit_part: CleanBudget, val_part: CleanBudget,
+                     steps: int | None = None) -> tuple[bool, dict]:
+        """The refine step's guard: refine a copy of ``model`` on ``fit_part`` alone and score the validation slice
+        before and after. Returns (accept, record): accept when the trial's validation accuracy is at least the
+        model's (ties accept; the whole-budget refine that follows trains on the slice too, so it cannot judge
+        itself)."""
+        before = accuracy(predict(model, val_part.x), val_part.y)
+        trial = self.refine(model, fit_part, steps, desc="refine (guard trial)")  # a copy: finetune never trains in place
+        after = accuracy(predict(trial, val_part.x), val_part.y)
+        return after >= before, {"val_accuracy_before": before, "val_accuracy_after_trial": after,
+                                 "accepted": after >= before, "n_val": len(val_part)}
 
     def sanitize(self, suspect: nn.Module, budget: CleanBudget, suspect_b: nn.Module | None = None, *, test=None,
                  backdoor=None, num_classes: int | None = None) -> SanitizeResult:
@@ -265,12 +282,15 @@ class ModeConnectivitySanitizer:
         ends = (0.0, 1.0) if second is None else (0.0,)
         t = select_t([r["t"] for r in rows], [r["val_accuracy"] for r in rows], ends, cfg.ca_tolerance)
         model = curve.model_at(t, bn_data=self.bn_data(fit_part))
-        refined = cfg.refine_steps > 0 and 0.0 < t < 1.0
+        refined, check = cfg.refine_steps > 0 and 0.0 < t < 1.0, None
         if refined:  # the validation slice has chosen t; now every budget image can train the chosen model
             # Only inside the path: t = 0 is a suspect, and t = 1 is a suspect or an endpoint already trained
             # on the budget (refining the one-model scratch endpoint lowered development accuracy, docs/sanitizer.md).
             tick = time.time()
-            model = self.refine(model, budget)
+            if cfg.refine_guard:
+                refined, check = self.refine_check(model, fit_part, val_part)
+            if refined:
+                model = self.refine(model, budget)
             seconds["refine"] = time.time() - tick
         return SanitizeResult(model=model, t=t, path=rows, curve=curve, seconds=seconds, second_endpoint=second,
-                              second_model=made, refined=refined)
+                              second_model=made, refined=refined, refine_check=check)

@@ -1,0 +1,29 @@
+"""The benchmark scripts' shared results file: two processes writing one results.json keep each other's rows."""
+
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+from common import merge_results, open_results  # noqa: E402
+
+
+def test_two_writers_keep_each_others_entries(tmp_path):
+    # Both open the (empty) directory before either saves, as two --endpoint-seeds processes started together do.
+    _, a, save_a = open_results(str(tmp_path))
+    _, b, save_b = open_results(str(tmp_path))
+    a.update(dataset="mnist", endpoints={"1": {"clean_accuracy": 0.99}})
+    b.update(dataset="mnist", endpoints={"2": {"clean_accuracy": 0.98}})
+    save_a()
+    save_b()
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["endpoints"] == {"1": {"clean_accuracy": 0.99}, "2": {"clean_accuracy": 0.98}}
+    a["defenses"] = {"two@1000": {"t": 0.5}}
+    save_a()
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert set(on_disk["endpoints"]) == {"1", "2"} and on_disk["defenses"] == {"two@1000": {"t": 0.5}}
+
+
+def test_merge_prefers_our_values():
+    merged = merge_results({"machine": "old", "defenses": {"x": 1, "y": 2}}, {"machine": "new", "defenses": {"y": 3}})
+    assert merged == {"machine": "new", "defenses": {"x": 1, "y": 3}}
