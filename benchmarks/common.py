@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pathlib
@@ -46,8 +47,6 @@ def open_results(out: str) -> tuple[pathlib.Path, dict, callable]:
     """Create ``out``; return it, the results already in ``out/results.json`` (a rerun resumes) and a function
     that saves them atomically. Two processes may share ``out`` (``--endpoint-seeds 1`` and ``2`` side by side):
     a save takes a lock, re-reads the file and merges (:func:`merge_results`), so neither loses the other's rows."""
-    import fcntl
-
     out_dir = pathlib.Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.json"

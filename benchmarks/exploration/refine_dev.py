@@ -55,9 +55,9 @@ def main():
         model = saved.curve.model_at(t, bn_data=sanitizer.bn_data(saved.fit_part))
         guard = ""
         if steps and args.guard:
-            ok, check = sanitizer.refine_check(model, saved.fit_part, saved.val_part, steps)
+            check = sanitizer.refine_check(model, saved.fit_part, saved.val_part, steps)
             guard = (f"  guard: val {check['val_accuracy_before']:.4f} -> {check['val_accuracy_after_trial']:.4f} "
-                     f"({'accept' if ok else 'reject'})")
+                     f"({'accept' if check['accepted'] else 'reject'})")
         if steps:
             model = sanitizer.refine(model, budget, steps)
         dev_acc = accuracy(predict(model, ds.train_x[dev]), ds.train_y[dev])

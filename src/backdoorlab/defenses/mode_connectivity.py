@@ -248,16 +248,16 @@ class ModeConnectivitySanitizer:
         return reestimate_bn(model, self.bn_data(budget))
 
     def refine_check(self, model: nn.Module, fit_part: CleanBudget, val_part: CleanBudget,
-                     steps: int | None = None) -> tuple[bool, dict]:
+                     steps: int | None = None) -> dict:
         """The refine step's guard: refine a copy of ``model`` on ``fit_part`` alone and score the validation slice
-        before and after. Returns (accept, record): accept when the trial's validation accuracy is at least the
-        model's (ties accept; the whole-budget refine that follows trains on the slice too, so it cannot judge
-        itself)."""
+        before and after. Returns the record, whose ``accepted`` is true when the trial's validation accuracy is at
+        least the model's (ties accept; the whole-budget refine that follows trains on the slice too, so it cannot
+        judge itself)."""
         before = accuracy(predict(model, val_part.x), val_part.y)
         trial = self.refine(model, fit_part, steps, desc="refine (guard trial)")  # a copy: finetune never trains in place
         after = accuracy(predict(trial, val_part.x), val_part.y)
-        return after >= before, {"val_accuracy_before": before, "val_accuracy_after_trial": after,
-                                 "accepted": after >= before, "n_val": len(val_part)}
+        return {"val_accuracy_before": before, "val_accuracy_after_trial": after, "accepted": after >= before,
+                "n_val": len(val_part)}
 
     def sanitize(self, suspect: nn.Module, budget: CleanBudget, suspect_b: nn.Module | None = None, *, test=None,
                  backdoor=None, num_classes: int | None = None) -> SanitizeResult:
@@ -288,7 +288,8 @@ class ModeConnectivitySanitizer:
             # on the budget (refining the one-model scratch endpoint lowered development accuracy, docs/sanitizer.md).
             tick = time.time()
             if cfg.refine_guard:
-                refined, check = self.refine_check(model, fit_part, val_part)
+                check = self.refine_check(model, fit_part, val_part)
+                refined = check["accepted"]
             if refined:
                 model = self.refine(model, budget)
             seconds["refine"] = time.time() - tick
