@@ -27,7 +27,7 @@ def main():
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
     from common import load_saved_curve, machine
 
-    from backdoorlab.defenses import select_t
+    from backdoorlab.defenses import select_t_from_rows
     from backdoorlab.io import atomic_write_json
     from backdoorlab.metrics import evaluate
     from backdoorlab.pipeline import backdoor_of
@@ -39,7 +39,7 @@ def main():
     tick = time.time()
     test = (ds.test_x, ds.test_y)
     rows = sanitizer.path(curve, fit_part, val_part, test, backdoor, ds.num_classes)
-    t = select_t([r["t"] for r in rows], [r["val_accuracy"] for r in rows], (0.0, 1.0), cfg.ca_tolerance)
+    t = select_t_from_rows(rows, (0.0, 1.0), cfg.ca_tolerance)
     chosen = next(r for r in rows if r["t"] == t)
     endpoints = [evaluate(m, *test, backdoor, ds.num_classes) for m, _ in loaded]
     out = {"from": str(args.run), "bn_augment": cfg.bn_augment, "t": t, "clean_accuracy": chosen["clean_accuracy"],

@@ -79,7 +79,7 @@ def test_sanitize_two_models_outputs(trained, capsys):
     assert (check is not None) == (0 < r["t"] < 1)
     if check is not None:
         assert check["accepted"] == (r["refined_steps"] == 600) == (check["val_accuracy_after_trial"]
-                                                                     >= check["val_accuracy_before"])
+                                                                     > check["val_accuracy_before"])
         assert meta["provenance"]["sanitized"]["refine_check"] == check
 
 

@@ -4,6 +4,8 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from backdoorlab.attacks import make_poisoning_attack
 from backdoorlab.budget import clean_budget
@@ -188,9 +190,21 @@ def test_sanitizer_refine_fine_tunes_an_interior_choice_on_the_whole_budget(susp
         SanitizerConfig(refine_steps=-1)
 
 
-@pytest.mark.parametrize("trial_hurts", [True, False])
-def test_sanitizer_refine_guard_keeps_the_curve_model_when_a_trial_refine_lowers_validation(
-        suspect, budget, monkeypatch, trial_hurts):
+class _Oracle(nn.Module):
+    """Answers every image it was given with that image's label (a trial refine that helps, for the guard test)."""
+
+    def __init__(self, x, y, num_classes):
+        super().__init__()
+        self.x, self.y, self.k = x.float().flatten(1) / 255.0, y.long(), num_classes
+
+    def forward(self, xb):
+        i = torch.cdist(xb.reshape(len(xb), -1).float(), self.x).argmin(1)
+        return F.one_hot(self.y[i], self.k).float() * 10
+
+
+@pytest.mark.parametrize("trial", ["hurts", "ties", "helps"])
+def test_sanitizer_refine_guard_refines_only_when_a_trial_refine_raises_validation(
+        suspect, budget, monkeypatch, trial):
     import copy
     import dataclasses
     from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
@@ -201,31 +215,35 @@ def test_sanitizer_refine_guard_keeps_the_curve_model_when_a_trial_refine_lowers
         model, budget, other)
     calls = []
     real = ModeConnectivitySanitizer.refine
+    san = ModeConnectivitySanitizer(cfg, progress=False)
+    fit_part, val_part = san.split_budget(budget)
 
     def fake_refine(self, m, part, steps=None, desc="refine"):  # noqa: ARG001
         calls.append((desc, len(part)))
         if desc.startswith("refine (guard"):
-            trial = copy.deepcopy(m)  # unchanged: the same validation accuracy, which accepts
-            if trial_hurts:  # a trial that forgets everything: constant output
+            if trial == "helps":
+                return _Oracle(val_part.x, val_part.y, 10)
+            out = copy.deepcopy(m)  # unchanged: the same validation accuracy, a tie
+            if trial == "hurts":  # a trial that forgets everything: constant output
                 with torch.no_grad():
-                    for p in trial.parameters():
+                    for p in out.parameters():
                         p.zero_()
-            return trial
+            return out
         return real(self, m, part, steps, desc)
 
     monkeypatch.setattr(ModeConnectivitySanitizer, "refine", fake_refine)
-    san = ModeConnectivitySanitizer(cfg, progress=False)
-    fit_part, val_part = san.split_budget(budget)
     result = san.sanitize(model, budget, other)
     assert result.t == 0.5
     assert calls[0] == ("refine (guard trial)", len(fit_part))  # the trial never sees the validation slice
     check = result.refine_check
-    assert check["n_val"] == len(val_part) and check["accepted"] == (not trial_hurts) == result.refined
-    assert check["val_accuracy_before"] == plain.path[1]["val_accuracy"]
+    assert check["n_val"] == len(val_part) and check["accepted"] == (trial == "helps") == result.refined
+    assert check["val_accuracy_before"] == plain.path[1]["val_accuracy"] < 1.0
+    after = {"hurts": lambda a: a < check["val_accuracy_before"], "ties": lambda a: a == check["val_accuracy_before"],
+             "helps": lambda a: a == 1.0}[trial]
+    assert after(check["val_accuracy_after_trial"])
     same = all(torch.equal(v, plain.model.state_dict()[k]) for k, v in result.model.state_dict().items())
-    if trial_hurts:
-        assert check["val_accuracy_after_trial"] < check["val_accuracy_before"]
-        assert len(calls) == 1 and same  # rejected: the curve's model, as with refine_steps=0
+    if trial != "helps":
+        assert len(calls) == 1 and same  # rejected (a tie too): the curve's model, as with refine_steps=0
     else:
         assert calls[1] == ("refine", len(budget)) and not same
 

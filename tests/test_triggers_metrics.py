@@ -4,7 +4,7 @@ import torch
 from backdoorlab.attacks import Backdoor, BadNets, make_poisoning_attack
 from backdoorlab.augment import augment, random_elastic, sanitizer_augmentation
 from backdoorlab.budget import clean_budget, holdout_split
-from backdoorlab.defenses.mode_connectivity import select_t
+from backdoorlab.defenses.mode_connectivity import select_t, select_t_from_rows
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import accuracy, attack_success_rate, robust_accuracy
 from backdoorlab.triggers import PatchTrigger, parse_position, trigger_from_dict
@@ -97,6 +97,18 @@ def test_select_t_rule():
     acc = [accuracy(torch.arange(100) < k, torch.ones(100, dtype=torch.bool)) for k in (99, 96, 95, 96, 99)]
     assert acc[2] == 0.95
     assert select_t(ts, acc, tolerance=0.04) == 0.5
+    # equal distance and equal accuracy: the lower validation loss decides, and without losses the smaller t
+    tie = [0.99, 0.97, 0.90, 0.97, 0.99]
+    assert select_t(ts, tie, tolerance=0.02) == 0.25
+    assert select_t(ts, tie, tolerance=0.02, val_loss=[0.1, 0.40, 0.9, 0.35, 0.1]) == 0.75
+    assert select_t(ts, tie, tolerance=0.02, val_loss=[0.1, 0.30, 0.9, 0.35, 0.1]) == 0.25
+    # accuracy still comes before loss
+    assert select_t(ts, [0.99, 0.98, 0.90, 0.97, 0.99], tolerance=0.02, val_loss=[0.1, 0.5, 0.9, 0.2, 0.1]) == 0.25
+    rows = [{"t": t, "val_accuracy": a, "val_loss": l} for t, a, l in zip(ts, tie, [0.1, 0.40, 0.9, 0.35, 0.1])]
+    assert select_t_from_rows(rows, tolerance=0.02) == 0.75
+    for r in rows:  # rows from an older path.json, without losses
+        r.pop("val_loss")
+    assert select_t_from_rows(rows, tolerance=0.02) == 0.25
 
 
 def test_random_crop_is_a_shift_and_flip_mirrors():

@@ -291,7 +291,7 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
               help="When the chosen t is inside the path: fine-tune that model on the whole budget for this many "
                    "steps (lr 0.01); 0 exports the curve's model as it is.")
 @click.option("--refine-guard/--no-refine-guard", default=True, show_default=True,
-              help="Refine only if a trial refine on the fit part keeps the validation slice's accuracy.")
+              help="Refine only if a trial refine on the fit part raises the validation slice's accuracy.")
 @_backdoor_options
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
@@ -330,7 +330,7 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
         if summary.get("refined_steps") else ""
     check = summary.get("refine_check")
     if check and not check["accepted"]:
-        refined = (f", not refined (a trial refine on the fit part lowered validation accuracy "
+        refined = (f", not refined (a trial refine on the fit part did not raise validation accuracy: "
                    f"{check['val_accuracy_before']:.2%} -> {check['val_accuracy_after_trial']:.2%})")
     click.echo(f"sanitized model at t = {summary['t']:.2f}{refined} -> {out}")
     _print_table(summary)

@@ -32,6 +32,18 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256, tran
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Logits (N, K) of ``model`` in eval mode for uint8 or float images ``x`` (N, C, H, W)."""
+    was_training = model.training
+    model.eval()
+    if x.dim() == 4:
+        model_channels_last(model)
+    out = [model(channels_last(to_float(x[i:i + batch_size]))).float() for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
 def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of ``pred`` equal to ``labels``, exactly k / n in double precision (a float32 mean would put 95 of
     100 a hair below 0.95, and tolerance rules such as "within 4 points of the best" would drop the boundary)."""
