@@ -1,7 +1,7 @@
 """Benchmark: attacks x defenses on one data set, all with the same clean budget and seeds.
 
 Rows are suspect models (a clean model of the same recipe, then one per attack), columns are repairers:
-none, fine-tuning, feature shift tuning (FST), fine-pruning, ANP, Neural Cleanse unlearning, Gaussian weight noise, and the mode-connectivity
+none, fine-tuning, feature shift tuning (FST), fine-pruning, ANP, Neural Cleanse unlearning, I-BAU, Gaussian weight noise, and the mode-connectivity
 sanitizer with one suspect model and with two (the second suspect is trained with the same attack and another
 seed; not possible for attacks on one trained model's weights). Cells: CA / ASR after the defense and wall time.
 Every defense runs with its defaults (``backdoorlab list --defaults``).
@@ -23,9 +23,9 @@ import pathlib
 import sys
 import time
 
-DEFENSES = ("finetune", "fst", "fine-pruning", "anp", "nc-unlearning", "noise", "mode-connectivity", "mode-connectivity-two")
+DEFENSES = ("finetune", "fst", "fine-pruning", "anp", "nc-unlearning", "i-bau", "noise", "mode-connectivity", "mode-connectivity-two")
 ROWS = ("clean", "badnets", "blended", "dynamic", "badnets-all-to-all", "weight-perturbation")
-LABELS = {"finetune": "fine-tuning", "fst": "FST", "fine-pruning": "fine-pruning", "anp": "ANP", "nc-unlearning": "NC unlearning",
+LABELS = {"finetune": "fine-tuning", "fst": "FST", "fine-pruning": "fine-pruning", "anp": "ANP", "nc-unlearning": "NC unlearning", "i-bau": "I-BAU",
           "noise": "weight noise", "mode-connectivity": "mode conn., 1 model",
           "mode-connectivity-two": "mode conn., 2 models"}
 

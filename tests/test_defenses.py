@@ -1,4 +1,5 @@
-"""Repairers compared against the sanitizer: fine-tuning, fine-pruning, ANP, Gaussian weight noise; `repair` CLI."""
+"""Repairers compared against the sanitizer: fine-tuning, FST, fine-pruning, ANP, I-BAU, Gaussian weight noise; `repair`
+CLI."""
 
 import json
 
@@ -258,7 +259,8 @@ def test_repair_api_validates(suspect, budget):
         repair("finetune", model, budget, model)
     with pytest.raises(BackdoorlabError, match="too small"):
         repair("fine-pruning", model, clean_budget(load_dataset("digits"), 30))
-    assert set(REPAIRERS) >= {"finetune", "fst", "fine-pruning", "anp", "nc-unlearning", "noise", "mode-connectivity"}
+    assert set(REPAIRERS) >= {"finetune", "fst", "fine-pruning", "anp", "nc-unlearning", "i-bau", "noise",
+                              "mode-connectivity"}
 
 
 def test_repair_cli_writes_model_and_report(suspect, tmp_path, capsys):
@@ -309,3 +311,85 @@ def test_bn_reestimation_data_follows_training_augmentation(budget):
     a, b = s.bn_data(budget), s.bn_data(budget)
     assert torch.equal(a, b) and a.shape == budget.x.shape  # the same images at every t
     assert not torch.equal(a, to_float(budget.x))
+
+
+def test_ibau_hypergradient_matches_the_explicit_jacobians():
+    """The implicit hypergradient: direct gradient + (d map / d theta)^T sum_k ((d map / d delta)^T)^k g_delta,
+    with the map delta - inner_lr * grad_delta H; checked against Jacobians formed explicitly on a tiny model."""
+    from torch.func import functional_call, jacrev
+    from backdoorlab.defenses.ibau import IBAUConfig, hypergradient
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    xb, yb = torch.rand(5, 1, 2, 2, dtype=torch.double), torch.tensor([0, 1, 2, 1, 0])
+    delta, rows = 0.3 * torch.randn(1, 1, 2, 2, dtype=torch.double), torch.tensor([1, 3])
+    theta0 = torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    def unflat(theta):
+        out, i = {}, 0
+        for n, p in net.named_parameters():
+            out[n] = theta[i:i + p.numel()].view_as(p)
+            i += p.numel()
+        return out
+
+    cfg = IBAUConfig(K=3, inner_lr=0.4, delta_l2=0.01)
+    patch = torch.zeros_like(xb)
+    patch[rows] = 1.0
+
+    def outer(d, theta):
+        return F.cross_entropy(functional_call(net, unflat(theta), (xb + patch * d.view(1, 1, 2, 2),)), yb)
+
+    def inner(d, theta):
+        return (-F.cross_entropy(functional_call(net, unflat(theta), (xb + d.view(1, 1, 2, 2),)), yb)
+                + cfg.delta_l2 * d.pow(2).sum())
+
+    def mapped(d, theta):
+        return d - cfg.inner_lr * jacrev(inner, argnums=0)(d, theta)
+
+    d0 = delta.flatten()
+    g_d, g_theta = jacrev(outer, argnums=(0, 1))(d0, theta0)
+    j_d, j_theta = jacrev(mapped, argnums=(0, 1))(d0, theta0)
+    v, term = torch.zeros_like(d0), g_d.clone()
+    for _ in range(cfg.K):
+        v = v + term
+        term = j_d.T @ term
+    expected = g_theta + j_theta.T @ v
+
+    params = list(net.parameters())
+    grads, loss = hypergradient(net, params, delta, xb, yb, rows, cfg)
+    got = torch.cat([g.flatten() for g in grads])
+    assert loss == pytest.approx(float(outer(d0, theta0)))
+    assert torch.allclose(got, expected, atol=1e-10)
+    assert not torch.allclose(got, g_theta, atol=1e-6)  # the indirect term is not negligible here
+    direct, _ = hypergradient(net, params, delta, xb, yb, rows, IBAUConfig(K=0))
+    assert torch.allclose(torch.cat([g.flatten() for g in direct]), g_theta, atol=1e-12)
+
+
+def test_ibau_perturbation_ascends_and_unlearning_leaves_the_suspect(suspect, budget, digits):
+    from backdoorlab.defenses.ibau import IBAUConfig, ibau, universal_perturbation
+    model, meta, _ = suspect
+    cfg = IBAUConfig(rounds=2)
+    batches = [(to_float(budget.x[i:i + 100]), budget.y[i:i + 100].long()) for i in range(0, len(budget), 100)]
+    delta = universal_perturbation(model.eval(), batches, cfg)
+    x = to_float(budget.x)
+    with torch.no_grad():
+        own = model(x).argmax(1)
+        moved = (model(x + delta).argmax(1) != own).float().mean().item()
+    assert delta.shape == (1, *x.shape[1:]) and delta.norm() > 0
+    assert moved > 0.5  # one universal perturbation changes most of the budget's predictions
+    assert delta.norm() > 1.0
+    balled = universal_perturbation(model, batches, IBAUConfig(max_norm=1.0))
+    assert balled.norm().item() == pytest.approx(1.0, rel=1e-5)  # projected onto the ball's surface
+    assert torch.nn.functional.cosine_similarity(balled.flatten(), delta.flatten(), dim=0) > 0.999
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    repaired, info = ibau(model, budget, cfg, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the suspect is untouched
+    assert repaired.state_dict().keys() == model.state_dict().keys()
+    assert len(info["rounds"]) == 2 and info["config"]["K"] == 5
+    assert any(not torch.equal(before[k], v) for k, v in repaired.state_dict().items())
+    # with the same seed the run is reproducible
+    again, _ = ibau(model, budget, cfg, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(repaired.state_dict().values(), again.state_dict().values()))
+    for bad, match in [({"portion": 0}, "portion"), ({"K": -1}, "K must"), ({"lr": 0}, "lr must"),
+                       ({"max_norm": -1}, "max_norm")]:
+        with pytest.raises(BackdoorlabError, match=match):
+            IBAUConfig(**bad)

@@ -410,7 +410,7 @@ def _parse_options(pairs, name: str, defaults: dict | None = None) -> dict:
 def repair(name, model_dirs, dataset, budget, out, options, backdoor_spec, budget_seed, as_json, data_dir,
            no_progress):
     """Repair a suspect model with defense NAME on a clean budget (finetune, fst, fine-pruning, anp,
-    nc-unlearning, noise, mode-connectivity).
+    nc-unlearning, i-bau, noise, mode-connectivity).
 
     Writes OUT/model.safetensors + model.json (the repaired model), OUT/report.json (CA/ASR before and after,
     what the defense chose) and OUT/config.json. The trigger is never used by the defense; --attack only adds

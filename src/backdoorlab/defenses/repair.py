@@ -17,6 +17,7 @@ from ..errors import BackdoorlabError, valid_names
 from .anp import ANPConfig, anp
 from .finetune import FinetuneConfig, finetune
 from .fst import FSTConfig, feature_shift_tuning
+from .ibau import IBAUConfig, ibau
 from .mode_connectivity import ModeConnectivitySanitizer, SanitizerConfig
 from .noise import NoiseConfig, gaussian_noise
 from .pruning import FinePruningConfig, fine_prune
@@ -49,6 +50,7 @@ REPAIRERS = {  # name -> (config class or a function returning it, function, tak
                      False),
     "anp": (ANPConfig, lambda m, b, c, progress=True, **_: anp(m, b, c, progress=progress), False),
     "nc-unlearning": (_nc_config, _nc_unlearning, False),
+    "i-bau": (IBAUConfig, lambda m, b, c, progress=True, **_: ibau(m, b, c, progress=progress), False),
     "noise": (NoiseConfig, lambda m, b, c, progress=True, **_: gaussian_noise(m, b, c, progress=progress), False),
     "mode-connectivity": (SanitizerConfig, _mode_connectivity, True),
 }
