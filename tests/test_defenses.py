@@ -393,3 +393,16 @@ def test_ibau_perturbation_ascends_and_unlearning_leaves_the_suspect(suspect, bu
                        ({"max_norm": -1}, "max_norm")]:
         with pytest.raises(BackdoorlabError, match=match):
             IBAUConfig(**bad)
+
+
+def test_repair_mode_connectivity_reports_the_refine_guard(suspect, budget):
+    model, _, _ = suspect
+    other = add_weight_noise(model, 0.05, torch.Generator().manual_seed(1))
+    repaired, info = repair("mode-connectivity", model, budget, other, progress=False, steps=20, grid=3,
+                            refine_steps=10, ca_tolerance=1.0)
+    assert info["t"] == 0.5  # tolerance 1.0: every t qualifies, and the middle is farthest from both suspects
+    check = info["refine_check"]
+    assert set(check) >= {"val_accuracy_before", "val_accuracy_after_trial", "accepted", "n_val"}
+    assert check["accepted"] == (check["val_accuracy_after_trial"] > check["val_accuracy_before"])
+    assert info["refined"] == check["accepted"]
+    json.dumps(info)  # goes into report.json as it is
