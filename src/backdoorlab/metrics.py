@@ -15,9 +15,16 @@ import torch
 from .train import channels_last, model_channels_last, to_float
 
 
-@torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256, transform=None) -> torch.Tensor:
     """Predicted labels (N,) for uint8 or float images ``x`` (N, C, H, W); ``transform`` maps float batches."""
+    logits = predict_logits(model, x, batch_size, transform)
+    return logits.argmax(1) if len(logits) else torch.empty(0, dtype=torch.long)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256, transform=None) -> torch.Tensor:
+    """Logits (N, K) of ``model`` in eval mode for uint8 or float images ``x`` (N, C, H, W); ``transform`` maps
+    float batches."""
     was_training = model.training
     model.eval()
     if x.dim() == 4:
@@ -27,19 +34,7 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256, tran
         xb = to_float(x[i:i + batch_size])
         if transform is not None:
             xb = transform(xb)
-        out.append(model(channels_last(xb)).argmax(1))
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Logits (N, K) of ``model`` in eval mode for uint8 or float images ``x`` (N, C, H, W)."""
-    was_training = model.training
-    model.eval()
-    if x.dim() == 4:
-        model_channels_last(model)
-    out = [model(channels_last(to_float(x[i:i + batch_size]))).float() for i in range(0, len(x), batch_size)]
+        out.append(model(channels_last(xb)).float())
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 

@@ -132,6 +132,7 @@ def ibau(model: nn.Module, budget: CleanBudget, cfg: IBAUConfig | None = None, *
     bar = tqdm(total=cfg.rounds * len(batches), desc="i-bau", disable=not progress, leave=False, dynamic_ncols=True)
     for _ in range(cfg.rounds):
         delta = universal_perturbation(work, batches, cfg)
+        norm = round(float(delta.norm()), 4)
         losses = []
         for xb, yb in batches:
             n = max(1, int(len(xb) * cfg.portion))
@@ -143,8 +144,8 @@ def ibau(model: nn.Module, budget: CleanBudget, cfg: IBAUConfig | None = None, *
             opt.zero_grad(set_to_none=True)
             losses.append(loss)
             bar.update()
-            bar.set_postfix(loss=f"{loss:.3f}", delta=f"{float(delta.norm()):.2f}")
-        rounds.append({"delta_l2_norm": round(float(delta.norm()), 4),
+            bar.set_postfix(loss=f"{loss:.3f}", delta=f"{norm:.2f}")
+        rounds.append({"delta_l2_norm": norm,
                        "mean_unlearning_loss": round(sum(losses) / len(losses), 4)})
     bar.close()
     return work.eval(), {"rounds": rounds, "config": cfg.to_dict()}
