@@ -4,7 +4,8 @@ Rows are suspect models (a clean model of the same recipe, then one per attack),
 none, fine-tuning, feature shift tuning (FST), fine-pruning, ANP, Neural Cleanse unlearning, I-BAU, Gaussian weight noise, and the mode-connectivity
 sanitizer with one suspect model and with two (the second suspect is trained with the same attack and another
 seed; not possible for attacks on one trained model's weights). Cells: CA / ASR after the defense and wall time.
-Every defense runs with its defaults (``backdoorlab list --defaults``).
+Every defense runs with its defaults (``backdoorlab list --defaults``); ``nc-unlearning-per-batch`` is Neural
+Cleanse unlearning with ``stamp=per-batch`` instead of the paper's fixed stamped subset (VARIANTS).
 
 The suspects come from the attacks benchmark's output (``--models``, e.g. bench-out/attacks-mnist); missing
 second suspects are trained here. Results go to OUT/results.json after every cell; a rerun resumes.
@@ -23,9 +24,15 @@ import pathlib
 import sys
 import time
 
-DEFENSES = ("finetune", "fst", "fine-pruning", "anp", "nc-unlearning", "i-bau", "noise", "mode-connectivity", "mode-connectivity-two")
+DEFENSES = ("finetune", "fst", "fine-pruning", "anp", "nc-unlearning", "nc-unlearning-per-batch", "i-bau", "noise",
+            "mode-connectivity", "mode-connectivity-two")
+VARIANTS = {  # benchmark column -> (repairer, options other than its defaults)
+    "nc-unlearning-per-batch": ("nc-unlearning", {"stamp": "per-batch"}),
+    "mode-connectivity-two": ("mode-connectivity", {}),  # with a second suspect model
+}
 ROWS = ("clean", "badnets", "blended", "dynamic", "badnets-all-to-all", "weight-perturbation")
-LABELS = {"finetune": "fine-tuning", "fst": "FST", "fine-pruning": "fine-pruning", "anp": "ANP", "nc-unlearning": "NC unlearning", "i-bau": "I-BAU",
+LABELS = {"finetune": "fine-tuning", "fst": "FST", "fine-pruning": "fine-pruning", "anp": "ANP", "nc-unlearning": "NC unlearning",
+          "nc-unlearning-per-batch": "NC unlearning, per-batch stamping", "i-bau": "I-BAU",
           "noise": "weight noise", "mode-connectivity": "mode conn., 1 model",
           "mode-connectivity-two": "mode conn., 2 models"}
 
@@ -120,8 +127,9 @@ def main():
                               progress=args.progress, desc=f"{name} seed {args.seed}")
                 dirs.append(str(second))
             tick = time.time()
-            r = repair_run(ds, "mode-connectivity" if d.startswith("mode-") else d, dirs, args.budget,
-                           str(out / "repaired" / f"{name}-{d}"), backdoor=backdoor, progress=args.progress)
+            repairer, options = VARIANTS.get(d, (d, {}))
+            r = repair_run(ds, repairer, dirs, args.budget, str(out / "repaired" / f"{name}-{d}"), options=options,
+                           backdoor=backdoor, progress=args.progress)
             row["defenses"][d] = {"clean_accuracy": r["after"]["clean_accuracy"],
                                   "attack_success_rate": r["after"].get("attack_success_rate"),
                                   "robust_accuracy": r["after"].get("robust_accuracy"),

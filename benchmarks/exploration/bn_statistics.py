@@ -6,7 +6,12 @@ times through `jpeg` alone) and prints CA and ASR on the full test set for each,
 statistics. The run behind "Batch norm re-estimated on budget images augmented as in training" in
 docs/benchmarks.md.
 
-    BACKDOORLAB_DATA=../shared/data python benchmarks/exploration/bn_statistics.py [MODEL_DIR]
+``--full``: also re-estimate on the whole training part (every image outside the held-out pool, once through
+`crop-flip-jpeg`), clean and with the model's recorded trigger stamped after augmentation on the poisoned
+fraction of the images, as the attacker's training did. It tells whether the statistics the budget gives are
+off because the budget is small, or because the suspect's own statistics describe poisoned data.
+
+    BACKDOORLAB_DATA=../shared/data python benchmarks/exploration/bn_statistics.py [MODEL_DIR] [--full]
 """
 
 import copy
@@ -15,7 +20,7 @@ import sys
 import torch
 
 from backdoorlab.augment import augment
-from backdoorlab.budget import clean_budget
+from backdoorlab.budget import clean_budget, training_part
 from backdoorlab.curves import reestimate_bn
 from backdoorlab.data import load_dataset
 from backdoorlab.metrics import evaluate
@@ -24,7 +29,8 @@ from backdoorlab.train import to_float
 
 
 def main():
-    model_dir = sys.argv[1] if len(sys.argv) > 1 else "bench-out/cifar10/endpoint-1"
+    args = [a for a in sys.argv[1:] if a != "--full"]
+    model_dir = args[0] if args else "bench-out/cifar10/endpoint-1"
     ds = load_dataset("cifar10")
     model, meta = load_for(model_dir, ds)
     backdoor = backdoor_of(meta)
@@ -47,6 +53,18 @@ def main():
         report(reestimated(xs), f"crop-flip-jpeg x{passes}")
     xs = torch.cat([augment(to_float(fit.x), "jpeg", g) for _ in range(4)])
     report(reestimated(xs), "jpeg x4")
+    if "--full" not in sys.argv:
+        return
+    train_x, _ = training_part(ds, meta["holdout"]["size"])
+    xs = augment(to_float(train_x), "crop-flip-jpeg", g)
+    report(reestimated(xs), f"training part x1 ({len(xs)})")
+    rate = ((meta.get("provenance") or {}).get("attack") or {}).get("poison_rate", 0.1)
+    stamped = torch.randperm(len(xs), generator=g)[:round(rate * len(xs))]
+    parts = backdoor.parts  # several for the dynamic backdoor: the stamped images are dealt out between them
+    for i, part in enumerate(parts):
+        chunk = stamped[i::len(parts)]
+        xs[chunk] = part.trigger.apply(xs[chunk])
+    report(reestimated(xs), f"training part, {rate:.0%} stamped")
 
 
 if __name__ == "__main__":
