@@ -421,6 +421,9 @@ def repair(name, model_dirs, dataset, budget, out, options, backdoor_spec, budge
     if name not in REPAIRERS:
         raise BackdoorlabError(f"unknown defense {name!r}; valid: {valid_names(REPAIRERS)}")
     opts = _parse_options(options, name)
+    from .defenses.repair import repairer_config
+    from .pipeline import default_repair_options
+    repairer_config(name, **{**default_repair_options(name, dataset), **opts})  # bad values fail before the data loads
     ds = _dataset(dataset, data_dir)
     atk = _make_attack(backdoor_spec, ds)
     report = repair_run(ds, name, list(model_dirs), budget, out, opts, backdoor=atk.backdoor if atk else None,
