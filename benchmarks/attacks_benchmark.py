@@ -69,8 +69,9 @@ def main():
     out, results, save = open_results(args.out)
     results.update(dataset=args.dataset, arch=args.arch, machine=machine(), seed=args.seed,
                    command="python benchmarks/attacks_benchmark.py " + " ".join(
-                       f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                       for k, v in vars(args).items() if v not in (None, False)))
+                       f"--{k.replace('_', '-')}" + ("" if v is True else
+                                                     f" {' '.join(map(str, v)) if isinstance(v, list) else v}")
+                       for k, v in vars(args).items() if v is not None and v is not False))
     results.setdefault("attacks", {})
     ds = load_dataset(args.dataset)
     shape = (ds.in_channels, *ds.image_size)

@@ -2,6 +2,10 @@
 
     python benchmarks/report_tables.py bench-out/mnist/results.json [more results.json ...]
     python benchmarks/report_tables.py --attacks bench-out/attacks-mnist/results.json
+    python benchmarks/report_tables.py --attacks --merge RUN_A/results.json RUN_B/results.json ...
+
+``--merge`` puts the attacks of several runs of the same data set and architecture (one attack per run, say, on
+separate cores) in one table, each row saying which run it came from; the machines and commands follow it.
 """
 
 from __future__ import annotations
@@ -60,13 +64,30 @@ ATTACK_NOTES = {
 }
 
 
+def merge_attack_results(results: list[dict]) -> dict:
+    """One results dict from several attack runs: attacks in the given order (a name seen twice gets the run
+    number appended), the first clean model found, and each attack's ``run`` (1-based)."""
+    if len({(r["dataset"], r["arch"]) for r in results}) > 1:
+        raise SystemExit("--merge takes runs of one data set and architecture")
+    merged = {"dataset": results[0]["dataset"], "arch": results[0]["arch"], "attacks": {},
+              "clean": next((r["clean"] for r in results if r.get("clean")), None), "runs": results}
+    for i, r in enumerate(results, 1):
+        for name, a in r["attacks"].items():
+            merged["attacks"][name if name not in merged["attacks"] else f"{name} (run {i})"] = {**a, "run": i}
+    return merged
+
+
 def attack_table(res: dict) -> str:
+    if res.get("runs"):  # merged: say which run each row is from, then list the runs
+        table_text = attack_table({**res, "runs": None, "machine": "see the runs below", "command": None})
+        runs = "\n".join(f"{i}. {r['machine']}; `{r.get('command', '')}`" for i, r in enumerate(res["runs"], 1))
+        return table_text + "\n\nRuns:\n\n" + runs
     clean = res.get("clean")
     budgets = sorted({int(b) for a in res["attacks"].values() for b in a.get("sanitized", {})})
     head = "| attack | CA | CA drop | ASR | " + " | ".join(
         f"sanitized @ {b}: t, CA, ASR | path middle @ {b}: CA, ASR" for b in budgets) + " | notes |"
     lines = [f"### {res['dataset']}, {res['arch']}: attacks and the one-model sanitizer", "",
-             f"Machine: {res['machine']}. Command: `{res.get('command', '')}`", "",
+             f"Machine: {res['machine']}." + (f" Command: `{res['command']}`" if res.get("command") else ""), "",
              (f"Clean model of the same recipe (seed {res.get('seed')}): CA {pct(clean['clean_accuracy'])}."
               if clean else "No clean model in this run (`--no-clean`): no CA drop."), "",
              head, "| --- " * (5 + 2 * len(budgets)) + "|"]
@@ -89,12 +110,18 @@ def attack_table(res: dict) -> str:
             queries="-" if a.get("expected_queries") is None else f"{a['expected_queries']:.0f}")
         if "attack_success_rate_per_target" in a:
             note = "per target: " + ", ".join(f"{k}: {pct(v)}" for k, v in a["attack_success_rate_per_target"].items())
+        if "run" in a:
+            note = "; ".join(v for v in (f"run {a['run']}", a.get("attack", {}).get("stamp") and
+                                         f"stamp {a['attack']['stamp']}", note) if v)
         cells.append(note)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
+    if sys.argv[1:3] == ["--attacks", "--merge"]:
+        print(attack_table(merge_attack_results([json.load(open(path)) for path in sys.argv[3:]])))
+        sys.exit(0)
     if sys.argv[1:2] == ["--attacks"]:
         for path in sys.argv[2:]:
             print(attack_table(json.load(open(path))))

@@ -27,3 +27,20 @@ def test_two_writers_keep_each_others_entries(tmp_path):
 def test_merge_prefers_our_values():
     merged = merge_results({"machine": "old", "defenses": {"x": 1, "y": 2}}, {"machine": "new", "defenses": {"y": 3}})
     assert merged == {"machine": "new", "defenses": {"x": 1, "y": 3}}
+
+
+def test_merged_attack_table_names_each_rows_run():
+    from report_tables import attack_table, merge_attack_results
+    run = lambda name, ca, cmd: {"dataset": "cifar10", "arch": "resnet20", "machine": f"cpu {cmd}",
+                                 "command": cmd, "attacks": {name: {"clean_accuracy": ca, "attack_success_rate": 0.9,
+                                                                    "attack": {"stamp": "data"}}}}
+    merged = merge_attack_results([run("blended", 0.84, "a"), run("blended", 0.83, "b"),
+                                   {**run("dynamic", 0.85, "c"), "clean": {"clean_accuracy": 0.86}}])
+    assert list(merged["attacks"]) == ["blended", "blended (run 2)", "dynamic"]
+    text = attack_table(merged)
+    rows = [line for line in text.splitlines() if line.startswith("| blended") or line.startswith("| dynamic")]
+    assert len(rows) == 3 and "run 2; stamp data" in rows[1] and "| 1.00 |" in rows[2]  # drop vs the run-3 clean model
+    assert "1. cpu a; `a`" in text and "3. cpu c; `c`" in text
+    import pytest
+    with pytest.raises(SystemExit, match="one data set"):
+        merge_attack_results([run("blended", 0.84, "a"), {**run("x", 0.5, "b"), "dataset": "mnist"}])
