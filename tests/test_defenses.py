@@ -299,10 +299,10 @@ def test_repair_cli_one_line_errors(suspect, args, match, tmp_path, capsys):
 def test_repair_cli_checks_option_values_before_loading_data(tmp_path, capsys, monkeypatch):
     """A bad option value fails at once, before the data set is looked for (here it would have to download)."""
     monkeypatch.setenv("BACKDOORLAB_DATA", str(tmp_path / "empty"))
-    code = main(["repair", "nc-unlearning", str(tmp_path / "model"), "--dataset", "mnist", "-o", "jitter=-1",
+    code = main(["repair", "nc-unlearning", str(tmp_path / "model"), "--dataset", "mnist", "-o", "rounds=0",
                  "--out", str(tmp_path / "x"), "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "jitter must be >= 0" in err, err
+    assert code == 2 and err.count("\n") == 1 and "at least 1 round" in err, err
 
 
 def test_bn_reestimation_data_follows_training_augmentation(budget):
