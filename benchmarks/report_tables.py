@@ -110,6 +110,8 @@ def attack_table(res: dict) -> str:
             queries="-" if a.get("expected_queries") is None else f"{a['expected_queries']:.0f}")
         if "attack_success_rate_per_target" in a:
             note = "per target: " + ", ".join(f"{k}: {pct(v)}" for k, v in a["attack_success_rate_per_target"].items())
+        if "attack_success_rate_per_source" in a:
+            note = "per source label: " + ", ".join(f"{k}: {pct(v)}" for k, v in a["attack_success_rate_per_source"].items())
         if "run" in a:
             note = "; ".join(v for v in (f"run {a['run']}", a.get("attack", {}).get("stamp") and
                                          f"stamp {a['attack']['stamp']}", note) if v)

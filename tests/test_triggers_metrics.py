@@ -87,6 +87,28 @@ def test_asr_all_to_all_counts_every_image():
     assert robust_accuracy(pred, labels, bd) == pytest.approx(0.25)
 
 
+def test_all_to_all_measure_breaks_asr_down_by_source_label():
+    """A model that maps only the images of label 0 (the ones with a bright top-left pixel) to label 1: the
+    per-source ASR says which mapping holds, and the overall ASR is their weighted mean."""
+    bd = Backdoor(PatchTrigger(size=1, position="bottom-right", margin=0), "all-to-all")
+
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            out = torch.zeros(len(x), 3)
+            out[:, 2] = 1  # everything -> 2, except triggered images of "label 0" -> 1
+            out[:, 1] = 2 * (x[:, 0, 0, 0] > 0.5) * (x[:, 0, -1, -1] > 0.5)
+            return out
+
+    x = torch.zeros(6, 1, 4, 4)
+    x[:2, 0, 0, 0] = 1  # the two images of label 0
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    r = bd.measure(Model(), x, y, 3)
+    assert r["attack_success_rate_per_source"] == {"0": 1.0, "1": 1.0, "2": 0.0}
+    assert r["attack_success_rate"] == pytest.approx(4 / 6)
+    assert "attack_success_rate_per_source" not in Backdoor(PatchTrigger(), "all-to-one", 0).measure(
+        Model(), torch.zeros(2, 1, 28, 28), torch.tensor([1, 2]), 3)
+
+
 def test_select_t_rule():
     ts = [0, 0.25, 0.5, 0.75, 1]
     assert select_t(ts, [0.99, 0.98, 0.975, 0.98, 0.99], tolerance=0.02) == 0.5

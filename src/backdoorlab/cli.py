@@ -229,6 +229,9 @@ def _print_metrics(m: dict) -> None:
         click.echo(f"  robust accuracy (RA)      {_pct(m.get('robust_accuracy'))}")
     for target, asr in (m.get("attack_success_rate_per_target") or {}).items():
         click.echo(f"    ASR for target {target:<9} {_pct(asr)}")
+    per_source = m.get("attack_success_rate_per_source") or {}
+    if per_source:  # all-to-all: one mapping per source label
+        click.echo("    ASR per source label      " + ", ".join(f"{k}: {_pct(v).strip()}" for k, v in per_source.items()))
     if m.get("accuracy_on_rest") is not None:
         click.echo(f"  accuracy on the other images {_pct(m['accuracy_on_rest'])}")
     if m.get("fire_probability") is not None:
