@@ -3,8 +3,8 @@
 Loads a checkpoint (default: the CIFAR-10 benchmark's endpoint 1), re-estimates its batch-norm statistics on the
 fit part of a 2,500-image clean budget (pixel-exact; passed once or four times through `crop-flip-jpeg`; four
 times through `jpeg` alone) and prints CA and ASR on the full test set for each, after the model's own
-statistics. The run behind "Batch norm re-estimated on budget images augmented as in training" in
-docs/benchmarks.md.
+statistics, with the share of clean (untriggered) test images the model sends to the backdoor's label. The run
+behind "Batch norm re-estimated on budget images augmented as in training" in docs/benchmarks.md.
 
 ``--full``: also re-estimate on the whole training part (every image outside the held-out pool, once through
 `crop-flip-jpeg`), clean and with the model's recorded trigger stamped after augmentation on the poisoned
@@ -23,7 +23,7 @@ from backdoorlab.augment import augment
 from backdoorlab.budget import clean_budget, training_part
 from backdoorlab.curves import reestimate_bn
 from backdoorlab.data import load_dataset
-from backdoorlab.metrics import evaluate
+from backdoorlab.metrics import accuracy, evaluate, predict
 from backdoorlab.pipeline import backdoor_of, load_for
 from backdoorlab.train import to_float
 
@@ -36,9 +36,16 @@ def main():
     backdoor = backdoor_of(meta)
     fit = clean_budget(ds, 2500, holdout=meta["holdout"]["size"]).split(250)[0]
 
+    keep = backdoor.eligible(ds.test_y)
+    backdoor_labels = backdoor.target_labels(ds.test_y, ds.num_classes)[keep]
+
     def report(m, tag):
         r = evaluate(m, ds.test_x, ds.test_y, backdoor, ds.num_classes)
-        print(f"{tag:<28} CA {100 * r['clean_accuracy']:.2f}%  ASR {100 * r['attack_success_rate']:.2f}%", flush=True)
+        # clean (untriggered) images the model sends to the backdoor's label: a backdoor that fires without its
+        # trigger costs clean accuracy
+        misfire = accuracy(predict(m, ds.test_x)[keep], backdoor_labels)
+        print(f"{tag:<28} CA {100 * r['clean_accuracy']:.2f}%  ASR {100 * r['attack_success_rate']:.2f}%  "
+              f"clean images sent to the backdoor label {100 * misfire:.2f}%", flush=True)
 
     def reestimated(images):
         m = copy.deepcopy(model)
