@@ -44,7 +44,7 @@ def main():
         _, meta = load_checkpoint(path)
         name = meta["dataset"]
         ds = datasets.get(name) or datasets.setdefault(name, load_dataset(name))
-        model, meta = load_for(path, ds)
+        model, meta = load_for(path, ds)  # checks the checkpoint fits the data set
         budget = clean_budget(ds, args.budget, seed=args.seed, holdout=meta["holdout"]["size"])
         fit, score = budget.split(len(budget) // 2)
         aug = (meta.get("training") or {}).get("augment") or "none"
@@ -60,7 +60,7 @@ def main():
             others = torch.cat([rise[:top], rise[top + 1:]])
             attack = (meta.get("provenance") or {}).get("attack") or {}
             target = attack.get("target", "-") if attack.get("mode", "all-to-one") == "all-to-one" else "all-to-all"
-            print(f"{path:<52} {tag:<6} n={len(x):<5} top label {top} +{rise[top]:.2f} pts "
+            print(f"{path:<52} draw {args.seed} {tag:<6} n={len(x):<5} top label {top} +{rise[top]:.2f} pts "
                   f"(next largest rise {others.max():+.2f}, mean |change| {rise.abs().mean():.2f}) "
                   f"attack: {attack.get('name', 'none')} target {target}", flush=True)
 
