@@ -19,14 +19,14 @@ import copy
 
 import torch
 
-from backdoorlab.augment import AUGMENTATIONS, augment
 from backdoorlab.budget import clean_budget
 from backdoorlab.curves import reestimate_bn
 from backdoorlab.data import load_dataset
-from backdoorlab.models.checkpoint import load_checkpoint
+from backdoorlab.defenses.mode_connectivity import ModeConnectivitySanitizer, SanitizerConfig
+from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import predict
-from backdoorlab.pipeline import load_for
-from backdoorlab.train import to_float
+from backdoorlab.models.checkpoint import load_checkpoint
+from backdoorlab.pipeline import check_model_fits, resolve_bn_augment
 
 
 def shares(pred: torch.Tensor, k: int) -> torch.Tensor:
@@ -41,25 +41,26 @@ def main():
     args = ap.parse_args()
     datasets = {}
     for path in args.models:
-        _, meta = load_checkpoint(path)
-        name = meta["dataset"]
-        ds = datasets.get(name) or datasets.setdefault(name, load_dataset(name))
-        model, meta = load_for(path, ds)  # checks the checkpoint fits the data set
-        budget = clean_budget(ds, args.budget, seed=args.seed, holdout=meta["holdout"]["size"])
+        try:
+            model, meta = load_checkpoint(path)
+            name = meta["dataset"]
+            ds = datasets.get(name) or datasets.setdefault(name, load_dataset(name))
+            check_model_fits(meta, ds, f"checkpoint {path}")
+            budget = clean_budget(ds, args.budget, seed=args.seed, holdout=meta["holdout"]["size"])
+        except BackdoorlabError as e:
+            ap.exit(2, f"error: {e}\n")
         fit, score = budget.split(len(budget) // 2)
-        aug = (meta.get("training") or {}).get("augment") or "none"
-        images = fit.x
-        if aug in AUGMENTATIONS and aug != "none":
-            images = augment(to_float(fit.x), aug, torch.Generator().manual_seed(args.seed + 3))
+        # the sanitizer's own batch-norm images: the fit part through the augmentation recorded in the checkpoint
+        cfg = resolve_bn_augment(SanitizerConfig(seed=args.seed), meta)
         clean = copy.deepcopy(model)
-        reestimate_bn(clean, images)
+        reestimate_bn(clean, ModeConnectivitySanitizer(cfg, progress=False).bn_data(fit))
+        attack = (meta.get("provenance") or {}).get("attack") or {}
+        target = attack.get("target", "-") if attack.get("mode", "all-to-one") == "all-to-one" else "all-to-all"
         k = ds.num_classes
         for tag, x in (("budget", score.x), ("test", ds.test_x)):
             rise = 100 * (shares(predict(clean, x), k) - shares(predict(model, x), k))
             top = int(rise.argmax())
             others = torch.cat([rise[:top], rise[top + 1:]])
-            attack = (meta.get("provenance") or {}).get("attack") or {}
-            target = attack.get("target", "-") if attack.get("mode", "all-to-one") == "all-to-one" else "all-to-all"
             print(f"{path:<52} draw {args.seed} {tag:<6} n={len(x):<5} top label {top} +{rise[top]:.2f} pts "
                   f"(next largest rise {others.max():+.2f}, mean |change| {rise.abs().mean():.2f}) "
                   f"attack: {attack.get('name', 'none')} target {target}", flush=True)

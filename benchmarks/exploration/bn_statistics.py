@@ -34,6 +34,8 @@ def main():
     ds = load_dataset("cifar10")
     model, meta = load_for(model_dir, ds)
     backdoor = backdoor_of(meta)
+    if backdoor is None:
+        sys.exit(f"error: {model_dir} records no backdoor to measure")
     fit = clean_budget(ds, 2500, holdout=meta["holdout"]["size"]).split(250)[0]
 
     keep = backdoor.eligible(ds.test_y)
