@@ -135,6 +135,40 @@ def test_unlearning_per_batch_stamping(nc_badnets, models, budget, digits, monke
         UnlearningConfig(stamp="sometimes")
 
 
+def test_unlearning_mask_boost(nc_badnets, models, budget, monkeypatch):
+    """A boosted stamp is the same reversed trigger with its mask scaled by a factor in [1, mask_boost] and
+    clipped to 1: scale 1 is the plain stamp, a large scale pastes the pattern wherever the mask is non-zero."""
+    trigger = nc_badnets.trigger_for(TARGET)
+    x = to_float(budget.x[:4])
+    assert torch.equal(trigger.apply(x, torch.ones(4)), trigger.apply(x))
+    big = trigger.apply(x, torch.full((4,), 1e9))
+    on = (trigger.mask > 0).expand_as(x[0])
+    assert torch.allclose(big[:, on], trigger.pattern.expand_as(x[0])[on].expand(4, -1), atol=1e-5)
+    mid = trigger.apply(x, torch.full((4,), 2.0))
+    m2 = (2 * trigger.mask).clamp(0, 1)
+    assert torch.allclose(mid, (1 - m2) * x + m2 * trigger.pattern, atol=1e-6)
+    # the unlearning draws one factor per stamped image, within [1, mask_boost]
+    scales = []
+    original_apply = type(trigger).apply
+
+    def spy(self, images, scale=None):
+        scales.append(scale)
+        return original_apply(self, images, scale)
+
+    monkeypatch.setattr(type(trigger), "apply", spy)
+    cfg = TrainConfig(epochs=0, steps=20, lr=0.01, batch_size=32, seed=0)
+    neural_cleanse_unlearn(models["badnets"], budget.x, budget.y, cfg, result=nc_badnets, labels=[TARGET],
+                           stamp="per-batch", mask_boost=3.0, progress=False)
+    drawn = torch.cat([s for s in scales if s is not None])
+    assert len(drawn) > 20 and drawn.min() >= 1 and drawn.max() <= 3 and drawn.std() > 0.3
+    for bad in (0.5, float("nan"), float("inf")):
+        with pytest.raises(BackdoorlabError, match="mask boost"):
+            UnlearningConfig(mask_boost=bad)
+    with pytest.raises(BackdoorlabError, match="mask boost"):
+        neural_cleanse_unlearn(models["badnets"], budget.x, budget.y, cfg, result=nc_badnets, mask_boost=0.9,
+                               progress=False)
+
+
 def test_neural_cleanse_errors(budget):
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     with pytest.raises(BackdoorlabError, match="epochs"):

@@ -105,9 +105,12 @@ class ReversedTrigger:
     epochs: int
     final_cost: float
 
-    def apply(self, images: torch.Tensor) -> torch.Tensor:
-        """Stamp float images (N, C, H, W) in [0, 1]: ``(1 - m) * x + m * p``."""
+    def apply(self, images: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Stamp float images (N, C, H, W) in [0, 1]: ``(1 - m) * x + m * p``; with ``scale`` (N,), image i's
+        mask is ``clip(scale[i] * m, 0, 1)``, a stronger version of the same trigger for ``scale`` > 1."""
         m, p = self.mask.to(images), self.pattern.to(images)
+        if scale is not None:
+            m = (scale.to(images).view(-1, 1, 1, 1) * m).clamp(0, 1)
         return (1 - m) * images + m * p
 
 
@@ -336,8 +339,8 @@ UNLEARN_STAMPING = ("fixed", "per-batch")
 def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: NeuralCleanseResult | None = None,
                            labels: list[int] | None = None, fraction: float = 0.2, stamp: str = "fixed",
                            nc_config: NeuralCleanseConfig | None = None, num_classes: int | None = None,
-                           triggers: list[ReversedTrigger] | None = None, progress: bool = True,
-                           desc: str = "nc-unlearn") -> nn.Module:
+                           triggers: list[ReversedTrigger] | None = None, mask_boost: float = 1.0,
+                           progress: bool = True, desc: str = "nc-unlearn") -> nn.Module:
     """Neural Cleanse's unlearning repair: return a copy of ``model`` fine-tuned on uint8 images ``x`` (N, C, H, W)
     with labels ``y`` (N,), where a fixed, seeded ``fraction`` of the images (paper: 20%) carry a reversed trigger
     and keep their true labels.
@@ -351,9 +354,15 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
     ``stamp``: ``"fixed"`` (the paper's augmented data set: the same ``fraction`` of the images always carries
     the trigger) or ``"per-batch"`` (each image drawn into a batch carries it with probability ``fraction``, a
     fresh seeded draw every time: over many epochs every image is seen with and without the trigger).
-    ``triggers``: stamp these reversed triggers instead of looking them up (``result`` and ``labels`` unused)."""
+    ``triggers``: stamp these reversed triggers instead of looking them up (``result`` and ``labels`` unused).
+
+    ``mask_boost`` > 1: each stamped image's mask is multiplied by a factor drawn uniformly from [1,
+    ``mask_boost``] and clipped to 1. The reversed mask is the *weakest* trigger that still works (its norm is
+    minimised), so unlearning it alone can leave stronger versions of the same trigger, such as the attacker's,
+    partly working; the boosted copies cover the range between the two."""
     if not 0 < fraction <= 1:
         raise BackdoorlabError(f"the stamped fraction must lie in (0, 1], got {fraction}")
+    _check_boost(mask_boost)
     if stamp not in UNLEARN_STAMPING:
         raise BackdoorlabError(f"unknown stamping {stamp!r}; valid: {', '.join(UNLEARN_STAMPING)}")
     if triggers is None:
@@ -381,10 +390,20 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
         for i, t in enumerate(triggers):
             s = sel == i
             if s.any():
-                images[s] = t.apply(images[s])
+                if mask_boost > 1:
+                    scale = 1 + (mask_boost - 1) * torch.rand(int(s.sum()), generator=g)
+                    images[s] = t.apply(images[s], scale)
+                else:
+                    images[s] = t.apply(images[s])
         return images, labels_b
 
     return finetune(model, x, y, cfg, progress=progress, desc=desc, batch_hook=hook)
+
+
+def _check_boost(mask_boost: float) -> None:
+    if not (math.isfinite(mask_boost) and mask_boost >= 1):
+        raise BackdoorlabError(f"the mask boost must be a number >= 1 (1: the reversed mask as it is), "
+                               f"got {mask_boost}")
 
 
 @dataclass
@@ -394,7 +413,8 @@ class UnlearningConfig(FinetuneConfig):
     budget stamped with the flagged label's reversed trigger, true labels kept. The fine-tuning recipe (``steps``,
     ``lr``, ``batch_size``, ``weight_decay``, ``augment``, ``seed``) is inherited from :class:`FinetuneConfig`,
     so the two differ only by the stamped images. ``labels``: unlearn these labels' triggers instead of the
-    flagged ones.
+    flagged ones. ``mask_boost`` (not in the paper; 1 keeps the paper's recipe): stamp masks strengthened by a
+    random factor in [1, ``mask_boost``], see :func:`neural_cleanse_unlearn`.
 
     ``rounds`` > 1 repeats on the repaired model: reverse-engineer each unlearned label's trigger again (what is
     left of the backdoor) and, while it still converges to a mask whose norm is anomalous against the other
@@ -403,6 +423,7 @@ class UnlearningConfig(FinetuneConfig):
 
     fraction: float = 0.2
     stamp: str = "fixed"
+    mask_boost: float = 1.0
     rounds: int = 1
     labels: list[int] | None = None
     nc_epochs: int = NeuralCleanseConfig.epochs
@@ -417,6 +438,7 @@ class UnlearningConfig(FinetuneConfig):
             raise BackdoorlabError(f"the stamped fraction must lie in (0, 1], got {self.fraction}")
         if self.stamp not in UNLEARN_STAMPING:
             raise BackdoorlabError(f"unknown stamping {self.stamp!r}; valid: {', '.join(UNLEARN_STAMPING)}")
+        _check_boost(self.mask_boost)
         if self.rounds < 1:
             raise BackdoorlabError(f"unlearning needs at least 1 round, got {self.rounds}")
         super().__post_init__()
@@ -442,7 +464,8 @@ def nc_unlearning(model: nn.Module, budget, cfg: UnlearningConfig | None = None,
         result.flagged_labels or [result.labels[int(np.argmin(result.l1_norms))]])
     triggers = [result.trigger_for(int(v)) for v in labels]
     repaired = neural_cleanse_unlearn(model, budget.x, budget.y, cfg.train_config(), triggers=triggers,
-                                      fraction=cfg.fraction, stamp=cfg.stamp, progress=progress)
+                                      fraction=cfg.fraction, stamp=cfg.stamp, mask_boost=cfg.mask_boost,
+                                      progress=progress)
     later = []
     nc_cfg, first = cfg.nc_config(), dict(zip(result.labels, result.l1_norms))
     for r in range(2, cfg.rounds + 1):
@@ -460,8 +483,8 @@ def nc_unlearning(model: nn.Module, budget, cfg: UnlearningConfig | None = None,
             break
         triggers += found
         repaired = neural_cleanse_unlearn(repaired, budget.x, budget.y, cfg.train_config(), triggers=triggers,
-                                          fraction=cfg.fraction, stamp=cfg.stamp, progress=progress,
-                                          desc=f"nc-unlearn round {r}")
+                                          fraction=cfg.fraction, stamp=cfg.stamp, mask_boost=cfg.mask_boost,
+                                          progress=progress, desc=f"nc-unlearn round {r}")
     summary = {k: v for k, v in result.to_dict().items() if k != "config"}
     return repaired, {"config": cfg.to_dict(), "neural_cleanse": summary, "unlearned_labels": list(labels),
                       "later_rounds": later, "seconds": round(time.time() - tick, 1)}

@@ -1,0 +1,95 @@
+"""Exploration: where does Neural Cleanse unlearning's residual ASR come from?
+
+For each draw of the clean budget: reverse-engineer the triggers as ``nc-unlearning`` does, report the flagged
+label and how much of the real trigger the reversed mask covers, then unlearn with (a) the reversed trigger and
+(b) the real trigger, recorded in the suspect's sidecar (an oracle: the defender never has it), with the same
+recipe and stamping (``-o mask_boost=K`` applies to both; the real trigger's mask is already 1), and score both on
+the test set. If the oracle leaves as much of the backdoor as the reversed trigger does, a better reversal
+cannot help; if it leaves much less, the reversal is what falls short.
+
+    BACKDOORLAB_DATA=../shared/data OMP_NUM_THREADS=1 python benchmarks/exploration/nc_oracle.py \\
+        bench-out/mnist-badnets-seed1 --dataset mnist --budget 1000 --seeds 0 1 2 -o stamp=per-batch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("--dataset", default="mnist")
+    ap.add_argument("--budget", type=int, default=1000)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("-o", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                    help="nc-unlearning option (as `backdoorlab repair -o`)")
+    ap.add_argument("--out", help="write the results as JSON here")
+    args = ap.parse_args()
+
+    import torch
+
+    from backdoorlab.budget import clean_budget, default_holdout
+    from backdoorlab.data import load_dataset
+    from backdoorlab.defenses.neural_cleanse import (ReversedTrigger, neural_cleanse, neural_cleanse_unlearn)
+    from backdoorlab.defenses.repair import repairer_config
+    from backdoorlab.errors import BackdoorlabError
+    from backdoorlab.metrics import evaluate
+    from backdoorlab.cli import _parse_options
+    from backdoorlab.pipeline import backdoor_of, load_for
+
+    try:
+        cfg = repairer_config("nc-unlearning", **_parse_options(args.options, "nc-unlearning"))
+        dataset = load_dataset(args.dataset)
+        model, meta = load_for(args.model, dataset)
+        backdoor = backdoor_of(meta)
+        if backdoor is None or not hasattr(backdoor.trigger, "mask_and_pattern"):
+            raise BackdoorlabError(f"{args.model} records no patch-trigger backdoor to use as the oracle")
+    except BackdoorlabError as e:
+        sys.exit(f"error: {e}")
+    target = int(backdoor.target)
+    shape = dataset.test_x.shape[1:]
+    mask, pattern = backdoor.trigger.mask_and_pattern(shape)
+    oracle = ReversedTrigger(target, mask[0], pattern[0], float(mask.sum()), 1.0, True, 0, 0.0)
+    holdout = (meta.get("holdout") or {}).get("size", default_holdout(dataset.name))
+    test = (dataset.test_x, dataset.test_y)
+    rows = []
+    for seed in args.seeds:
+        budget = clean_budget(dataset, args.budget, seed=seed, holdout=holdout)
+        tick = time.time()
+        result = neural_cleanse(model, budget.x, dataset.num_classes, cfg.nc_config(), progress=False)
+        label = (result.flagged_labels or [result.labels[int(torch.tensor(result.l1_norms).argmin())]])[0]
+        rev = result.trigger_for(int(label))
+        m = rev.mask.reshape(mask.shape[-2:])
+        real = mask[0, 0] > 0
+        row = {"budget_seed": seed, "flagged": result.flagged_labels, "label": int(label),
+               "anomaly_index": result.anomaly_index, "mask_l1": rev.l1,
+               "real_trigger_mass": float(m[real].sum()), "real_pixels_over_half": int((m[real] > 0.5).sum()),
+               "real_pixels": int(real.sum()), "mask_mass_outside": float(m[~real].sum())}
+        for name, trig in (("reversed", rev), ("oracle", oracle)):
+            repaired = neural_cleanse_unlearn(model, budget.x, budget.y, cfg.train_config(), triggers=[trig],
+                                              fraction=cfg.fraction, stamp=cfg.stamp,
+                                              mask_boost=cfg.mask_boost, progress=False)
+            res = evaluate(repaired, *test, backdoor, dataset.num_classes)
+            row[name] = {"clean_accuracy": res["clean_accuracy"], "attack_success_rate": res["attack_success_rate"]}
+        row["seconds"] = round(time.time() - tick, 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\n| budget seed | flagged label | real-trigger pixels the mask covers (> 0.5) | mask L1 (outside the "
+          f"trigger) | reversed: CA / ASR | oracle: CA / ASR |\n| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['budget_seed']} | {r['label']} | {r['real_pixels_over_half']} of {r['real_pixels']} | "
+              f"{r['mask_l1']:.1f} ({r['mask_mass_outside']:.1f}) | "
+              + " | ".join(f"{100 * r[k]['clean_accuracy']:.2f} / {100 * r[k]['attack_success_rate']:.2f}"
+                           for k in ("reversed", "oracle")) + " |")
+    if args.out:
+        pathlib.Path(args.out).write_text(json.dumps({"model": args.model, "options": args.options, "rows": rows},
+                                                     indent=1))
+
+
+if __name__ == "__main__":
+    main()
