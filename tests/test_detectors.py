@@ -95,10 +95,12 @@ def test_neural_cleanse_unlearning_removes_backdoor(nc_badnets, models, budget, 
     attack, model = models["attack"], models["badnets"]
     before = evaluate(model, digits.test_x, digits.test_y, attack.backdoor, 10)
     cfg = UnlearningConfig(steps=100, lr=0.01, batch_size=32, nc_epochs=30, nc_batches_per_epoch=5, nc_batch_size=32,
-                           nc_patience=3, rounds=2)
+                           nc_patience=3, rounds=2, restarts=2)
     repaired, info = nc_unlearning(model, budget, cfg, progress=False)
     after = evaluate(repaired, digits.test_x, digits.test_y, attack.backdoor, 10)
     assert info["unlearned_labels"] == [TARGET] and info["neural_cleanse"]["suspected_target"] == TARGET
+    # one more reversal of the target's trigger from a fresh start, recorded
+    assert [(r["label"], r["start"]) for r in info["restarts"]] == [(TARGET, 1)] and info["restarts"][0]["l1"] > 0
     # the second round re-reversed the target's trigger on the repaired model and recorded what it found
     assert [(r["round"], r["label"]) for r in info["later_rounds"]] == [(2, TARGET)]
     json.dumps(info)
@@ -181,6 +183,8 @@ def test_neural_cleanse_errors(budget):
         UnlearningConfig(fraction=1.5)
     with pytest.raises(BackdoorlabError, match="at least 1 round"):
         UnlearningConfig(rounds=0)
+    with pytest.raises(BackdoorlabError, match="at least 1 start"):
+        UnlearningConfig(restarts=0)
 
 
 # ----------------------------------------------------------------------------------------------------------- STRIP

@@ -414,7 +414,10 @@ class UnlearningConfig(FinetuneConfig):
     ``lr``, ``batch_size``, ``weight_decay``, ``augment``, ``seed``) is inherited from :class:`FinetuneConfig`,
     so the two differ only by the stamped images. ``labels``: unlearn these labels' triggers instead of the
     flagged ones. ``mask_boost`` (not in the paper; 1 keeps the paper's recipe): stamp masks strengthened by a
-    random factor in [1, ``mask_boost``], see :func:`neural_cleanse_unlearn`.
+    random factor in [1, ``mask_boost``], see :func:`neural_cleanse_unlearn`. ``restarts`` > 1 (not in the paper):
+    reverse each unlearned label's trigger ``restarts - 1`` more times from fresh random starts and unlearn every
+    version that reaches the attack-success threshold; independent starts can settle on different parts of
+    the same trigger, and unlearning one part can leave the rest working.
 
     ``rounds`` > 1 repeats on the repaired model: reverse-engineer each unlearned label's trigger again (what is
     left of the backdoor) and, while it still converges to a mask whose norm is anomalous against the other
@@ -424,6 +427,7 @@ class UnlearningConfig(FinetuneConfig):
     fraction: float = 0.2
     stamp: str = "fixed"
     mask_boost: float = 1.0
+    restarts: int = 1
     rounds: int = 1
     labels: list[int] | None = None
     nc_epochs: int = NeuralCleanseConfig.epochs
@@ -441,6 +445,8 @@ class UnlearningConfig(FinetuneConfig):
         _check_boost(self.mask_boost)
         if self.rounds < 1:
             raise BackdoorlabError(f"unlearning needs at least 1 round, got {self.rounds}")
+        if self.restarts < 1:
+            raise BackdoorlabError(f"the trigger reversal needs at least 1 start, got {self.restarts}")
         super().__post_init__()
         self.nc_config()
 
@@ -463,11 +469,25 @@ def nc_unlearning(model: nn.Module, budget, cfg: UnlearningConfig | None = None,
     labels = cfg.labels if cfg.labels is not None else (
         result.flagged_labels or [result.labels[int(np.argmin(result.l1_norms))]])
     triggers = [result.trigger_for(int(v)) for v in labels]
+    nc_cfg = cfg.nc_config()
+    restarts = []
+    bar = tqdm(total=len(labels) * (cfg.restarts - 1) * nc_cfg.epochs, desc="neural cleanse restarts", unit="epoch",
+               disable=not progress or cfg.restarts == 1, leave=False, dynamic_ncols=True)
+    try:
+        for v in labels:
+            for r in range(1, cfg.restarts):
+                t = reverse_trigger(model, budget.x, int(v), nc_cfg, progress_bar=bar,
+                                    generator=torch.Generator().manual_seed(cfg.seed + 1000 * int(v) + 104729 * r))
+                restarts.append({"label": int(v), "start": r, "l1": _finite(t.l1), "converged": t.converged})
+                if t.converged:
+                    triggers.append(t)
+    finally:
+        bar.close()
     repaired = neural_cleanse_unlearn(model, budget.x, budget.y, cfg.train_config(), triggers=triggers,
                                       fraction=cfg.fraction, stamp=cfg.stamp, mask_boost=cfg.mask_boost,
                                       progress=progress)
     later = []
-    nc_cfg, first = cfg.nc_config(), dict(zip(result.labels, result.l1_norms))
+    first = dict(zip(result.labels, result.l1_norms))
     for r in range(2, cfg.rounds + 1):
         found = []
         for v in labels:
@@ -487,7 +507,7 @@ def nc_unlearning(model: nn.Module, budget, cfg: UnlearningConfig | None = None,
                                           progress=progress, desc=f"nc-unlearn round {r}")
     summary = {k: v for k, v in result.to_dict().items() if k != "config"}
     return repaired, {"config": cfg.to_dict(), "neural_cleanse": summary, "unlearned_labels": list(labels),
-                      "later_rounds": later, "seconds": round(time.time() - tick, 1)}
+                      "restarts": restarts, "later_rounds": later, "seconds": round(time.time() - tick, 1)}
 
 
 def _num_classes(model: nn.Module) -> int | None:
