@@ -31,8 +31,6 @@ def main():
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
 
-    import torch
-
     from backdoorlab.budget import clean_budget, default_holdout
     from backdoorlab.data import load_dataset
     from backdoorlab.defenses.neural_cleanse import (ReversedTrigger, neural_cleanse, neural_cleanse_unlearn)
@@ -43,7 +41,11 @@ def main():
     from backdoorlab.pipeline import backdoor_of, load_for
 
     try:
-        cfg = repairer_config("nc-unlearning", **_parse_options(args.options, "nc-unlearning"))
+        options = _parse_options(args.options, "nc-unlearning")
+        ignored = sorted(set(options) & {"labels", "restarts", "rounds"})
+        if ignored:  # both arms unlearn one trigger once; these options would silently not apply
+            raise BackdoorlabError(f"nc_oracle.py does not apply {', '.join(ignored)}")
+        cfg = repairer_config("nc-unlearning", **options)
         dataset = load_dataset(args.dataset)
         model, meta = load_for(args.model, dataset)
         backdoor = backdoor_of(meta)
@@ -62,7 +64,7 @@ def main():
         budget = clean_budget(dataset, args.budget, seed=seed, holdout=holdout)
         tick = time.time()
         result = neural_cleanse(model, budget.x, dataset.num_classes, cfg.nc_config(), progress=False)
-        label = (result.flagged_labels or [result.labels[int(torch.tensor(result.l1_norms).argmin())]])[0]
+        label = result.labels_to_unlearn()[0]
         rev = result.trigger_for(int(label))
         m = rev.mask.reshape(mask.shape[-2:])
         real = mask[0, 0] > 0

@@ -148,6 +148,11 @@ class NeuralCleanseResult:
                 return t
         raise BackdoorlabError(f"no reversed trigger for label {label}; have {self.labels}")
 
+    def labels_to_unlearn(self) -> list[int]:
+        """The flagged labels, or the label with the smallest mask when none is flagged (a defender who repairs
+        anyway)."""
+        return self.flagged_labels or [self.labels[int(np.argmin(self.l1_norms))]]
+
     def to_dict(self) -> dict:
         """JSON-able summary (no tensors)."""
         return {"backdoored": self.backdoored, "suspected_target": self.suspected_target,
@@ -370,7 +375,7 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
             k = num_classes if num_classes is not None else int(y.max()) + 1
             result = neural_cleanse(model, x, k, nc_config, progress=progress)
         if labels is None:
-            labels = result.flagged_labels or [result.labels[int(np.argmin(result.l1_norms))]]
+            labels = result.labels_to_unlearn()
         triggers = [result.trigger_for(int(v)) for v in labels]
     n = len(y)
     g = torch.Generator().manual_seed(cfg.seed + 7)
@@ -466,8 +471,7 @@ def nc_unlearning(model: nn.Module, budget, cfg: UnlearningConfig | None = None,
     if num_classes is None:
         num_classes = _num_classes(model) or int(budget.y.max()) + 1
     result = neural_cleanse(model, budget.x, num_classes, cfg.nc_config(), progress=progress)
-    labels = cfg.labels if cfg.labels is not None else (
-        result.flagged_labels or [result.labels[int(np.argmin(result.l1_norms))]])
+    labels = cfg.labels if cfg.labels is not None else result.labels_to_unlearn()
     triggers = [result.trigger_for(int(v)) for v in labels]
     nc_cfg = cfg.nc_config()
     restarts = []
