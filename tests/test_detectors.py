@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from backdoorlab.attacks import make_poisoning_attack
@@ -170,43 +169,6 @@ def test_unlearning_mask_boost(nc_badnets, models, budget, monkeypatch):
     with pytest.raises(BackdoorlabError, match="mask boost"):
         neural_cleanse_unlearn(models["badnets"], budget.x, budget.y, cfg, result=nc_badnets, mask_boost=0.9,
                                progress=False)
-
-
-def test_reversed_trigger_dilation(monkeypatch, nc_badnets, models, budget):
-    """A dilated trigger covers every pixel within the given distance of its mask, keeps its pattern where the
-    mask was full, fills the new pixels with the neighbouring pattern, and is what the unlearning stamps."""
-    from backdoorlab.defenses.neural_cleanse import ReversedTrigger
-    mask = torch.zeros(1, 8, 8)
-    mask[0, 2:4, 5:7] = 1.0  # a 2x2 block
-    pattern = torch.zeros(3, 8, 8)
-    pattern[:, 2:4, 5:7] = torch.tensor([0.9, 0.2, 0.5]).view(3, 1, 1)
-    t = ReversedTrigger(3, mask, pattern, 4.0, 1.0, True, 5, 0.1)
-    assert t.dilated(0) is t
-    d = t.dilated(1)
-    assert torch.equal(d.mask[0] > 0, F.max_pool2d(mask[None], 3, 1, 1)[0, 0] > 0)
-    assert d.mask[0, 1:5, 4:8].eq(1).all() and d.mask.sum() == 16 and d.l1 == 16.0
-    colour = torch.tensor([0.9, 0.2, 0.5]).view(3, 1, 1)
-    assert torch.allclose(d.pattern[:, 1:5, 4:8], colour.expand(3, 4, 4), atol=1e-6)  # old and new pixels
-    assert (d.label, d.converged) == (3, True)
-    for bad in (-1, 8, 1.5, True):
-        with pytest.raises(BackdoorlabError, match="dilation"):
-            t.dilated(bad)
-    with pytest.raises(BackdoorlabError, match="dilation"):
-        UnlearningConfig(mask_dilate=-1)
-    # the unlearning stamps the dilated trigger
-    stamped = []
-    original = type(t).apply
-
-    def spy(self, images, scale=None):
-        stamped.append(float(self.mask.sum()))
-        return original(self, images, scale)
-
-    monkeypatch.setattr(type(t), "apply", spy)
-    cfg = TrainConfig(epochs=0, steps=5, lr=0.01, batch_size=32, seed=0)
-    reversed_l1 = float(nc_badnets.trigger_for(TARGET).mask.sum())
-    neural_cleanse_unlearn(models["badnets"], budget.x, budget.y, cfg, result=nc_badnets, labels=[TARGET],
-                           stamp="per-batch", mask_dilate=1, progress=False)
-    assert stamped and all(v > reversed_l1 for v in stamped)
 
 
 def test_neural_cleanse_errors(budget):

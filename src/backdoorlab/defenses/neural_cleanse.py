@@ -113,30 +113,6 @@ class ReversedTrigger:
             m = (scale.to(images).view(-1, 1, 1, 1) * m).clamp(0, 1)
         return (1 - m) * images + m * p
 
-    def dilated(self, pixels: int) -> "ReversedTrigger":
-        """The same trigger grown by ``pixels`` on every side: each mask value becomes the largest within a
-        (2 * pixels + 1)-square around it, and each newly covered pixel's pattern is the mask-weighted mean of the
-        pattern around it (where the mask already was, the pattern stays as it is, in proportion to the mask).
-        ``pixels`` = 0 returns the trigger unchanged."""
-        _check_dilate(pixels, self.mask.shape[-2:])
-        if pixels == 0:
-            return self
-        k = 2 * pixels + 1
-        m, p = self.mask.float(), self.pattern.float()
-        grown = F.max_pool2d(m[None], k, stride=1, padding=pixels)[0]
-        weight = F.avg_pool2d(m[None], k, stride=1, padding=pixels, count_include_pad=False)[0]
-        local = F.avg_pool2d((m * p)[None], k, stride=1, padding=pixels, count_include_pad=False)[0]
-        local = local / weight.clamp_min(1e-12)
-        pattern = (m * p + (1 - m) * local).clamp(0, 1)
-        return ReversedTrigger(self.label, grown, pattern, float(grown.sum()), self.attack_success, self.converged,
-                               self.epochs, self.final_cost)
-
-
-def _check_dilate(pixels, size) -> None:
-    if not (isinstance(pixels, int) and not isinstance(pixels, bool) and 0 <= pixels < min(size)):
-        raise BackdoorlabError(f"the mask dilation must be a whole number of pixels from 0 to {min(size) - 1}, "
-                               f"got {pixels}")
-
 
 def anomaly_indices(norms) -> np.ndarray:
     """``|L1_c - median| / (1.4826 * MAD)`` for every label (the paper's anomaly index; a MAD of 0 gives inf
@@ -369,7 +345,7 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
                            labels: list[int] | None = None, fraction: float = 0.2, stamp: str = "fixed",
                            nc_config: NeuralCleanseConfig | None = None, num_classes: int | None = None,
                            triggers: list[ReversedTrigger] | None = None, mask_boost: float = 1.0,
-                           mask_dilate: int = 0, progress: bool = True, desc: str = "nc-unlearn") -> nn.Module:
+                           progress: bool = True, desc: str = "nc-unlearn") -> nn.Module:
     """Neural Cleanse's unlearning repair: return a copy of ``model`` fine-tuned on uint8 images ``x`` (N, C, H, W)
     with labels ``y`` (N,), where a fixed, seeded ``fraction`` of the images (paper: 20%) carry a reversed trigger
     and keep their true labels.
@@ -388,11 +364,7 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
     ``mask_boost`` > 1: each stamped image's mask is multiplied by a factor drawn uniformly from [1,
     ``mask_boost``] and clipped to 1. The reversed mask is the *weakest* trigger that still works (its norm is
     minimised), so unlearning it alone can leave stronger versions of the same trigger, such as the attacker's,
-    partly working; the boosted copies cover the range between the two.
-
-    ``mask_dilate`` > 0: stamp each trigger grown by that many pixels on every side
-    (:meth:`ReversedTrigger.dilated`, applied before the boost). A minimal reversed mask can also be *smaller* than
-    the attacker's trigger, covering only the part the model needs to fire; growing it reaches the rest."""
+    partly working; the boosted copies cover the range between the two."""
     if not 0 < fraction <= 1:
         raise BackdoorlabError(f"the stamped fraction must lie in (0, 1], got {fraction}")
     _check_boost(mask_boost)
@@ -405,7 +377,6 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
         if labels is None:
             labels = result.labels_to_unlearn()
         triggers = [result.trigger_for(int(v)) for v in labels]
-    triggers = [t.dilated(mask_dilate) for t in triggers]
     n = len(y)
     g = torch.Generator().manual_seed(cfg.seed + 7)
     stamped = torch.randperm(n, generator=g)[:max(1, int(round(fraction * n)))]
@@ -448,8 +419,7 @@ class UnlearningConfig(FinetuneConfig):
     ``lr``, ``batch_size``, ``weight_decay``, ``augment``, ``seed``) is inherited from :class:`FinetuneConfig`,
     so the two differ only by the stamped images. ``labels``: unlearn these labels' triggers instead of the
     flagged ones. ``mask_boost`` (not in the paper; 1 keeps the paper's recipe): stamp masks strengthened by a
-    random factor in [1, ``mask_boost``], see :func:`neural_cleanse_unlearn`. ``mask_dilate`` (not in the paper; 0
-    keeps it): stamp masks grown by that many pixels on every side. ``restarts`` > 1 (not in the paper):
+    random factor in [1, ``mask_boost``], see :func:`neural_cleanse_unlearn`. ``restarts`` > 1 (not in the paper):
     reverse each unlearned label's trigger ``restarts - 1`` more times from fresh random starts and unlearn every
     version that reaches the attack-success threshold; independent starts can settle on different parts of
     the same trigger, and unlearning one part can leave the rest working.
@@ -462,7 +432,6 @@ class UnlearningConfig(FinetuneConfig):
     fraction: float = 0.2
     stamp: str = "fixed"
     mask_boost: float = 1.0
-    mask_dilate: int = 0
     restarts: int = 1
     rounds: int = 1
     labels: list[int] | None = None
@@ -479,8 +448,6 @@ class UnlearningConfig(FinetuneConfig):
         if self.stamp not in UNLEARN_STAMPING:
             raise BackdoorlabError(f"unknown stamping {self.stamp!r}; valid: {', '.join(UNLEARN_STAMPING)}")
         _check_boost(self.mask_boost)
-        if not (isinstance(self.mask_dilate, int) and not isinstance(self.mask_dilate, bool) and self.mask_dilate >= 0):
-            raise BackdoorlabError(f"the mask dilation must be a whole number of pixels >= 0, got {self.mask_dilate}")
         if self.rounds < 1:
             raise BackdoorlabError(f"unlearning needs at least 1 round, got {self.rounds}")
         if self.restarts < 1:
@@ -522,7 +489,7 @@ def nc_unlearning(model: nn.Module, budget, cfg: UnlearningConfig | None = None,
         bar.close()
     repaired = neural_cleanse_unlearn(model, budget.x, budget.y, cfg.train_config(), triggers=triggers,
                                       fraction=cfg.fraction, stamp=cfg.stamp, mask_boost=cfg.mask_boost,
-                                      mask_dilate=cfg.mask_dilate, progress=progress)
+                                      progress=progress)
     later = []
     first = dict(zip(result.labels, result.l1_norms))
     for r in range(2, cfg.rounds + 1):
@@ -541,7 +508,7 @@ def nc_unlearning(model: nn.Module, budget, cfg: UnlearningConfig | None = None,
         triggers += found
         repaired = neural_cleanse_unlearn(repaired, budget.x, budget.y, cfg.train_config(), triggers=triggers,
                                           fraction=cfg.fraction, stamp=cfg.stamp, mask_boost=cfg.mask_boost,
-                                          mask_dilate=cfg.mask_dilate, progress=progress, desc=f"nc-unlearn round {r}")
+                                          progress=progress, desc=f"nc-unlearn round {r}")
     summary = {k: v for k, v in result.to_dict().items() if k != "config"}
     return repaired, {"config": cfg.to_dict(), "neural_cleanse": summary, "unlearned_labels": list(labels),
                       "restarts": restarts, "later_rounds": later, "seconds": round(time.time() - tick, 1)}
