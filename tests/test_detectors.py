@@ -171,6 +171,42 @@ def test_unlearning_mask_boost(nc_badnets, models, budget, monkeypatch):
                                progress=False)
 
 
+def test_trigger_completion_grows_a_partial_trigger(models, budget, digits, nc_badnets):
+    """Started from one pixel of the real 2x2 trigger at half strength, completion grows the mask over the real
+    trigger (the target margin rewards it) without covering the image, and leaves the model unchanged."""
+    from backdoorlab.defenses.neural_cleanse import ReversedTrigger, complete_trigger, nc_unlearning
+    model = models["badnets"]
+    mask, _ = models["attack"].backdoor.trigger.mask_and_pattern(digits.test_x.shape[1:])
+    real = mask[0, 0] > 0
+    rows, cols = torch.nonzero(real, as_tuple=True)
+    part = torch.zeros(1, 8, 8)
+    part[0, rows[0], cols[0]] = 0.5
+    start = ReversedTrigger(TARGET, part, torch.full((1, 8, 8), 0.5), 0.5, 0.0, True, 1,
+                            nc_badnets.trigger_for(TARGET).final_cost)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = NeuralCleanseConfig(**NC_FAST)
+    assert complete_trigger(model, budget.x, start, cfg, steps=0) is start
+    grown = complete_trigger(model, budget.x, start, cfg, steps=200)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters()) and not model.training
+    m = grown.mask[0]
+    assert float(m[real].sum()) > 2.5  # most of the four real pixels, from 0.5 of one
+    assert float(m.sum()) < 12  # of 64 pixels: the L1 term keeps it a patch (here it adds a few strokes of a 3)
+    test = to_float(digits.test_x)
+    assert (model(grown.apply(test)).argmax(1) == TARGET).float().mean() > 0.9
+    assert grown.attack_success > 0.9 and grown.l1 == pytest.approx(float(m.sum()))
+    for bad in (dict(steps=-1), dict(margin=0.0), dict(cost_factor=-1.0)):
+        with pytest.raises(BackdoorlabError, match="completion"):
+            complete_trigger(model, budget.x, start, cfg, **bad)
+    with pytest.raises(BackdoorlabError, match="completion"):
+        UnlearningConfig(complete_steps=-1)
+    # the repairer records the completed trigger it stamped
+    _, info = nc_unlearning(model, budget, UnlearningConfig(steps=5, complete_steps=20, nc_epochs=6,
+                                                            nc_batches_per_epoch=2, nc_batch_size=32),
+                            progress=False)
+    assert [c["label"] for c in info["completed"]] == info["unlearned_labels"]
+
+
 def test_neural_cleanse_errors(budget):
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
     with pytest.raises(BackdoorlabError, match="epochs"):

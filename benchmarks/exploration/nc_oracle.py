@@ -3,8 +3,9 @@
 For each draw of the clean budget: reverse-engineer the triggers as ``nc-unlearning`` does, report the flagged
 label and how much of the real trigger the reversed mask covers, then unlearn with (a) the reversed trigger and
 (b) the real trigger, recorded in the suspect's sidecar (an oracle: the defender never has it), with the same
-recipe and stamping (``-o mask_boost=K`` applies to both; the real trigger's mask is already 1), and score both on
-the test set. If the oracle leaves as much of the backdoor as the reversed trigger does, a better reversal
+recipe and stamping (``-o mask_boost=K`` applies to both; the real trigger's mask is already 1;
+``-o complete_steps=N`` grows the reversed trigger first and reports how much of the real one it then covers),
+and score both on the test set. If the oracle leaves as much of the backdoor as the reversed trigger does, a better reversal
 cannot help; if it leaves much less, the reversal is what falls short.
 
     BACKDOORLAB_DATA=../shared/data OMP_NUM_THREADS=1 python benchmarks/exploration/nc_oracle.py \\
@@ -28,17 +29,22 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("-o", dest="options", action="append", default=[], metavar="KEY=VALUE",
                     help="nc-unlearning option (as `backdoorlab repair -o`)")
+    ap.add_argument("--masks-only", action="store_true",
+                    help="only reverse (and complete) the triggers and report what they cover; no unlearning")
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
 
     from backdoorlab.budget import clean_budget, default_holdout
     from backdoorlab.data import load_dataset
-    from backdoorlab.defenses.neural_cleanse import (ReversedTrigger, neural_cleanse, neural_cleanse_unlearn)
+    from backdoorlab.defenses.neural_cleanse import (ReversedTrigger, complete_trigger, neural_cleanse,
+                                                     neural_cleanse_unlearn)
     from backdoorlab.defenses.repair import repairer_config
     from backdoorlab.errors import BackdoorlabError
     from backdoorlab.metrics import evaluate
     from backdoorlab.cli import _parse_options
     from backdoorlab.pipeline import backdoor_of, load_for
+    from backdoorlab.train import to_float
+    import torch.nn.functional as F
 
     try:
         options = _parse_options(args.options, "nc-unlearning")
@@ -57,6 +63,11 @@ def main():
     shape = dataset.test_x.shape[1:]
     mask, pattern = backdoor.trigger.mask_and_pattern(shape)
     oracle = ReversedTrigger(target, mask[0], pattern[0], float(mask.sum()), 1.0, True, 0, 0.0)
+    # the real trigger grown by one pixel on every side (a larger patch of the same colour)
+    grown_mask = F.max_pool2d(mask[0], 3, stride=1, padding=1)
+    grown_pattern = F.max_pool2d(pattern[0] * mask[0], 3, stride=1, padding=1)
+    grown = ReversedTrigger(target, grown_mask, grown_pattern, float(grown_mask.sum()), 1.0, True, 0, 0.0)
+    others = to_float(dataset.test_x[dataset.test_y != target])
     holdout = (meta.get("holdout") or {}).get("size", default_holdout(dataset.name))
     test = (dataset.test_x, dataset.test_y)
     rows = []
@@ -66,13 +77,17 @@ def main():
         result = neural_cleanse(model, budget.x, dataset.num_classes, cfg.nc_config(), progress=False)
         label = result.labels_to_unlearn()[0]
         rev = result.trigger_for(int(label))
-        m = rev.mask.reshape(mask.shape[-2:])
         real = mask[0, 0] > 0
         row = {"budget_seed": seed, "flagged": result.flagged_labels, "label": int(label),
-               "anomaly_index": result.anomaly_index, "mask_l1": rev.l1,
-               "real_trigger_mass": float(m[real].sum()), "real_pixels_over_half": int((m[real] > 0.5).sum()),
-               "real_pixels": int(real.sum()), "mask_mass_outside": float(m[~real].sum())}
-        for name, trig in (("reversed", rev), ("oracle", oracle)):
+               "anomaly_index": result.anomaly_index, "real_pixels": int(real.sum()), **_cover(rev, real)}
+        fires = {"reversed": rev, "real": oracle, "real grown by 1 pixel": grown}
+        if cfg.complete_steps:  # -o complete_steps=N: the reversed arm stamps the completed trigger
+            rev = complete_trigger(model, budget.x, rev, cfg.nc_config(), steps=cfg.complete_steps)
+            row["completed"] = _cover(rev, real)
+            fires["completed"] = rev
+        # how often each trigger sends the non-target test images to the target label
+        row["fires"] = {name: _to_target(model, others, t) for name, t in fires.items()}
+        for name, trig in () if args.masks_only else (("reversed", rev), ("oracle", oracle)):
             repaired = neural_cleanse_unlearn(model, budget.x, budget.y, cfg.train_config(), triggers=[trig],
                                               fraction=cfg.fraction, stamp=cfg.stamp,
                                               mask_boost=cfg.mask_boost, progress=False)
@@ -84,13 +99,32 @@ def main():
     print(f"\n| budget seed | flagged label | real-trigger pixels the mask covers (> 0.5) | mask L1 (outside the "
           f"trigger) | reversed: CA / ASR | oracle: CA / ASR |\n| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['budget_seed']} | {r['label']} | {r['real_pixels_over_half']} of {r['real_pixels']} | "
-              f"{r['mask_l1']:.1f} ({r['mask_mass_outside']:.1f}) | "
+        c = r.get("completed")
+        grown = f" -> {c['real_pixels_over_half']}" if c else ""
+        grown_l1 = f" -> {c['mask_l1']:.1f} ({c['mask_mass_outside']:.1f})" if c else ""
+        print(f"| {r['budget_seed']} | {r['label']} | {r['real_pixels_over_half']}{grown} of {r['real_pixels']} | "
+              f"{r['mask_l1']:.1f} ({r['mask_mass_outside']:.1f}){grown_l1} | "
               + " | ".join(f"{100 * r[k]['clean_accuracy']:.2f} / {100 * r[k]['attack_success_rate']:.2f}"
-                           for k in ("reversed", "oracle")) + " |")
+                           if k in r else "not run" for k in ("reversed", "oracle")) + " |")
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps({"model": args.model, "options": args.options, "rows": rows},
                                                      indent=1))
+
+
+def _to_target(model, images, trigger) -> float:
+    import torch
+    model.eval()
+    with torch.no_grad():
+        hits = sum(int((model(trigger.apply(images[i:i + 1000])).argmax(1) == trigger.label).sum())
+                   for i in range(0, len(images), 1000))
+    return hits / len(images)
+
+
+def _cover(trigger, real) -> dict:
+    """How much of the real trigger's support (boolean (H, W)) a reversed trigger's mask covers."""
+    m = trigger.mask.reshape(real.shape)
+    return {"mask_l1": trigger.l1, "real_trigger_mass": float(m[real].sum()),
+            "real_pixels_over_half": int((m[real] > 0.5).sum()), "mask_mass_outside": float(m[~real].sum())}
 
 
 if __name__ == "__main__":
