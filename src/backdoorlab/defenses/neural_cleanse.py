@@ -27,6 +27,7 @@ the images carry the reversed trigger of the flagged label(s) and keep their tru
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pathlib
 import time
@@ -212,6 +213,22 @@ def _atanh_init(v: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return torch.atanh(((v - 0.5) * (2 - eps)).clamp(-1 + 1e-6, 1 - 1e-6))
 
 
+@contextlib.contextmanager
+def _frozen(model: nn.Module):
+    """Run ``model`` in eval mode with no parameter gradients inside the block; restore both on exit."""
+    requires = [p.requires_grad for p in model.parameters()]
+    was_training = model.training
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, r in zip(model.parameters(), requires):
+            p.requires_grad_(r)
+        model.train(was_training)
+
+
 def reverse_trigger(model: nn.Module, x: torch.Tensor, label: int, cfg: NeuralCleanseConfig, *,
                     generator: torch.Generator | None = None, progress_bar=None) -> ReversedTrigger:
     """Reverse-engineer the minimal trigger sending the clean images ``x`` (uint8 or float, (N, C, H, W)) to
@@ -233,12 +250,7 @@ def reverse_trigger(model: nn.Module, x: torch.Tensor, label: int, cfg: NeuralCl
     best_l1, best_mask, best_pattern = math.inf, None, None
     stop_best = math.inf
     epoch = 0
-    requires = [p.requires_grad for p in model.parameters()]
-    was_training = model.training
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
+    with _frozen(model):
         perm, pos = torch.randperm(n, generator=g), 0
         for epoch in range(1, cfg.epochs + 1):
             correct = seen = 0
@@ -286,21 +298,15 @@ def reverse_trigger(model: nn.Module, x: torch.Tensor, label: int, cfg: NeuralCl
                 stop_best = min(stop_best, best_l1)
                 if went_up and went_down and stop_count >= cfg.early_stop_patience:
                     break
-    finally:
-        for p, r in zip(model.parameters(), requires):
-            p.requires_grad_(r)
-        model.train(was_training)
     if progress_bar is not None and epoch < cfg.epochs:
         progress_bar.update(cfg.epochs - epoch)
     converged = best_mask is not None
     if not converged:
         best_mask, best_pattern = _tanh_param(mask_w).detach(), _tanh_param(pattern_w).detach()
     # the reported norm and success are those of the kept mask, measured on all the images
-    with torch.no_grad():
-        model.eval()
+    with torch.no_grad(), _frozen(model):
         pred = torch.cat([model((1 - best_mask) * xf[i:i + 500] + best_mask * best_pattern).argmax(1)
                           for i in range(0, n, 500)])
-        model.train(was_training)
     return ReversedTrigger(int(label), best_mask, best_pattern, float(best_mask.sum()),
                            float((pred == label).float().mean()), converged, epoch, float(cost))
 
@@ -332,12 +338,7 @@ def complete_trigger(model: nn.Module, x: torch.Tensor, trigger: ReversedTrigger
     pattern_w = _atanh_init(trigger.pattern.detach().float().clone()).requires_grad_(True)
     opt = torch.optim.Adam([mask_w, pattern_w], lr=cfg.lr, betas=(0.5, 0.9))
     cost = max(trigger.final_cost, cfg.init_cost) * cost_factor
-    requires = [p.requires_grad for p in model.parameters()]
-    was_training = model.training
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
+    with _frozen(model):
         for _ in range(steps):
             xb = xf[torch.randint(n, (bs,), generator=g)]
             m, p = _tanh_param(mask_w), _tanh_param(pattern_w)
@@ -352,10 +353,6 @@ def complete_trigger(model: nn.Module, x: torch.Tensor, trigger: ReversedTrigger
         mask, pattern = _tanh_param(mask_w).detach(), _tanh_param(pattern_w).detach()
         with torch.no_grad():
             pred = torch.cat([model((1 - mask) * xf[i:i + 500] + mask * pattern).argmax(1) for i in range(0, n, 500)])
-    finally:
-        for p, r in zip(model.parameters(), requires):
-            p.requires_grad_(r)
-        model.train(was_training)
     return ReversedTrigger(trigger.label, mask, pattern, float(mask.sum()),
                            float((pred == trigger.label).float().mean()), trigger.converged, trigger.epochs,
                            trigger.final_cost)
