@@ -122,9 +122,9 @@ def test_unlearning_per_batch_stamping(nc_badnets, models, budget, digits, monke
     stamped = []
     original_apply = type(nc_badnets.trigger_for(TARGET)).apply
 
-    def spy(self, images):
+    def spy(self, images, scale=None):
         stamped.append(len(images))
-        return original_apply(self, images)
+        return original_apply(self, images, scale)
 
     monkeypatch.setattr(type(nc_badnets.trigger_for(TARGET)), "apply", spy)
     repaired = neural_cleanse_unlearn(model, budget.x, budget.y, cfg, result=nc_badnets, labels=[TARGET],

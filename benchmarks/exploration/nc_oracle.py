@@ -37,7 +37,7 @@ def main():
     from backdoorlab.budget import clean_budget, default_holdout
     from backdoorlab.data import load_dataset
     from backdoorlab.defenses.neural_cleanse import (ReversedTrigger, complete_trigger, neural_cleanse,
-                                                     neural_cleanse_unlearn)
+                                                     neural_cleanse_unlearn, trigger_success)
     from backdoorlab.defenses.repair import repairer_config
     from backdoorlab.errors import BackdoorlabError
     from backdoorlab.metrics import evaluate
@@ -68,6 +68,7 @@ def main():
     grown_pattern = F.max_pool2d(pattern[0] * mask[0], 3, stride=1, padding=1)
     grown = ReversedTrigger(target, grown_mask, grown_pattern, float(grown_mask.sum()), 1.0, True, 0, 0.0)
     others = to_float(dataset.test_x[dataset.test_y != target])
+    real = mask[0, 0] > 0
     holdout = (meta.get("holdout") or {}).get("size", default_holdout(dataset.name))
     test = (dataset.test_x, dataset.test_y)
     rows = []
@@ -77,7 +78,6 @@ def main():
         result = neural_cleanse(model, budget.x, dataset.num_classes, cfg.nc_config(), progress=False)
         label = result.labels_to_unlearn()[0]
         rev = result.trigger_for(int(label))
-        real = mask[0, 0] > 0
         row = {"budget_seed": seed, "flagged": result.flagged_labels, "label": int(label),
                "anomaly_index": result.anomaly_index, "real_pixels": int(real.sum()), **_cover(rev, real)}
         fires = {"reversed": rev, "real": oracle, "real grown by 1 pixel": grown}
@@ -86,7 +86,7 @@ def main():
             row["completed"] = _cover(rev, real)
             fires["completed"] = rev
         # how often each trigger sends the non-target test images to the target label
-        row["fires"] = {name: _to_target(model, others, t) for name, t in fires.items()}
+        row["fires"] = {name: trigger_success(model, others, t) for name, t in fires.items()}
         for name, trig in () if args.masks_only else (("reversed", rev), ("oracle", oracle)):
             repaired = neural_cleanse_unlearn(model, budget.x, budget.y, cfg.train_config(), triggers=[trig],
                                               fraction=cfg.fraction, stamp=cfg.stamp,
@@ -100,24 +100,15 @@ def main():
           f"trigger) | reversed: CA / ASR | oracle: CA / ASR |\n| --- | --- | --- | --- | --- | --- |")
     for r in rows:
         c = r.get("completed")
-        grown = f" -> {c['real_pixels_over_half']}" if c else ""
-        grown_l1 = f" -> {c['mask_l1']:.1f} ({c['mask_mass_outside']:.1f})" if c else ""
-        print(f"| {r['budget_seed']} | {r['label']} | {r['real_pixels_over_half']}{grown} of {r['real_pixels']} | "
-              f"{r['mask_l1']:.1f} ({r['mask_mass_outside']:.1f}){grown_l1} | "
+        then = f" -> {c['real_pixels_over_half']}" if c else ""
+        then_l1 = f" -> {c['mask_l1']:.1f} ({c['mask_mass_outside']:.1f})" if c else ""
+        print(f"| {r['budget_seed']} | {r['label']} | {r['real_pixels_over_half']}{then} of {r['real_pixels']} | "
+              f"{r['mask_l1']:.1f} ({r['mask_mass_outside']:.1f}){then_l1} | "
               + " | ".join(f"{100 * r[k]['clean_accuracy']:.2f} / {100 * r[k]['attack_success_rate']:.2f}"
                            if k in r else "not run" for k in ("reversed", "oracle")) + " |")
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps({"model": args.model, "options": args.options, "rows": rows},
                                                      indent=1))
-
-
-def _to_target(model, images, trigger) -> float:
-    import torch
-    model.eval()
-    with torch.no_grad():
-        hits = sum(int((model(trigger.apply(images[i:i + 1000])).argmax(1) == trigger.label).sum())
-                   for i in range(0, len(images), 1000))
-    return hits / len(images)
 
 
 def _cover(trigger, real) -> dict:

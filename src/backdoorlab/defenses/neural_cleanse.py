@@ -304,11 +304,19 @@ def reverse_trigger(model: nn.Module, x: torch.Tensor, label: int, cfg: NeuralCl
     if not converged:
         best_mask, best_pattern = _tanh_param(mask_w).detach(), _tanh_param(pattern_w).detach()
     # the reported norm and success are those of the kept mask, measured on all the images
+    trigger = ReversedTrigger(int(label), best_mask, best_pattern, float(best_mask.sum()), 0.0, converged, epoch,
+                              float(cost))
+    trigger.attack_success = trigger_success(model, xf, trigger)
+    return trigger
+
+
+def trigger_success(model: nn.Module, x: torch.Tensor, trigger: ReversedTrigger, batch_size: int = 500) -> float:
+    """Fraction of the images ``x`` (uint8 or float (N, C, H, W)) that ``model`` (in eval mode, left unchanged)
+    sends to ``trigger.label`` once ``trigger`` is stamped on them."""
+    xf = to_float(x)
     with torch.no_grad(), _frozen(model):
-        pred = torch.cat([model((1 - best_mask) * xf[i:i + 500] + best_mask * best_pattern).argmax(1)
-                          for i in range(0, n, 500)])
-    return ReversedTrigger(int(label), best_mask, best_pattern, float(best_mask.sum()),
-                           float((pred == label).float().mean()), converged, epoch, float(cost))
+        pred = torch.cat([model(trigger.apply(xf[i:i + batch_size])).argmax(1) for i in range(0, len(xf), batch_size)])
+    return float((pred == trigger.label).float().mean())
 
 
 def complete_trigger(model: nn.Module, x: torch.Tensor, trigger: ReversedTrigger, cfg: NeuralCleanseConfig, *,
@@ -350,12 +358,11 @@ def complete_trigger(model: nn.Module, x: torch.Tensor, trigger: ReversedTrigger
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        mask, pattern = _tanh_param(mask_w).detach(), _tanh_param(pattern_w).detach()
-        with torch.no_grad():
-            pred = torch.cat([model((1 - mask) * xf[i:i + 500] + mask * pattern).argmax(1) for i in range(0, n, 500)])
-    return ReversedTrigger(trigger.label, mask, pattern, float(mask.sum()),
-                           float((pred == trigger.label).float().mean()), trigger.converged, trigger.epochs,
-                           trigger.final_cost)
+    mask, pattern = _tanh_param(mask_w).detach(), _tanh_param(pattern_w).detach()
+    grown = ReversedTrigger(trigger.label, mask, pattern, float(mask.sum()), 0.0, trigger.converged, trigger.epochs,
+                            trigger.final_cost)
+    grown.attack_success = trigger_success(model, xf, grown)
+    return grown
 
 
 def neural_cleanse(model: nn.Module, x: torch.Tensor, num_classes: int, cfg: NeuralCleanseConfig | None = None,
@@ -448,11 +455,8 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
         for i, t in enumerate(triggers):
             s = sel == i
             if s.any():
-                if mask_boost > 1:
-                    scale = 1 + (mask_boost - 1) * torch.rand(int(s.sum()), generator=g)
-                    images[s] = t.apply(images[s], scale)
-                else:
-                    images[s] = t.apply(images[s])
+                scale = 1 + (mask_boost - 1) * torch.rand(int(s.sum()), generator=g) if mask_boost > 1 else None
+                images[s] = t.apply(images[s], scale)
         return images, labels_b
 
     return finetune(model, x, y, cfg, progress=progress, desc=desc, batch_hook=hook)
