@@ -8,7 +8,8 @@ Every defense runs with its defaults (``backdoorlab list --defaults``); ``nc-unl
 Cleanse unlearning with ``stamp=per-batch`` instead of the paper's fixed stamped subset, and
 ``nc-unlearning-boost`` adds ``mask_boost=3`` (stamped masks strengthened by a random factor in [1, 3]) and
 ``nc-unlearning-complete`` also ``complete_steps=200`` (the reversed trigger grown towards its strongest version
-before stamping) (VARIANTS).
+before stamping); ``nc-unlearning-grow`` is the boost with ``grow_gain=0.5`` instead (neighbouring pixels added
+one by one while each raises the target margin by 0.5 logits) (VARIANTS).
 
 The suspects come from the attacks benchmark's output (``--models``, e.g. bench-out/attacks-mnist); missing
 second suspects are trained here. Results go to OUT/results.json after every cell; a rerun resumes.
@@ -28,18 +29,21 @@ import sys
 import time
 
 DEFENSES = ("finetune", "fst", "fine-pruning", "anp", "nc-unlearning", "nc-unlearning-per-batch",
-            "nc-unlearning-boost", "nc-unlearning-complete", "i-bau", "noise", "mode-connectivity", "mode-connectivity-two")
+            "nc-unlearning-boost", "nc-unlearning-complete", "nc-unlearning-grow", "i-bau", "noise", "mode-connectivity",
+            "mode-connectivity-two")
 VARIANTS = {  # benchmark column -> (repairer, options other than its defaults)
     "nc-unlearning-per-batch": ("nc-unlearning", {"stamp": "per-batch"}),
     "nc-unlearning-boost": ("nc-unlearning", {"stamp": "per-batch", "mask_boost": 3.0}),
     "nc-unlearning-complete": ("nc-unlearning", {"stamp": "per-batch", "mask_boost": 3.0, "complete_steps": 200}),
+    "nc-unlearning-grow": ("nc-unlearning", {"stamp": "per-batch", "mask_boost": 3.0, "grow_gain": 0.5}),
     "mode-connectivity-two": ("mode-connectivity", {}),  # with a second suspect model
 }
 ROWS = ("clean", "badnets", "blended", "dynamic", "badnets-all-to-all", "weight-perturbation")
 LABELS = {"finetune": "fine-tuning", "fst": "FST", "fine-pruning": "fine-pruning", "anp": "ANP", "nc-unlearning": "NC unlearning",
           "nc-unlearning-per-batch": "NC unlearning, per-batch stamping",
           "nc-unlearning-boost": "NC unlearning, per-batch, mask boost 3",
-          "nc-unlearning-complete": "NC unlearning, per-batch, boost 3, completed trigger", "i-bau": "I-BAU",
+          "nc-unlearning-complete": "NC unlearning, per-batch, boost 3, completed trigger",
+          "nc-unlearning-grow": "NC unlearning, per-batch, boost 3, grown trigger", "i-bau": "I-BAU",
           "noise": "weight noise", "mode-connectivity": "mode conn., 1 model",
           "mode-connectivity-two": "mode conn., 2 models"}
 

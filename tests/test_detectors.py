@@ -174,7 +174,7 @@ def test_unlearning_mask_boost(nc_badnets, models, budget, monkeypatch):
 def test_trigger_completion_grows_a_partial_trigger(models, budget, digits, nc_badnets):
     """Started from one pixel of the real 2x2 trigger at half strength, completion grows the mask over the real
     trigger (the target margin rewards it) without covering the image, and leaves the model unchanged."""
-    from backdoorlab.defenses.neural_cleanse import ReversedTrigger, complete_trigger, nc_unlearning
+    from backdoorlab.defenses.neural_cleanse import ReversedTrigger, complete_trigger
     model = models["badnets"]
     mask, _ = models["attack"].backdoor.trigger.mask_and_pattern(digits.test_x.shape[1:])
     real = mask[0, 0] > 0
@@ -200,11 +200,49 @@ def test_trigger_completion_grows_a_partial_trigger(models, budget, digits, nc_b
             complete_trigger(model, budget.x, start, cfg, **bad)
     with pytest.raises(BackdoorlabError, match="completion"):
         UnlearningConfig(complete_steps=-1)
-    # the repairer records the completed trigger it stamped
-    _, info = nc_unlearning(model, budget, UnlearningConfig(steps=5, complete_steps=20, nc_epochs=6,
-                                                            nc_batches_per_epoch=2, nc_batch_size=32),
-                            progress=False)
-    assert [c["label"] for c in info["completed"]] == info["unlearned_labels"]
+    _records_each_unlearned_label(model, budget, "completed", complete_steps=20)
+
+
+def test_trigger_growth_adds_the_missing_pixels_of_a_partial_trigger(models, budget, digits, nc_badnets):
+    """Started from two of the real 2x2 trigger's four pixels, growth stamps the other two (each raises the target
+    margin) and nothing else; the model is left unchanged."""
+    from backdoorlab.defenses.neural_cleanse import ReversedTrigger, grow_trigger
+    model = models["badnets"]
+    mask, pattern = models["attack"].backdoor.trigger.mask_and_pattern(digits.test_x.shape[1:])
+    real = mask[0, 0] > 0
+    rows, cols = torch.nonzero(real, as_tuple=True)
+    part = torch.zeros(1, 8, 8)
+    part[0, rows[:2], cols[:2]] = 1.0
+    start = ReversedTrigger(TARGET, part, pattern[0].clone(), 2.0, 0.0, True, 1, 1e-3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    others = budget.x[budget.y != TARGET]
+    grown, added = grow_trigger(model, others, start, min_gain=0.5)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters()) and not model.training
+    assert {(a["row"], a["column"]) for a in added} == set(zip(rows[2:].tolist(), cols[2:].tolist()))
+    assert torch.equal(grown.mask[0] > 0.5, real) and grown.l1 == pytest.approx(4.0)
+    margins = [a["margin"] for a in added]
+    assert margins == sorted(margins)  # each pixel raised the margin
+    assert grown.attack_success > 0.9
+    # a gain nothing reaches adds nothing and hands the trigger back as it was
+    assert grow_trigger(model, others, start, min_gain=1e6) == (start, [])
+    # max_pixels stops it early, and it takes the best pixel first
+    one, first = grow_trigger(model, others, start, min_gain=0.5, max_pixels=1)
+    assert first == added[:1] and one.l1 == pytest.approx(3.0)
+    for bad in (dict(min_gain=0.0), dict(min_gain=float("nan")), dict(support=1.0), dict(max_pixels=-1)):
+        with pytest.raises(BackdoorlabError, match="growth"):
+            grow_trigger(model, others, start, **bad)
+    with pytest.raises(BackdoorlabError, match="growth gain"):
+        UnlearningConfig(grow_gain=-1.0)
+    _records_each_unlearned_label(model, budget, "grown", grow_gain=0.5)
+
+
+def _records_each_unlearned_label(model, budget, key, **options):
+    """A short nc-unlearning run with ``options``: its report's ``key`` has one entry per unlearned label."""
+    from backdoorlab.defenses.neural_cleanse import nc_unlearning
+    _, info = nc_unlearning(model, budget, UnlearningConfig(steps=5, nc_epochs=6, nc_batches_per_epoch=2,
+                                                            nc_batch_size=32, **options), progress=False)
+    assert [c["label"] for c in info[key]] == info["unlearned_labels"]
 
 
 def test_neural_cleanse_errors(budget):

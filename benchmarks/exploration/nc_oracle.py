@@ -4,7 +4,8 @@ For each draw of the clean budget: reverse-engineer the triggers as ``nc-unlearn
 label and how much of the real trigger the reversed mask covers, then unlearn with (a) the reversed trigger and
 (b) the real trigger, recorded in the suspect's sidecar (an oracle: the defender never has it), with the same
 recipe and stamping (``-o mask_boost=K`` applies to both; the real trigger's mask is already 1;
-``-o complete_steps=N`` grows the reversed trigger first and reports how much of the real one it then covers),
+``-o complete_steps=N`` grows the reversed trigger first and reports how much of the real one it then covers;
+``-o grow_gain=G`` grows it pixel by pixel, before any completion, and reports the same),
 and score both on the test set. If the oracle leaves as much of the backdoor as the reversed trigger does, a better reversal
 cannot help; if it leaves much less, the reversal is what falls short.
 
@@ -36,7 +37,7 @@ def main():
 
     from backdoorlab.budget import clean_budget, default_holdout
     from backdoorlab.data import load_dataset
-    from backdoorlab.defenses.neural_cleanse import (ReversedTrigger, complete_trigger, neural_cleanse,
+    from backdoorlab.defenses.neural_cleanse import (ReversedTrigger, complete_trigger, grow_trigger, neural_cleanse,
                                                      neural_cleanse_unlearn, trigger_success)
     from backdoorlab.defenses.repair import repairer_config
     from backdoorlab.errors import BackdoorlabError
@@ -81,6 +82,11 @@ def main():
         row = {"budget_seed": seed, "flagged": result.flagged_labels, "label": int(label),
                "anomaly_index": result.anomaly_index, "real_pixels": int(real.sum()), **_cover(rev, real)}
         fires = {"reversed": rev, "real": oracle, "real grown by 1 pixel": grown}
+        if cfg.grow_gain:  # -o grow_gain=G: the reversed arm stamps the grown trigger
+            rev, added = grow_trigger(model, budget.x[budget.y != rev.label], rev, min_gain=cfg.grow_gain,
+                                      seed=cfg.seed)
+            row["grown"] = {**_cover(rev, real), "pixels_added": added}
+            fires["grown"] = rev
         if cfg.complete_steps:  # -o complete_steps=N: the reversed arm stamps the completed trigger
             rev = complete_trigger(model, budget.x, rev, cfg.nc_config(), steps=cfg.complete_steps)
             row["completed"] = _cover(rev, real)
@@ -99,7 +105,7 @@ def main():
     print(f"\n| budget seed | flagged label | real-trigger pixels the mask covers (> 0.5) | mask L1 (outside the "
           f"trigger) | reversed: CA / ASR | oracle: CA / ASR |\n| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        c = r.get("completed")
+        c = r.get("completed") or r.get("grown")
         then = f" -> {c['real_pixels_over_half']}" if c else ""
         then_l1 = f" -> {c['mask_l1']:.1f} ({c['mask_mass_outside']:.1f})" if c else ""
         print(f"| {r['budget_seed']} | {r['label']} | {r['real_pixels_over_half']}{then} of {r['real_pixels']} | "
