@@ -93,6 +93,8 @@ def main():
             fires["completed"] = rev
         # how often each trigger sends the non-target test images to the target label
         row["fires"] = {name: trigger_success(model, others, t) for name, t in fires.items()}
+        # and by how much: the target's mean logit margin over the same images
+        row["margin"] = {name: _margin(model, others, t) for name, t in fires.items()}
         for name, trig in () if args.masks_only else (("reversed", rev), ("oracle", oracle)):
             repaired = neural_cleanse_unlearn(model, budget.x, budget.y, cfg.train_config(), triggers=[trig],
                                               fraction=cfg.fraction, stamp=cfg.stamp,
@@ -115,6 +117,17 @@ def main():
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps({"model": args.model, "options": args.options, "rows": rows},
                                                      indent=1))
+
+
+def _margin(model, x, trigger, batch_size: int = 500) -> float:
+    """Mean target logit margin (target minus the largest other logit) of float images ``x`` stamped with
+    ``trigger``."""
+    import torch
+    from backdoorlab.defenses.neural_cleanse import _target_gap
+    model.eval()
+    with torch.no_grad():
+        return float(torch.cat([_target_gap(model(trigger.apply(xb)), trigger.label)
+                                for xb in x.split(batch_size)]).mean())
 
 
 def _cover(trigger, real) -> dict:
