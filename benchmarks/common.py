@@ -99,3 +99,17 @@ def load_saved_curve(run, bn_augment: str = "auto", progress: bool = False):
         p.data.copy_(control[name])
     return types.SimpleNamespace(config=config, dataset=ds, loaded=loaded, sanitizer=sanitizer, budget=budget,
                                  fit_part=fit_part, val_part=val_part, curve=curve)
+
+
+def load_patch_suspect(model_dir: str, dataset_name: str):
+    """``(dataset, model, meta, backdoor)`` for a suspect whose sidecar records a patch-trigger backdoor (one with
+    ``mask_and_pattern``), the oracle the exploration scripts compare against; a BackdoorlabError otherwise."""
+    from backdoorlab.data import load_dataset
+    from backdoorlab.errors import BackdoorlabError
+    from backdoorlab.pipeline import backdoor_of, load_for
+    dataset = load_dataset(dataset_name)
+    model, meta = load_for(model_dir, dataset)
+    backdoor = backdoor_of(meta)
+    if backdoor is None or not hasattr(backdoor.trigger, "mask_and_pattern"):
+        raise BackdoorlabError(f"{model_dir} records no patch-trigger backdoor to use as the oracle")
+    return dataset, model, meta, backdoor

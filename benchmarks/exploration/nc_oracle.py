@@ -36,16 +36,16 @@ def main():
     args = ap.parse_args()
 
     from backdoorlab.budget import clean_budget, default_holdout
-    from backdoorlab.data import load_dataset
     from backdoorlab.defenses.neural_cleanse import (ReversedTrigger, complete_trigger, grow_trigger, neural_cleanse,
-                                                     neural_cleanse_unlearn, trigger_success)
+                                                     neural_cleanse_unlearn, trigger_gaps, trigger_success)
     from backdoorlab.defenses.repair import repairer_config
     from backdoorlab.errors import BackdoorlabError
     from backdoorlab.metrics import evaluate
     from backdoorlab.cli import _parse_options
-    from backdoorlab.pipeline import backdoor_of, load_for
     from backdoorlab.train import to_float
     import torch.nn.functional as F
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    from common import load_patch_suspect
 
     try:
         options = _parse_options(args.options, "nc-unlearning")
@@ -53,11 +53,7 @@ def main():
         if ignored:  # both arms unlearn one trigger once; these options would silently not apply
             raise BackdoorlabError(f"nc_oracle.py does not apply {', '.join(ignored)}")
         cfg = repairer_config("nc-unlearning", **options)
-        dataset = load_dataset(args.dataset)
-        model, meta = load_for(args.model, dataset)
-        backdoor = backdoor_of(meta)
-        if backdoor is None or not hasattr(backdoor.trigger, "mask_and_pattern"):
-            raise BackdoorlabError(f"{args.model} records no patch-trigger backdoor to use as the oracle")
+        dataset, model, meta, backdoor = load_patch_suspect(args.model, args.dataset)
     except BackdoorlabError as e:
         sys.exit(f"error: {e}")
     target = int(backdoor.target)
@@ -94,7 +90,7 @@ def main():
         # how often each trigger sends the non-target test images to the target label
         row["fires"] = {name: trigger_success(model, others, t) for name, t in fires.items()}
         # and by how much: the target's mean logit margin over the same images
-        row["margin"] = {name: _margin(model, others, t) for name, t in fires.items()}
+        row["margin"] = {name: float(trigger_gaps(model, others, t).mean()) for name, t in fires.items()}
         for name, trig in () if args.masks_only else (("reversed", rev), ("oracle", oracle)):
             repaired = neural_cleanse_unlearn(model, budget.x, budget.y, cfg.train_config(), triggers=[trig],
                                               fraction=cfg.fraction, stamp=cfg.stamp,
@@ -117,17 +113,6 @@ def main():
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps({"model": args.model, "options": args.options, "rows": rows},
                                                      indent=1))
-
-
-def _margin(model, x, trigger, batch_size: int = 500) -> float:
-    """Mean target logit margin (target minus the largest other logit) of float images ``x`` stamped with
-    ``trigger``."""
-    import torch
-    from backdoorlab.defenses.neural_cleanse import _target_gap
-    model.eval()
-    with torch.no_grad():
-        return float(torch.cat([_target_gap(model(trigger.apply(xb)), trigger.label)
-                                for xb in x.split(batch_size)]).mean())
 
 
 def _cover(trigger, real) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import sys
 
 
@@ -26,21 +27,16 @@ def main():
     args = ap.parse_args()
 
     import torch
-    from backdoorlab.data import load_dataset
-    from backdoorlab.defenses.neural_cleanse import ReversedTrigger, _target_gap
+    from backdoorlab.defenses.neural_cleanse import ReversedTrigger, trigger_gaps
     from backdoorlab.errors import BackdoorlabError
-    from backdoorlab.pipeline import backdoor_of, load_for
     from backdoorlab.train import to_float
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    from common import load_patch_suspect
 
     try:
-        dataset = load_dataset(args.dataset)
-        model, meta = load_for(args.model, dataset)
-        backdoor = backdoor_of(meta)
-        if backdoor is None or not hasattr(backdoor.trigger, "mask_and_pattern"):
-            raise BackdoorlabError(f"{args.model} records no patch-trigger backdoor")
+        dataset, model, _, backdoor = load_patch_suspect(args.model, args.dataset)
     except BackdoorlabError as e:
         sys.exit(f"error: {e}")
-    model.eval()
     target = int(backdoor.target)
     mask, pattern = backdoor.trigger.mask_and_pattern(dataset.test_x.shape[1:])
     mask, pattern = mask[0], pattern[0]
@@ -58,9 +54,7 @@ def main():
             m[:, i, j] = 1.0
             if mask[0, i, j] == 0:
                 p[:, i, j] = colour
-        t = ReversedTrigger(target, m, p, float(m.sum()), 0.0, True, 0, 0.0)
-        with torch.no_grad():
-            gap = torch.cat([_target_gap(model(t.apply(xb)), target) for xb in x.split(500)])
+        gap = trigger_gaps(model, x, ReversedTrigger(target, m, p, float(m.sum()), 0.0, True, 0, 0.0))
         return {"pixels": len(pixels), "fires": round(float((gap > 0).float().mean()), 4),
                 "margin": round(float(gap.mean()), 2)}
 

@@ -319,6 +319,14 @@ def trigger_success(model: nn.Module, x: torch.Tensor, trigger: ReversedTrigger,
     return float((pred == trigger.label).float().mean())
 
 
+def trigger_gaps(model: nn.Module, x: torch.Tensor, trigger: ReversedTrigger, batch_size: int = 500) -> torch.Tensor:
+    """Per image of ``x`` (uint8 or float (N, C, H, W)) stamped with ``trigger``: ``model``'s (in eval mode, left
+    unchanged) ``trigger.label`` logit minus its largest other logit, (N,)."""
+    xf = to_float(x)
+    with torch.no_grad(), _frozen(model):
+        return torch.cat([_target_gap(model(trigger.apply(xb)), trigger.label) for xb in xf.split(batch_size)])
+
+
 def complete_trigger(model: nn.Module, x: torch.Tensor, trigger: ReversedTrigger, cfg: NeuralCleanseConfig, *,
                      steps: int = 200, margin: float = 10.0, cost_factor: float = 1.0,
                      generator: torch.Generator | None = None) -> ReversedTrigger:
@@ -403,33 +411,33 @@ def grow_trigger(model: nn.Module, x: torch.Tensor, trigger: ReversedTrigger, *,
     colour = (p * m).sum((1, 2)) / m.sum()
     limit = int(sup.sum()) if max_pixels is None else max_pixels
 
-    def score(mask, pattern):
-        with torch.no_grad():
-            return float(torch.cat([_target_gap(model((1 - mask) * xb + mask * pattern), trigger.label)
-                                    for xb in xf.split(batch_size)]).mean())
+    def stamped(mask, pattern) -> ReversedTrigger:
+        return ReversedTrigger(trigger.label, mask.reshape(trigger.mask.shape), pattern, float(mask.sum()), 0.0,
+                               trigger.converged, trigger.epochs, trigger.final_cost)
+
+    def score(mask, pattern) -> float:
+        return float(trigger_gaps(model, xf, stamped(mask, pattern), batch_size).mean())
 
     added = []
-    with _frozen(model):
-        base = score(m, p)
-        while len(added) < limit:
-            ring = F.max_pool2d(sup[None, None].float(), 3, 1, 1)[0, 0].bool() & ~sup
-            best = None
-            for i, j in ring.nonzero().tolist():
-                m2, p2 = m.clone(), p.clone()
-                m2[:, i, j] = 1.0
-                p2[:, i, j] = colour
-                g = score(m2, p2)
-                if best is None or g > best[0]:
-                    best = (g, i, j, m2, p2)
-            if best is None or best[0] - base < min_gain:
-                break
-            base, i, j, m, p = best
-            sup[i, j] = True
-            added.append({"row": i, "column": j, "margin": round(base, 4)})
+    base = score(m, p)
+    while len(added) < limit:
+        ring = F.max_pool2d(sup[None, None].float(), 3, 1, 1)[0, 0].bool() & ~sup
+        best = None
+        for i, j in ring.nonzero().tolist():
+            m2, p2 = m.clone(), p.clone()
+            m2[:, i, j] = 1.0
+            p2[:, i, j] = colour
+            g = score(m2, p2)
+            if best is None or g > best[0]:
+                best = (g, i, j, m2, p2)
+        if best is None or best[0] - base < min_gain:
+            break
+        base, i, j, m, p = best
+        sup[i, j] = True
+        added.append({"row": i, "column": j, "margin": round(base, 4)})
     if not added:
         return trigger, []
-    grown = ReversedTrigger(trigger.label, m.reshape(trigger.mask.shape), p, float(m.sum()), 0.0, trigger.converged,
-                            trigger.epochs, trigger.final_cost)
+    grown = stamped(m, p)
     grown.attack_success = trigger_success(model, xf, grown)
     return grown, added
 
