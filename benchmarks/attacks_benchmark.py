@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import time
 
 from backdoorlab.attacks import (FaultInjectionConfig, TriggerlessAttack, WeightPerturbationConfig,
                                  make_poisoning_attack)
 from backdoorlab.augment import sanitizer_augmentation
+from backdoorlab.budget import default_holdout
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses import SanitizerConfig
-from backdoorlab.pipeline import backdoor_of, load_for, model_attack_run, sanitize_run, train_defaults, train_run
+from backdoorlab.pipeline import (SECOND_ENDPOINT_DIR, backdoor_of, load_for, model_attack_run, sanitize_run,
+                                 second_endpoint_record, train_defaults, train_run)
 from backdoorlab.train import TrainConfig
 from common import machine, open_results
 
@@ -63,6 +66,10 @@ def main():
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--no-clean", action="store_true",
                     help="do not train the clean reference model (data-poisoning attacks only; no CA drop column)")
+    ap.add_argument("--second-endpoints", nargs="*", default=[], metavar="DIR",
+                    help="other benchmark outputs whose sanitized-*/second-endpoint models may be reused (this "
+                         "run's own are always tried): a scratch endpoint made for the same budget, architecture "
+                         "and recipe is the same model whatever the suspect, so it is trained once")
     args = ap.parse_args()
     if args.no_clean and set(args.attacks) & set(MODEL_ATTACKS):
         ap.error(f"--no-clean: the model attacks ({', '.join(MODEL_ATTACKS)}) start from the clean model")
@@ -127,17 +134,31 @@ def main():
             tick = time.time()
             cfg = SanitizerConfig(steps=args.steps, second_steps=args.steps, augment=aug)
             _, meta = load_for(str(out / name), ds)
+            reuse = reusable_second_endpoint([out, *map(pathlib.Path, args.second_endpoints)], budget, meta, ds, cfg)
             r = sanitize_run(ds, [str(out / name)], budget, str(out / f"sanitized-{name}-{budget}"), cfg,
-                             backdoor=backdoor_of(meta), progress=args.progress)
+                             backdoor=backdoor_of(meta), progress=args.progress, reuse_second_endpoint=reuse)
             mid = min(r["path"], key=lambda p: abs(p["t"] - 0.5))
             entry["sanitized"][str(budget)] = {
                 "t": r["t"], "clean_accuracy": r["clean_accuracy"], "attack_success_rate": r["attack_success_rate"],
                 "mid": {"t": mid["t"], "clean_accuracy": mid["clean_accuracy"],
                         "attack_success_rate": mid.get("attack_success_rate")},
-                "second_endpoint": r["endpoints"][-1], "wall_seconds": round(time.time() - tick, 1)}
+                "second_endpoint": r["endpoints"][-1], "reused_second_endpoint": r["reused_second_endpoint"],
+                "wall_seconds": round(time.time() - tick, 1)}
             print(f"sanitized {name} @ {budget}: t={r['t']} CA={r['clean_accuracy']:.4f} "
                   f"ASR={r['attack_success_rate']:.4f}", flush=True)
             save()
+
+
+def reusable_second_endpoint(roots, budget: int, meta: dict, ds, cfg) -> str | None:
+    """The first ``ROOT/sanitized-*-BUDGET/second-endpoint`` made for this budget, architecture and recipe."""
+    record = second_endpoint_record(meta, ds.name, budget, 0, (meta.get("holdout") or {}).get(
+        "size", default_holdout(ds.name)), cfg)
+    for root in roots:
+        for d in sorted(root.glob(f"sanitized-*-{budget}/{SECOND_ENDPOINT_DIR}")):
+            saved = json.loads((d / "model.json").read_text()).get("provenance", {}).get("second_endpoint")
+            if saved == record:
+                return str(d)
+    return None
 
 
 if __name__ == "__main__":

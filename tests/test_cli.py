@@ -165,3 +165,62 @@ def test_one_model_second_endpoint_row_is_the_made_model(trained, capsys):
     # the second endpoint evaluated with its own batch-norm statistics is close to the path's t = 1 point
     # (same weights, statistics re-estimated on the fit part); the suspect's statistics would be far off
     assert abs(made[0]["clean_accuracy"] - path["path"][-1]["clean_accuracy"]) < 0.05
+
+
+def test_reused_second_endpoint_gives_the_same_sanitized_model(trained, capsys):
+    root, (m1, m2) = trained
+    saved = root / "san1" / "second-endpoint"
+    meta = json.loads((saved / "model.json").read_text())
+    assert meta["provenance"]["second_endpoint"]["method"] == "scratch"
+    # the saved endpoint is the path's t = 1 model: its own evaluation is the made endpoint's row
+    made = [e for e in json.loads((root / "san1" / "path.json").read_text())["endpoints"] if "made_by" in e][0]
+    assert meta["metrics"]["clean_accuracy"] == made["clean_accuracy"]
+    # another suspect on the same budget and recipe: reusing the endpoint must give what training it again gives
+    args = ["--dataset", "digits", "--clean-budget", "300", "--steps", "40", "--grid", "3", "--no-progress", "--json"]
+    code, out, err = run(capsys, "sanitize", str(m2), "--out", str(root / "fresh"), *args)
+    assert code == 0, err
+    fresh = json.loads(out)
+    code, out, err = run(capsys, "sanitize", str(m2), "--out", str(root / "reused"), "--reuse-second-endpoint",
+                         str(root / "san1"), *args)
+    assert code == 0, err
+    reused = json.loads(out)
+    assert reused["t"] == fresh["t"] and reused["path"] == fresh["path"]
+    assert (root / "reused" / "model.safetensors").read_bytes() == (root / "fresh" / "model.safetensors").read_bytes()
+    config = json.loads((root / "reused" / "config.json").read_text())
+    assert config["reused_second_endpoint"] == str(root / "san1")
+    # made for another budget, another recipe, or not a second endpoint at all: a one-line error
+    for extra, match in [(["--clean-budget", "200"], "clean_budget 300 there, 200 here"),
+                         (["--steps", "30"], "steps 40 there, 30 here")]:
+        bad = args + extra
+        code, _, err = run(capsys, "sanitize", str(m2), "--out", str(root / "bad"), "--reuse-second-endpoint",
+                           str(saved), *bad)
+        assert code != 0 and match in err and "Traceback" not in err
+    code, _, err = run(capsys, "sanitize", str(m2), "--out", str(root / "bad"), "--reuse-second-endpoint", str(m1),
+                       *args)
+    assert code != 0 and "not a second endpoint saved by sanitize" in err
+    code, _, err = run(capsys, "sanitize", str(m1), str(m2), "--out", str(root / "bad"), "--reuse-second-endpoint",
+                       str(saved), *args)
+    assert code != 0 and "one suspect model, but two were given" in err
+    assert not (root / "bad").exists()
+
+
+def test_attacks_benchmark_finds_a_matching_second_endpoint(trained, tmp_path):
+    import pathlib
+    import shutil
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+    from attacks_benchmark import reusable_second_endpoint
+    from backdoorlab.augment import sanitizer_augmentation
+    from backdoorlab.data import load_dataset
+    from backdoorlab.defenses import SanitizerConfig
+    root, (_, m2) = trained
+    run_dir = tmp_path / "sanitized-badnets-300"
+    shutil.copytree(root / "san1" / "second-endpoint", run_dir / "second-endpoint")
+    ds = load_dataset("digits")
+    meta = json.loads((m2 / "model.json").read_text())
+    cfg = SanitizerConfig(steps=40, second_steps=40, grid=3, augment=sanitizer_augmentation("digits"))
+    assert reusable_second_endpoint([tmp_path], 300, meta, ds, cfg) == str(run_dir / "second-endpoint")
+    assert reusable_second_endpoint([tmp_path], 200, meta, ds, cfg) is None  # another budget: no such run
+    other = SanitizerConfig(steps=30, second_steps=30, grid=3, augment=sanitizer_augmentation("digits"))
+    assert reusable_second_endpoint([tmp_path], 300, meta, ds, other) is None  # another recipe
+    assert reusable_second_endpoint([tmp_path], 300, {**meta, "arch_args": {**meta["arch_args"], "dropout": 0.3}},
+                                    ds, cfg) is None  # another architecture (a dropout model, say)

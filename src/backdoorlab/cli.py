@@ -287,6 +287,9 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
                    "for cifar10, else affine).")
 @click.option("--second-endpoint", default="scratch", show_default=True,
               help="With one model: how to make the second endpoint (scratch, distill or finetune).")
+@click.option("--reuse-second-endpoint", "reuse", default=None, type=click.Path(),
+              help="With one model: the second endpoint an earlier sanitize run saved (OUT/second-endpoint, or that "
+                   "OUT) on the same budget and recipe; skips training it again (scratch only; checked).")
 @click.option("--tolerance", default=0.04, show_default=True, type=float,
               help="Clean-accuracy tolerance of the t-selection rule (fraction).")
 @click.option("--grid", default=11, show_default=True, type=int, help="Number of t values evaluated on [0, 1].")
@@ -301,13 +304,15 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @data_dir_option
 @progress_option
-def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_size, augment, second_endpoint,
+def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_size, augment, second_endpoint, reuse,
              tolerance, grid, refine_steps, refine_guard, backdoor_spec, seed, budget_seed, as_json, data_dir, no_progress):
     """Remove a backdoor from one or two suspect models with a learned curve in weight space.
 
     Writes OUT/model.safetensors + model.json (the sanitized model), OUT/path.json, OUT/path.png,
-    OUT/curve.safetensors (the trained control point) and OUT/config.json. The trigger is never used to
-    choose the model; --attack only adds the ASR column to the report.
+    OUT/curve.safetensors (the trained control point) and OUT/config.json; with one model also
+    OUT/second-endpoint (the model it made for t = 1, reusable with --reuse-second-endpoint for other suspects
+    on the same budget). The trigger is never used to choose the model; --attack only adds the ASR column to the
+    report.
     """
     from .augment import sanitizer_augmentation
     from .defenses import SanitizerConfig
@@ -324,7 +329,7 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
                           refine_steps=refine_steps, refine_guard=refine_guard, seed=seed)
     atk = _make_attack(backdoor_spec, ds)
     summary = sanitize_run(ds, list(model_dirs), budget, out, cfg, backdoor=atk.backdoor if atk else None,
-                           budget_seed=budget_seed, progress=not no_progress)
+                           budget_seed=budget_seed, progress=not no_progress, reuse_second_endpoint=reuse)
     if as_json:
         click.echo(json.dumps({k: summary[k] for k in ("t", "clean_accuracy", "attack_success_rate", "path",
                                                        "refined_steps", "refine_check")} | {"out": out}))

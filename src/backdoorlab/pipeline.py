@@ -129,9 +129,47 @@ def resolve_bn_augment(cfg: SanitizerConfig, meta: dict) -> SanitizerConfig:
     return dataclasses.replace(cfg, bn_augment=trained if trained in AUGMENTATIONS else "none")
 
 
+SECOND_ENDPOINT_DIR = "second-endpoint"
+
+
+def second_endpoint_record(meta: dict, dataset_name: str, budget_size: int, budget_seed: int, holdout: int,
+                           cfg: SanitizerConfig) -> dict:
+    """Everything a scratch-trained second endpoint depends on: the architecture, the budget (which images, how
+    they are split) and the training recipe, not the suspect. Saved with the endpoint, compared on reuse."""
+    return {"method": cfg.second_endpoint, "dataset": dataset_name, "arch": meta["arch"],
+            "arch_args": meta.get("arch_args") or {}, "clean_budget": budget_size, "budget_seed": budget_seed,
+            "holdout": holdout, "val_fraction": cfg.val_fraction, "min_val": cfg.min_val, "steps": cfg.second_steps,
+            "lr": cfg.second_lr, "weight_decay": cfg.weight_decay, "batch_size": cfg.batch_size,
+            "augment": cfg.augment, "seed": cfg.seed}
+
+
+def load_second_endpoint(path: str, dataset, record: dict) -> torch.nn.Module:
+    """Load a second endpoint saved by an earlier :func:`sanitize_run` (its ``second-endpoint`` directory, or the
+    run's directory holding it) and check it was made for ``record``'s budget and recipe."""
+    d = pathlib.Path(path)
+    if (d / SECOND_ENDPOINT_DIR / "model.json").exists():  # the sanitize run's directory
+        d = d / SECOND_ENDPOINT_DIR
+    model, meta = load_for(str(d), dataset)
+    saved = (meta.get("provenance") or {}).get("second_endpoint")
+    if saved is None:
+        raise BackdoorlabError(f"{d} is not a second endpoint saved by sanitize (no provenance.second_endpoint "
+                               f"record in its model.json)")
+    diff = sorted(k for k in set(saved) | set(record) if saved.get(k) != record.get(k))
+    if diff:
+        raise BackdoorlabError(f"second endpoint {d} was made for another budget or recipe: " + ", ".join(
+            f"{k} {saved.get(k)!r} there, {record.get(k)!r} here" for k in diff))
+    return model
+
+
 def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg: SanitizerConfig,
-                 backdoor=None, budget_seed: int = 0, progress: bool = True) -> dict:
-    """Sanitize one or two suspect checkpoints; write the model, path.json, path.png, curve and config to ``out``."""
+                 backdoor=None, budget_seed: int = 0, progress: bool = True,
+                 reuse_second_endpoint: str | None = None) -> dict:
+    """Sanitize one or two suspect checkpoints; write the model, path.json, path.png, curve and config to ``out``.
+
+    With one suspect the second endpoint the sanitizer makes is saved too (``out/second-endpoint``);
+    ``reuse_second_endpoint`` (such a directory, or the run directory holding it) skips training it again when
+    it was made for the same budget and recipe (checked; scratch-trained endpoints only).
+    """
     if not 1 <= len(model_dirs) <= 2:
         raise BackdoorlabError(f"sanitize takes one or two models, got {len(model_dirs)}")
     loaded = [load_for(p, dataset) for p in model_dirs]
@@ -148,9 +186,18 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
     factory = lambda: create_model(arch, **args)  # noqa: E731
     sanitizer = ModeConnectivitySanitizer(cfg, factory, progress=progress)
     test = (dataset.test_x, dataset.test_y)
+    record = second_endpoint_record(metas[0], dataset.name, budget_size, budget_seed, holdout, cfg)
+    reused = None
+    if reuse_second_endpoint is not None:
+        if len(loaded) == 2:
+            raise BackdoorlabError("a second endpoint to reuse applies to one suspect model, but two were given")
+        if cfg.second_endpoint != "scratch":
+            raise BackdoorlabError(f"only a scratch-trained second endpoint can be reused (it does not depend on the "
+                                   f"suspect); this run makes it by {cfg.second_endpoint!r}")
+        reused = load_second_endpoint(reuse_second_endpoint, dataset, record)
     endpoints = [evaluate(m, *test, backdoor, dataset.num_classes) for m, _ in loaded]
     result = sanitizer.sanitize(loaded[0][0], budget, loaded[1][0] if len(loaded) == 2 else None, test=test,
-                                backdoor=backdoor, num_classes=dataset.num_classes)
+                                backdoor=backdoor, num_classes=dataset.num_classes, second_model=reused)
     final = evaluate(result.model, *test, backdoor, dataset.num_classes)
     if result.second_endpoint is not None:
         endpoints.append(evaluate(result.second_model, *test, backdoor, dataset.num_classes)
@@ -159,6 +206,7 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
     out_dir.mkdir(parents=True, exist_ok=True)
     config = {"command": "sanitize", "models": [str(p) for p in model_dirs], "dataset": dataset.name,
               "clean_budget": budget_size, "budget_seed": budget_seed, "holdout": holdout,
+              "reused_second_endpoint": str(reuse_second_endpoint) if reused is not None else None,
               "sanitizer": cfg.to_dict(), "evaluated_backdoor": backdoor.to_dict() if backdoor else None,
               "backdoorlab_version": __version__}
     refined_steps = cfg.refine_steps if result.refined else 0
@@ -170,6 +218,7 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
                "curve": cfg.curve, "rule": f"farthest t from the suspect endpoint(s) with validation accuracy within "
                                            f"{cfg.ca_tolerance:.3f} of the best on the path",
                "refined_steps": refined_steps, "refine_check": result.refine_check,
+               "reused_second_endpoint": config["reused_second_endpoint"],
                "seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "path": result.path}
     meta = {"arch": arch, "arch_args": args, "dataset": dataset.name, "class_names": metas[0].get("class_names"),
             "input_shape": metas[0].get("input_shape"), "seed": cfg.seed, "holdout": metas[0].get("holdout"),
@@ -181,6 +230,11 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
                                          "refine_check": result.refine_check}},
             "metrics": final}
     save_checkpoint(result.model, out_dir, meta)
+    if result.second_model is not None and cfg.second_endpoint == "scratch":  # reusable on the same budget
+        save_checkpoint(result.second_model, out_dir / SECOND_ENDPOINT_DIR,
+                        {k: meta[k] for k in ("arch", "arch_args", "dataset", "class_names", "input_shape", "holdout")}
+                        | {"seed": cfg.seed, "provenance": {"second_endpoint": record},
+                           "metrics": {k: v for k, v in endpoints[-1].items() if k != "made_by"}})
     control = {k: v.detach().contiguous() for k, v in zip(result.curve.names, result.curve.control)}
     with atomic_path(out_dir / "curve.safetensors") as tmp:
         safetensors.torch.save_file(control, str(tmp), metadata={"curve": cfg.curve})

@@ -273,10 +273,15 @@ class ModeConnectivitySanitizer:
                 "n_val": len(val_part)}
 
     def sanitize(self, suspect: nn.Module, budget: CleanBudget, suspect_b: nn.Module | None = None, *, test=None,
-                 backdoor=None, num_classes: int | None = None) -> SanitizeResult:
+                 backdoor=None, num_classes: int | None = None, second_model: nn.Module | None = None
+                 ) -> SanitizeResult:
         """Sanitize ``suspect`` (and ``suspect_b``, if two suspect models are given) with the clean ``budget``.
 
         ``test`` (x, y) and ``backdoor`` are for reporting the path only; they never influence the choice of t.
+        ``second_model`` (one suspect only) is a second endpoint this sanitizer made earlier with the same
+        configuration on the same budget (``"scratch"``: it does not depend on the suspect); it is used instead
+        of training the same model again. The caller vouches for the match (:func:`backdoorlab.pipeline.sanitize_run`
+        checks the record saved with it).
         """
         cfg, seconds = self.config, {}
         fit_part, val_part = self.split_budget(budget)
@@ -284,9 +289,17 @@ class ModeConnectivitySanitizer:
         second, made = None, None
         if suspect_b is None:
             second = cfg.second_endpoint
-            suspect_b = made = self.make_second_endpoint(suspect, fit_part)
+            if second_model is not None:
+                if cfg.second_endpoint != "scratch":
+                    raise BackdoorlabError(f"only a scratch-trained second endpoint can be reused (it does not depend "
+                                           f"on the suspect); this configuration makes it by {cfg.second_endpoint!r}")
+                suspect_b = made = second_model
+            else:
+                suspect_b = made = self.make_second_endpoint(suspect, fit_part)
             seconds["second_endpoint"] = time.time() - tick
             tick = time.time()
+        elif second_model is not None:
+            raise BackdoorlabError("a second endpoint to reuse applies to one suspect model, but two were given")
         curve = self.fit_curve(suspect, suspect_b, fit_part)
         seconds["curve"] = time.time() - tick
         tick = time.time()
