@@ -18,7 +18,8 @@ from backdoorlab.errors import BackdoorlabError
 from backdoorlab.models import create_model
 from backdoorlab.pipeline import train_defaults, train_run
 from backdoorlab.train import TrainConfig
-from backdoorlab.triggers import BlendTrigger, PatchTrigger, RandomPatchTrigger, border_locations, trigger_from_dict
+from backdoorlab.triggers import (BlendTrigger, PatchTrigger, RandomPatchTrigger, border_locations, deal_locations,
+                                 trigger_from_dict)
 
 
 class Fixed(nn.Module):
@@ -97,6 +98,23 @@ def test_border_locations_ring():
     ring = border_locations(28, 28, 4, 1)
     assert len(ring) == len(set(ring)) == 16
     assert all(r in (1, 21) or c in (1, 21) for r, c in ring)
+
+
+@pytest.mark.parametrize("shape,n", [((32, 32), 3), ((28, 28), 3), ((32, 32), 2), ((28, 28), 4)])
+def test_dealt_locations_keep_each_target_under_a_horizontal_flip(shape, n):
+    ring = border_locations(*shape, 4, 1)
+    sets = deal_locations(ring, n)
+    assert sorted(p for s in sets for p in s) == sorted(ring)  # every location, once
+    assert all(sets) and max(map(len, sets)) - min(map(len, sets)) <= 2
+    cols = sorted({c for _, c in ring})
+    for s in sets:  # the mirror image of every location of a target is a location of the same target
+        assert {(r, cols[0] + cols[-1] - c) for r, c in s} == set(s)
+    # dealt one at a time (the earlier default), a flip sent most locations to another target's
+    single = [ring[i::n] for i in range(n)]
+    owner = {p: i for i, s in enumerate(single) for p in s}
+    assert sum(owner[(r, cols[0] + cols[-1] - c)] != owner[(r, c)] for r, c in ring) >= len(ring) // 2
+    with pytest.raises(BackdoorlabError, match="targets need"):
+        deal_locations(ring, len(ring))
 
 
 # -------------------------------------------------------------------------------------------- poisoning

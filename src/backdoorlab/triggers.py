@@ -285,3 +285,29 @@ def parse_position(text: str) -> str | tuple[int, int]:
     except ValueError:
         raise BackdoorlabError(f"trigger position must be one of {valid_names(CORNERS)} or ROW,COL, got {text!r}")
     return row, col
+
+
+def deal_locations(ring: list[tuple[int, int]], n: int) -> list[list[tuple[int, int]]]:
+    """Deal the ``ring`` of :func:`border_locations` out between ``n`` targets, a location and its mirror image
+    (the same row, the column reflected across the ring) always to the same target, so that a victim's horizontal
+    flip moves each target's trigger onto another location of that target, never onto another target's. Groups
+    go round-robin in ring order. (Dealt one location at a time, neighbours alternate between targets and a flip
+    sends most of them to another target's location: a CIFAR-10 resnet20 trained on such data with flips learned
+    the trigger but sent it to the wrong target; docs/benchmarks.md.)"""
+    cols = sorted({c for _, c in ring})
+    on_ring = set(ring)
+    groups, seen = [], set()
+    for r, c in ring:
+        if (r, c) in seen:
+            continue
+        m = (r, cols[len(cols) - 1 - cols.index(c)])
+        group = [(r, c)] + ([m] if m != (r, c) and m in on_ring else [])
+        seen.update(group)
+        groups.append(group)
+    if n > len(groups):
+        raise BackdoorlabError(f"{n} targets need {n} trigger locations (mirror pairs) but the image border has "
+                               f"only {len(groups)}")
+    sets: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    for i, group in enumerate(groups):
+        sets[i % n].extend(group)
+    return sets

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import BackdoorlabError, valid_names
-from ..triggers import BlendTrigger, PatchTrigger, RandomPatchTrigger, border_locations
+from ..triggers import BlendTrigger, PatchTrigger, RandomPatchTrigger, border_locations, deal_locations
 from .backdoor import Backdoor, MultiBackdoor
 
 
@@ -165,11 +165,7 @@ def make_poisoning_attack(name: str, *, target: int | list[int] = 0, mode: str =
             if len(sets) != len(targets):
                 raise BackdoorlabError(f"{len(targets)} targets need {len(targets)} location sets, got {len(sets)}")
         else:
-            ring = border_locations(image_shape[1], image_shape[2], size, margin)
-            if len(targets) > len(ring):
-                raise BackdoorlabError(f"{len(targets)} targets need {len(targets)} trigger locations but a "
-                                       f"{size}x{size} trigger has only {len(ring)} around the image border")
-            sets = [ring[i::len(targets)] for i in range(len(targets))]
+            sets = deal_locations(border_locations(image_shape[1], image_shape[2], size, margin), len(targets))
         parts = []
         for i, t in enumerate(targets):
             args = dict(trigger_args, locations=sets[i])
