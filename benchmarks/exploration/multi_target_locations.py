@@ -26,7 +26,7 @@ from backdoorlab.pipeline import backdoor_of, load_for
 from backdoorlab.triggers import RandomPatchTrigger
 
 
-def location_table(model, backdoor, x, y, width: int) -> list[dict]:
+def location_table(model, backdoor, x, y) -> list[dict]:
     parts = backdoor.parts
     if len(parts) < 2 or any(not isinstance(p.trigger, RandomPatchTrigger) for p in parts):
         raise BackdoorlabError("the model's sidecar records no multi-target dynamic (random-patch) backdoor")
@@ -60,7 +60,7 @@ def main() -> None:
         ds = load_dataset(args.dataset)
         model, meta = load_for(args.model, ds)
         x, y = ds.test_x[:args.n_images], ds.test_y[:args.n_images]
-        rows = location_table(model, backdoor_of(meta), x, y, ds.image_size[1])
+        rows = location_table(model, backdoor_of(meta), x, y)
     except BackdoorlabError as e:
         ap.exit(2, f"error: {e}\n")
     print("| target | location (row, col) | to its target | to another target | clean prediction kept | "
