@@ -188,12 +188,7 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
     test = (dataset.test_x, dataset.test_y)
     record = second_endpoint_record(metas[0], dataset.name, budget_size, budget_seed, holdout, cfg)
     reused = None
-    if reuse_second_endpoint is not None:
-        if len(loaded) == 2:
-            raise BackdoorlabError("a second endpoint to reuse applies to one suspect model, but two were given")
-        if cfg.second_endpoint != "scratch":
-            raise BackdoorlabError(f"only a scratch-trained second endpoint can be reused (it does not depend on the "
-                                   f"suspect); this run makes it by {cfg.second_endpoint!r}")
+    if reuse_second_endpoint is not None:  # the sanitizer refuses it with two suspects or a non-scratch method
         reused = load_second_endpoint(reuse_second_endpoint, dataset, record)
     endpoints = [evaluate(m, *test, backdoor, dataset.num_classes) for m, _ in loaded]
     result = sanitizer.sanitize(loaded[0][0], budget, loaded[1][0] if len(loaded) == 2 else None, test=test,
