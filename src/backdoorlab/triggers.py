@@ -294,13 +294,14 @@ def deal_locations(ring: list[tuple[int, int]], n: int) -> list[list[tuple[int, 
     go round-robin in ring order. (Dealt one location at a time, neighbours alternate between targets and a flip
     sends most of them to another target's location: a CIFAR-10 resnet20 trained on such data with flips learned
     the trigger but sent it to the wrong target; docs/benchmarks.md.)"""
-    cols = sorted({c for _, c in ring})
+    cols = [c for _, c in ring]
+    reflect = min(cols) + max(cols)  # a column c and its mirror image reflect - c
     on_ring = set(ring)
     groups, seen = [], set()
     for r, c in ring:
         if (r, c) in seen:
             continue
-        m = (r, cols[len(cols) - 1 - cols.index(c)])
+        m = (r, reflect - c)
         group = [(r, c)] + ([m] if m != (r, c) and m in on_ring else [])
         seen.update(group)
         groups.append(group)
