@@ -47,8 +47,19 @@ def main():
                     help="BadNets patch value: one number for every channel or one per channel, e.g. 1,0,1 (magenta)")
     ap.add_argument("--endpoint-seeds", type=int, nargs="+", default=[1, 2],
                     help="which endpoints to train (1 2; one each lets two processes share the work)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a SanitizerConfig field for the sanitizer variants (repeatable), e.g. --set curve_mixup=1")
+    ap.add_argument("--tag", default="",
+                    help="suffix of the variants' result keys and output folders (runs with other settings side by side)")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
+    overrides = {}
+    for pair in args.overrides:
+        k, sep, v = pair.partition("=")
+        if not sep or k not in SanitizerConfig.__dataclass_fields__:
+            ap.error(f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(SanitizerConfig.__dataclass_fields__)}")
+        overrides[k] = type(getattr(SanitizerConfig, k))(v) if not isinstance(getattr(SanitizerConfig, k), bool) \
+            else v.lower() in ("1", "true", "yes")
     out, results, save = open_results(args.out)
     results.update(dataset=args.dataset, arch=args.arch, machine=machine())
     ds = load_dataset(args.dataset)
@@ -79,7 +90,7 @@ def main():
         results.setdefault("defenses", {})
         for budget in args.budgets:
             for variant in args.variants:
-                key = f"{variant}@{budget}"
+                key = f"{variant}{args.tag}@{budget}"
                 tick = time.time()
                 if variant == "finetune":
                     steps = args.finetune_steps or args.steps
@@ -95,9 +106,9 @@ def main():
                         kw["init"] = "scratch"
                     if variant in ("two-polychain", "two-polychain-scratch"):
                         kw["curve"] = "polychain"
-                    cfg = SanitizerConfig(**kw)
+                    cfg = SanitizerConfig(**{**kw, **overrides})
                     models = [str(out / "endpoint-1")] + ([str(out / "endpoint-2")] if variant != "one" else [])
-                    r = sanitize_run(ds, models, budget, str(out / f"sanitized-{variant}-{budget}"), cfg,
+                    r = sanitize_run(ds, models, budget, str(out / f"sanitized-{variant}{args.tag}-{budget}"), cfg,
                                      progress=args.progress)
                     r = {**r, "config": cfg.to_dict()}
                 r["wall_seconds"] = round(time.time() - tick, 1)

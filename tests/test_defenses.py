@@ -415,3 +415,24 @@ def test_repair_mode_connectivity_reports_the_refine_guard(suspect, budget):
     assert check["accepted"] == (check["val_accuracy_after_trial"] > check["val_accuracy_before"])
     assert info["refined"] == check["accepted"]
     json.dumps(info)  # goes into report.json as it is
+
+
+def test_sanitizer_curve_mixup_is_seeded_changes_the_curve_and_is_validated(suspect, budget):
+    import copy
+    import dataclasses
+    from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
+    model = suspect[0]
+    other = copy.deepcopy(model)
+    base = SanitizerConfig(steps=12, grid=3, batch_size=64, refine_steps=0)
+    san = ModeConnectivitySanitizer(base, progress=False)
+    fit_part, _ = san.split_budget(budget)
+    plain = san.fit_curve(model, other, fit_part)
+    mixed = [ModeConnectivitySanitizer(dataclasses.replace(base, curve_mixup=1.0), progress=False).fit_curve(
+        model, other, fit_part) for _ in range(2)]
+    pc, m0, m1 = (list(c.control) for c in (plain, *mixed))
+    assert all(torch.equal(a, b) for a, b in zip(m0, m1))  # seeded: the same control point twice
+    assert any(not torch.equal(a, b) for a, b in zip(pc, m0))  # and not the curve trained without mixup
+    with pytest.raises(BackdoorlabError, match="curve mixup must be >= 0"):
+        SanitizerConfig(curve_mixup=-0.5)
+    with pytest.raises(BackdoorlabError, match="cannot be combined"):
+        SanitizerConfig(curve_mixup=1.0, curve_distill=0.5)

@@ -29,6 +29,7 @@ import copy
 import time
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -67,6 +68,7 @@ class SanitizerConfig:
     distill_temperature: float = 4.0
     distill_alpha: float = 0.9
     curve_distill: float = 0.0  # weight of distillation from the endpoints' mean prediction in the curve loss
+    curve_mixup: float = 0.0  # mixup of the curve's training batches: Beta(a, a) mixing weights (0: off)
     bn_augment: str = "auto"  # augmentation of the budget images batch norm is re-estimated on (see bn_data)
     refine_steps: int = 600  # after choosing an interior t: fine-tune that model on the whole budget (fit + val)
     refine_lr: float = 0.01
@@ -89,6 +91,10 @@ class SanitizerConfig:
             raise BackdoorlabError(f"clean-accuracy tolerance must be >= 0, got {self.ca_tolerance}")
         if self.refine_steps < 0:
             raise BackdoorlabError(f"refine steps must be >= 0, got {self.refine_steps}")
+        if self.curve_mixup < 0:
+            raise BackdoorlabError(f"curve mixup must be >= 0 (0: off), got {self.curve_mixup}")
+        if self.curve_mixup > 0 and self.curve_distill > 0:
+            raise BackdoorlabError("curve mixup and curve distillation cannot be combined; set one of them to 0")
         if self.bn_augment != "auto" and self.bn_augment not in AUGMENTATIONS:
             raise BackdoorlabError(f"unknown batch-norm augmentation {self.bn_augment!r}; "
                                    f"valid: {valid_names(AUGMENTATIONS)}")
@@ -207,9 +213,16 @@ class ModeConnectivitySanitizer:
 
         teachers = [start.eval(), end.eval()]
         temp, alpha = cfg.distill_temperature, cfg.curve_distill
+        mix = np.random.default_rng(cfg.seed + 5)
 
         def loss_fn(xb, yb):
             t = torch.rand(1, generator=g).item()
+            if cfg.curve_mixup > 0:  # a convex mix of two images, scored against both labels in proportion
+                lam = float(mix.beta(cfg.curve_mixup, cfg.curve_mixup))
+                other = torch.randperm(len(yb), generator=g)
+                logits = curve(lam * xb + (1 - lam) * xb[other], t)
+                loss = lam * F.cross_entropy(logits, yb) + (1 - lam) * F.cross_entropy(logits, yb[other])
+                return loss, logits
             logits = curve(xb, t)
             loss = F.cross_entropy(logits, yb)
             if alpha > 0:
