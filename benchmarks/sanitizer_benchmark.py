@@ -58,8 +58,11 @@ def main():
         k, sep, v = pair.partition("=")
         if not sep or k not in SanitizerConfig.__dataclass_fields__:
             ap.error(f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(SanitizerConfig.__dataclass_fields__)}")
-        overrides[k] = type(getattr(SanitizerConfig, k))(v) if not isinstance(getattr(SanitizerConfig, k), bool) \
-            else v.lower() in ("1", "true", "yes")
+        default = getattr(SanitizerConfig, k)
+        try:
+            overrides[k] = v.lower() in ("1", "true", "yes") if isinstance(default, bool) else type(default)(v)
+        except ValueError:
+            ap.error(f"--set {pair!r}: {k} takes a {type(default).__name__}")
     out, results, save = open_results(args.out)
     results.update(dataset=args.dataset, arch=args.arch, machine=machine())
     ds = load_dataset(args.dataset)
