@@ -68,14 +68,16 @@ def load_saved_curve(run, bn_augment: str = "auto", progress: bool = False):
     """Rebuild a saved two-model sanitizer run (a ``sanitize`` output directory with config.json and
     curve.safetensors): its data set, endpoints, sanitizer, budget and trained curve. The curve's training does not
     depend on batch-norm re-estimation or on the refine step, so this is the curve a rerun with the same seeds
-    trains. Returns a namespace with ``config, dataset, loaded, sanitizer, budget, fit_part, val_part, curve``."""
+    trains. Returns a namespace with ``config, dataset, loaded, sanitizer, budget, fit_part, val_part, curve`` and
+    ``dev``: the indices of the development images (the held-out pool outside the budget: never the budget, never
+    the test set)."""
     import json
     import sys
     import types
 
     import safetensors.torch
 
-    from backdoorlab.budget import clean_budget
+    from backdoorlab.budget import clean_budget, holdout_split
     from backdoorlab.curves import Curve
     from backdoorlab.data import load_dataset
     from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
@@ -97,8 +99,10 @@ def load_saved_curve(run, bn_augment: str = "auto", progress: bool = False):
     control = safetensors.torch.load_file(str(run / "curve.safetensors"))
     for name, p in zip(curve.names, curve.control):
         p.data.copy_(control[name])
+    _, pool = holdout_split(len(ds.train_y), config["holdout"])
+    dev = pool[~torch.isin(pool, budget.indices)]
     return types.SimpleNamespace(config=config, dataset=ds, loaded=loaded, sanitizer=sanitizer, budget=budget,
-                                 fit_part=fit_part, val_part=val_part, curve=curve)
+                                 fit_part=fit_part, val_part=val_part, curve=curve, dev=dev)
 
 
 def load_patch_suspect(model_dir: str, dataset_name: str):

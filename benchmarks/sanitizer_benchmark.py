@@ -14,8 +14,10 @@ import time
 
 from backdoorlab.attacks import make_poisoning_attack
 from backdoorlab.augment import sanitizer_augmentation
+from backdoorlab.cli import _parse_options
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses import SanitizerConfig
+from backdoorlab.errors import BackdoorlabError
 from backdoorlab.pipeline import finetune_run, sanitize_run, train_defaults, train_run
 from backdoorlab.train import TrainConfig
 from common import machine, open_results
@@ -53,16 +55,10 @@ def main():
                     help="suffix of the variants' result keys and output folders (runs with other settings side by side)")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
-    overrides = {}
-    for pair in args.overrides:
-        k, sep, v = pair.partition("=")
-        if not sep or k not in SanitizerConfig.__dataclass_fields__:
-            ap.error(f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(SanitizerConfig.__dataclass_fields__)}")
-        default = getattr(SanitizerConfig, k)
-        try:
-            overrides[k] = v.lower() in ("1", "true", "yes") if isinstance(default, bool) else type(default)(v)
-        except ValueError:
-            ap.error(f"--set {pair!r}: {k} takes a {type(default).__name__}")
+    try:  # typed like SanitizerConfig's fields, with the CLI's -o parser
+        overrides = _parse_options(args.overrides, "the sanitizer", SanitizerConfig().to_dict())
+    except BackdoorlabError as e:
+        ap.error(f"--set: {e}")
     out, results, save = open_results(args.out)
     results.update(dataset=args.dataset, arch=args.arch, machine=machine())
     ds = load_dataset(args.dataset)

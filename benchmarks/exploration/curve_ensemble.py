@@ -22,7 +22,6 @@ from torch import nn
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from common import load_saved_curve  # noqa: E402
 
-from backdoorlab.budget import holdout_split  # noqa: E402
 from backdoorlab.metrics import accuracy, evaluate, predict  # noqa: E402
 from backdoorlab.pipeline import backdoor_of  # noqa: E402
 
@@ -45,8 +44,7 @@ def main():
     args = ap.parse_args()
     saved = load_saved_curve(args.run)
     ds, sanitizer = saved.dataset, saved.sanitizer
-    _, pool = holdout_split(len(ds.train_y), saved.config["holdout"])
-    dev = pool[~torch.isin(pool, saved.budget.indices)]
+    dev = saved.dev
     backdoor = backdoor_of(saved.loaded[0][1])
     bn_data = sanitizer.bn_data(saved.fit_part)
     models = {}

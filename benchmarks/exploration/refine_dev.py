@@ -23,12 +23,9 @@ import pathlib
 import sys
 import time
 
-import torch
-
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from common import load_saved_curve  # noqa: E402
 
-from backdoorlab.budget import holdout_split  # noqa: E402
 from backdoorlab.metrics import accuracy, evaluate, predict  # noqa: E402
 from backdoorlab.pipeline import backdoor_of  # noqa: E402
 
@@ -46,8 +43,7 @@ def main():
     ds, sanitizer, budget = saved.dataset, saved.sanitizer, saved.budget
     if args.lr is not None:
         sanitizer.config = dataclasses.replace(sanitizer.config, refine_lr=args.lr)
-    _, pool = holdout_split(len(ds.train_y), saved.config["holdout"])
-    dev = pool[~torch.isin(pool, budget.indices)]
+    dev = saved.dev
     backdoor = backdoor_of(saved.loaded[0][1])
     print(f"{run}: t = {t}, {len(dev)} development images", flush=True)
     for steps in steps_list:
