@@ -35,7 +35,7 @@ def table(res: dict) -> str:
     for key in sorted(defenses, key=lambda k: (int(k.split("@")[1]), list(names).index(k.split("@")[0]))):
         variant, budget = key.split("@")
         r = defenses[key]
-        t = "-" if r.get("t") is None else f"{r['t']:.2f}"
+        t = "-" if r.get("t") is None else " and ".join(f"{u:.2f}" for u in r.get("ensemble") or [r["t"]])
         lines.append(f"| {names[variant]} | {budget} | {t} | {pct(r['clean_accuracy'])} | "
                      f"{pct(r['attack_success_rate'])} | {pct(r.get('robust_accuracy'))} | {r['wall_seconds']:.0f} s |")
         if variant == "one":

@@ -112,8 +112,8 @@ def main():
                     r = {**r, "config": cfg.to_dict()}
                 r["wall_seconds"] = round(time.time() - tick, 1)
                 results["defenses"][key] = r
-                print(f"{key}: t={r.get('t')} CA={r['clean_accuracy']:.4f} ASR={r['attack_success_rate']:.4f} "
-                      f"({r['wall_seconds']:.0f} s)", flush=True)
+                print(f"{key}: t={r.get('t')} ensemble={r.get('ensemble')} CA={r['clean_accuracy']:.4f} "
+                      f"ASR={r['attack_success_rate']:.4f} ({r['wall_seconds']:.0f} s)", flush=True)
                 save()
     save()
 

@@ -436,3 +436,80 @@ def test_sanitizer_curve_mixup_is_seeded_changes_the_curve_and_is_validated(susp
         SanitizerConfig(curve_mixup=-0.5)
     with pytest.raises(BackdoorlabError, match="cannot be combined"):
         SanitizerConfig(curve_mixup=1.0, curve_distill=0.5)
+
+
+def _symmetric_path(monkeypatch):
+    """Make the sanitizer's path score t = 0.25 and 0.75 alike on validation (0.5 out of tolerance), with the lower
+    loss at 0.75: the rule's two candidates, as on CIFAR-10's two-model paths."""
+    from backdoorlab.defenses import ModeConnectivitySanitizer
+    real = ModeConnectivitySanitizer.path
+
+    def path(self, *args, **kwargs):
+        rows = real(self, *args, **kwargs)
+        for r, acc, loss in zip(rows, [0.99, 0.97, 0.90, 0.97, 0.99], [0.1, 0.40, 0.9, 0.35, 0.1]):
+            r["val_accuracy"], r["val_loss"] = acc, loss
+        return rows
+
+    monkeypatch.setattr(ModeConnectivitySanitizer, "path", path)
+
+
+def test_sanitizer_exports_the_mean_of_two_equally_far_candidates(suspect, budget, monkeypatch):
+    import copy
+    import dataclasses
+    from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
+    from backdoorlab.models import Ensemble
+    _symmetric_path(monkeypatch)
+    model = suspect[0]
+    other = copy.deepcopy(model)
+    cfg = SanitizerConfig(steps=20, grid=5, batch_size=64, ca_tolerance=0.02, refine_steps=0)
+    san = ModeConnectivitySanitizer(cfg, progress=False)
+    result = san.sanitize(model, budget, other)
+    assert result.t == 0.75 and result.ensemble_ts == [0.75, 0.25] and isinstance(result.model, Ensemble)
+    fit_part, _ = san.split_budget(budget)
+    members = [result.curve.model_at(t, bn_data=san.bn_data(fit_part)) for t in (0.75, 0.25)]
+    x = budget.x[:20].float() / 255
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x).exp(), torch.stack([m(x).softmax(1) for m in members]).mean(0))
+    single = ModeConnectivitySanitizer(dataclasses.replace(cfg, ensemble=False), progress=False).sanitize(
+        model, budget, other)
+    assert single.t == 0.75 and single.ensemble_ts is None and not isinstance(single.model, Ensemble)
+    one = san.sanitize(model, budget)  # one suspect: no two points are equally far from it
+    assert one.ensemble_ts is None
+    # the refine step trains the ensemble as one model (its averaged output), both members
+    refined = ModeConnectivitySanitizer(dataclasses.replace(cfg, refine_steps=10, refine_guard=False),
+                                        progress=False).sanitize(model, budget, other)
+    assert refined.refined and isinstance(refined.model, Ensemble)
+    for i in range(2):
+        before, after = result.model.members[i].state_dict(), refined.model.members[i].state_dict()
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_sanitize_cli_writes_an_ensemble_that_loads_and_evaluates(suspect, tmp_path, capsys, monkeypatch):
+    _symmetric_path(monkeypatch)
+    _, _, m1 = suspect
+    out = tmp_path / "ens"
+    args = ["sanitize", str(m1), str(m1), "--dataset", "digits", "--clean-budget", "300", "--steps", "20", "--grid",
+            "5", "--tolerance", "0.02", "--refine-steps", "0", "--no-progress"]
+    assert main(args + ["--out", str(out), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["t"] == 0.75 and r["ensemble"] == [0.75, 0.25]
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["arch"] == "ensemble" and meta["arch_args"]["member"] == "small-cnn"
+    assert meta["provenance"]["sanitized"]["ensemble"] == [0.75, 0.25]
+    assert json.loads((out / "path.json").read_text())["ensemble"] == [0.75, 0.25]
+    assert main(["evaluate", str(out), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["clean_accuracy"] == pytest.approx(r["clean_accuracy"])
+    assert ev["attack_success_rate"] == pytest.approx(r["attack_success_rate"])
+    # defenses that edit a network's layers say they cannot handle an ensemble, in one line
+    for defense in ("fine-pruning", "fst"):
+        assert main(["repair", defense, str(out), "--dataset", "digits", "--clean-budget", "300", "--out",
+                     str(tmp_path / defense), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+    assert main(args + ["--out", str(tmp_path / "one"), "--no-ensemble"]) == 0
+    text = capsys.readouterr().out
+    assert "sanitized (t = 0.75)" in text
+    assert json.loads((tmp_path / "one" / "model.json").read_text())["arch"] == "small-cnn"
+    assert main(args + ["--out", str(tmp_path / "two")]) == 0
+    assert "t = 0.75 and 0.25 (averaged)" in capsys.readouterr().out

@@ -14,7 +14,8 @@ def test_demo_end_to_end(tmp_path, capsys):
         assert set(e) == {"clean_accuracy", "attack_success_rate"}
         assert e["attack_success_rate"] > 0.5  # the backdoor is planted
     s = report["sanitized"]
-    assert set(s) == {"t", "clean_accuracy", "attack_success_rate"}
+    assert set(s) == {"t", "ensemble", "clean_accuracy", "attack_success_rate"}
+    assert s["ensemble"] is None or (len(s["ensemble"]) == 2 and s["ensemble"][0] == s["t"])
     assert 0.0 < s["t"] < 1.0
     # the sanitizer removes most of the backdoor (the benchmark checks the tighter targets)
     assert s["attack_success_rate"] < 0.5 * min(e["attack_success_rate"] for e in report["endpoints"])

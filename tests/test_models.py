@@ -102,3 +102,37 @@ def test_mean_std_length_mismatch(kwargs):
 def test_bad_arguments(kwargs):
     with pytest.raises(BackdoorlabError):
         create_model("resnet20", **kwargs)
+
+
+def test_ensemble_averages_softmax_and_round_trips_through_a_checkpoint(tmp_path):
+    from backdoorlab.models import Ensemble, load_checkpoint, save_checkpoint
+    torch.manual_seed(0)
+    members = [create_model("small-cnn", num_classes=4, in_channels=1, input_size=(12, 12), dropout=0.2).eval()
+               for _ in range(2)]
+    with torch.no_grad():
+        for m in members:  # distinct batch-norm statistics per member
+            m.train()(torch.rand(8, 1, 12, 12) * (1 + len(m.arch)))
+            m.eval()
+    ens = Ensemble(members).eval()
+    x = torch.rand(5, 1, 12, 12)
+    with torch.no_grad():
+        want = torch.stack([m(x).softmax(1) for m in members]).mean(0)
+        out = ens(x)
+    torch.testing.assert_close(out.exp(), want)
+    torch.testing.assert_close(out.softmax(1), want)  # log-probabilities: valid logits
+    assert ens.arch == "ensemble" and ens.arch_args["member"] == "small-cnn" and ens.arch_args["size"] == 2
+    assert ens.arch_args["member_args"] == {"dropout": 0.2, "dropout_at_inference": False}
+    save_checkpoint(ens, tmp_path / "ens", {"dataset": "digits"})
+    loaded, meta = load_checkpoint(tmp_path / "ens")
+    assert meta["arch"] == "ensemble" and isinstance(loaded, Ensemble) and len(loaded.members) == 2
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), out)
+    assert "ensemble" not in list_models()  # made by the sanitizer, not offered for training
+    with pytest.raises(BackdoorlabError, match="needs member="):
+        create_model("ensemble", num_classes=4)
+    with pytest.raises(BackdoorlabError, match="size >= 2"):
+        create_model("ensemble", member="small-cnn", size=1)
+    with pytest.raises(BackdoorlabError, match="at least two members"):
+        Ensemble(members[:1])
+    with pytest.raises(BackdoorlabError, match="unknown architecture 'nope'"):
+        create_model("ensemble", member="nope")

@@ -4,7 +4,7 @@ import torch
 from backdoorlab.attacks import Backdoor, BadNets, make_poisoning_attack
 from backdoorlab.augment import augment, random_elastic, sanitizer_augmentation
 from backdoorlab.budget import clean_budget, holdout_split
-from backdoorlab.defenses.mode_connectivity import select_t, select_t_from_rows
+from backdoorlab.defenses.mode_connectivity import select_t, select_t_from_rows, select_ts
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import accuracy, attack_success_rate, robust_accuracy
 from backdoorlab.triggers import PatchTrigger, parse_position, trigger_from_dict
@@ -131,6 +131,17 @@ def test_select_t_rule():
     for r in rows:  # rows from an older path.json, without losses
         r.pop("val_loss")
     assert select_t_from_rows(rows, tolerance=0.02) == 0.25
+
+
+def test_select_ts_gives_the_candidates_equally_far_from_the_suspects():
+    ts = [0, 0.25, 0.5, 0.75, 1]
+    tie = [0.99, 0.97, 0.90, 0.97, 0.99]
+    assert select_ts(ts, tie, tolerance=0.02, val_loss=[0.1, 0.40, 0.9, 0.35, 0.1]) == [0.75, 0.25]  # choice first
+    assert select_ts(ts, tie, tolerance=0.02) == [0.25, 0.75]
+    assert select_ts(ts, [0.99, 0.98, 0.90, 0.97, 0.99], tolerance=0.02) == [0.25, 0.75]  # accuracy tie not needed
+    assert select_ts(ts, [0.99, 0.98, 0.90, 0.96, 0.99], tolerance=0.02) == [0.25]  # 0.75 out of tolerance
+    assert select_ts(ts, [0.99, 0.98, 0.975, 0.98, 0.99], tolerance=0.02) == [0.5]
+    assert select_ts(ts, [0.99, 0.97, 0.90, 0.97, 0.99], suspect_ends=(0,), tolerance=0.02) == [1.0]
 
 
 def test_random_crop_is_a_shift_and_flip_mirrors():

@@ -16,25 +16,12 @@ import pathlib
 import sys
 import time
 
-import torch
-from torch import nn
-
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from common import load_saved_curve  # noqa: E402
 
 from backdoorlab.metrics import accuracy, evaluate, predict  # noqa: E402
+from backdoorlab.models import Ensemble  # noqa: E402
 from backdoorlab.pipeline import backdoor_of  # noqa: E402
-
-
-class MeanSoftmax(nn.Module):
-    """Log of the mean softmax of several models (an ensemble that plugs into the metrics)."""
-
-    def __init__(self, models):
-        super().__init__()
-        self.members = nn.ModuleList(models)
-
-    def forward(self, x):
-        return torch.stack([m(x).softmax(1) for m in self.members]).mean(0).log()
 
 
 def main():
@@ -61,7 +48,7 @@ def main():
     for t in args.ts:
         models[t] = saved.curve.model_at(t, bn_data=bn_data)
         score(f"t = {t}", models[t])
-    score("mean of " + ", ".join(str(t) for t in args.ts), MeanSoftmax(list(models.values())).eval())
+    score("mean of " + ", ".join(str(t) for t in args.ts), Ensemble(list(models.values())).eval())
 
 
 if __name__ == "__main__":

@@ -298,6 +298,10 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
                    "steps (lr 0.01); 0 exports the curve's model as it is.")
 @click.option("--refine-guard/--no-refine-guard", default=True, show_default=True,
               help="Refine only if a trial refine on the fit part raises the validation slice's accuracy.")
+@click.option("--ensemble/--no-ensemble", default=True, show_default=True,
+              help="With two models, when the rule finds two points equally far from them (t and 1 - t): export the "
+                   "mean of both models' softmax outputs (one checkpoint, two networks); --no-ensemble exports the "
+                   "one the tie-breaks prefer.")
 @_backdoor_options
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
@@ -305,7 +309,8 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
 @data_dir_option
 @progress_option
 def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_size, augment, second_endpoint, reuse,
-             tolerance, grid, refine_steps, refine_guard, backdoor_spec, seed, budget_seed, as_json, data_dir, no_progress):
+             tolerance, grid, refine_steps, refine_guard, ensemble, backdoor_spec, seed, budget_seed, as_json, data_dir,
+             no_progress):
     """Remove a backdoor from one or two suspect models with a learned curve in weight space.
 
     Writes OUT/model.safetensors + model.json (the sanitized model), OUT/path.json, OUT/path.png,
@@ -326,13 +331,13 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
         augment = sanitizer_augmentation(ds.name)
     cfg = SanitizerConfig(curve=curve, init=init, steps=steps, second_steps=steps, lr=lr, batch_size=batch_size,
                           augment=augment, second_endpoint=second_endpoint, ca_tolerance=tolerance, grid=grid,
-                          refine_steps=refine_steps, refine_guard=refine_guard, seed=seed)
+                          refine_steps=refine_steps, refine_guard=refine_guard, ensemble=ensemble, seed=seed)
     atk = _make_attack(backdoor_spec, ds)
     summary = sanitize_run(ds, list(model_dirs), budget, out, cfg, backdoor=atk.backdoor if atk else None,
                            budget_seed=budget_seed, progress=not no_progress, reuse_second_endpoint=reuse)
     if as_json:
-        click.echo(json.dumps({k: summary[k] for k in ("t", "clean_accuracy", "attack_success_rate", "path",
-                                                       "refined_steps", "refine_check")} | {"out": out}))
+        click.echo(json.dumps({k: summary[k] for k in ("t", "ensemble", "clean_accuracy", "attack_success_rate",
+                                                       "path", "refined_steps", "refine_check")} | {"out": out}))
         return
     refined = f", then fine-tuned on the whole budget ({summary['refined_steps']} steps)" \
         if summary.get("refined_steps") else ""
@@ -340,8 +345,14 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
     if check and not check["accepted"]:
         refined = (f", not refined (a trial refine on the fit part did not raise validation accuracy: "
                    f"{check['val_accuracy_before']:.2%} -> {check['val_accuracy_after_trial']:.2%})")
-    click.echo(f"sanitized model at t = {summary['t']:.2f}{refined} -> {out}")
+    click.echo(f"sanitized model at {_chosen(summary)}{refined} -> {out}")
     _print_table(summary)
+
+
+def _chosen(summary: dict) -> str:
+    """'t = 0.50', or for an ensemble 't = 0.20 and 0.80 (averaged)'."""
+    ts = summary.get("ensemble") or [summary["t"]]
+    return "t = " + " and ".join(f"{t:.2f}" for t in ts) + (" (averaged)" if len(ts) > 1 else "")
 
 
 def _print_table(summary: dict) -> None:
@@ -349,7 +360,7 @@ def _print_table(summary: dict) -> None:
     for i, e in enumerate(summary["endpoints"]):
         name = f"suspect {i + 1}" if "made_by" not in e else f"second endpoint ({e['made_by']})"
         click.echo(f"  {name:<28} {_pct(e.get('clean_accuracy')):>8} {_pct(e.get('attack_success_rate')):>8}")
-    click.echo(f"  {'sanitized (t = %.2f)' % summary['t']:<28} {_pct(summary['clean_accuracy']):>8} "
+    click.echo(f"  {'sanitized (%s)' % _chosen(summary):<28} {_pct(summary['clean_accuracy']):>8} "
                f"{_pct(summary['attack_success_rate']):>8}")
 
 

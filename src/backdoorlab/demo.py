@@ -42,7 +42,7 @@ def run_demo(out: str, seed: int = 0, progress: bool = True, echo=print) -> dict
     report = {"dataset": "digits", "arch": "small-cnn", "attack": attack.to_dict(), "clean_budget": DEMO_BUDGET,
               "endpoints": [{"clean_accuracy": e["clean_accuracy"], "attack_success_rate": e["attack_success_rate"]}
                             for e in endpoints],
-              "sanitized": {"t": summary["t"], "clean_accuracy": summary["clean_accuracy"],
+              "sanitized": {"t": summary["t"], "ensemble": summary["ensemble"], "clean_accuracy": summary["clean_accuracy"],
                             "attack_success_rate": summary["attack_success_rate"]},
               "path": summary["path"], "seconds": round(time.time() - start, 1)}
     atomic_write_json(out_dir / "report.json", report)
@@ -51,6 +51,7 @@ def run_demo(out: str, seed: int = 0, progress: bool = True, echo=print) -> dict
     for i, e in enumerate(endpoints, 1):
         echo(f"  {'backdoored endpoint %d' % i:<24} {100 * e['clean_accuracy']:6.1f}% {100 * e['attack_success_rate']:6.1f}%")
     s = report["sanitized"]
-    echo(f"  {'sanitized (t = %.2f)' % s['t']:<24} {100 * s['clean_accuracy']:6.1f}% {100 * s['attack_success_rate']:6.1f}%")
+    chosen = " and ".join(f"{t:.2f}" for t in s["ensemble"] or [s["t"]])
+    echo(f"  {'sanitized (t = %s)' % chosen:<24} {100 * s['clean_accuracy']:6.1f}% {100 * s['attack_success_rate']:6.1f}%")
     echo(f"\nwrote {out_dir / 'report.json'} and {out_dir / 'path.png'} in {report['seconds']:.0f} s")
     return report

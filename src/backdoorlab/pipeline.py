@@ -112,6 +112,14 @@ def train_run(dataset, arch: str, cfg: TrainConfig, attack=None, out: str | None
     return model, meta
 
 
+def model_arch(model: torch.nn.Module, arch: str, args: dict) -> tuple[str, dict]:
+    """The (arch, arch_args) to save ``model`` under: its own when it carries them (a sanitizer's
+    :class:`~backdoorlab.models.Ensemble`), else the suspect's ``arch`` / ``args`` it was made from."""
+    if getattr(model, "arch", None) == "ensemble":
+        return model.arch, model.arch_args
+    return arch, args
+
+
 def load_for(path: str, dataset, arch: str | None = None) -> tuple[torch.nn.Module, dict]:
     """Load a checkpoint and check it fits ``dataset`` (named data set and input shape)."""
     model, meta = load_checkpoint(path, arch=arch, dataset=dataset.name)
@@ -205,21 +213,26 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
               "sanitizer": cfg.to_dict(), "evaluated_backdoor": backdoor.to_dict() if backdoor else None,
               "backdoorlab_version": __version__}
     refined_steps = cfg.refine_steps if result.refined else 0
-    summary = {"t": result.t, "clean_accuracy": final["clean_accuracy"],
+    saved_arch, saved_args = model_arch(result.model, arch, args)
+    summary = {"t": result.t, "ensemble": result.ensemble_ts, "clean_accuracy": final["clean_accuracy"],
                "attack_success_rate": final.get("attack_success_rate"),
                "robust_accuracy": final.get("robust_accuracy"),
                "endpoints": [{k: e.get(k) for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy",
                                                       "made_by") if k in e} for e in endpoints],
                "curve": cfg.curve, "rule": f"farthest t from the suspect endpoint(s) with validation accuracy within "
-                                           f"{cfg.ca_tolerance:.3f} of the best on the path",
+                                           f"{cfg.ca_tolerance:.3f} of the best on the path"
+                                           + ("; with two such t, the mean of both models' softmax outputs"
+                                              if cfg.ensemble and result.second_endpoint is None else ""),
                "refined_steps": refined_steps, "refine_check": result.refine_check,
                "reused_second_endpoint": config["reused_second_endpoint"],
                "seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "path": result.path}
-    meta = {"arch": arch, "arch_args": args, "dataset": dataset.name, "class_names": metas[0].get("class_names"),
-            "input_shape": metas[0].get("input_shape"), "seed": cfg.seed, "holdout": metas[0].get("holdout"),
+    meta = {"arch": saved_arch, "arch_args": saved_args, "dataset": dataset.name,
+            "class_names": metas[0].get("class_names"), "input_shape": metas[0].get("input_shape"), "seed": cfg.seed,
+            "holdout": metas[0].get("holdout"),
             "provenance": {**(metas[0].get("provenance") or {}),
                            "sanitized": {"method": "mode-connectivity", "from": [str(p) for p in model_dirs],
-                                         "t": result.t, "curve": cfg.curve, "clean_budget": budget_size,
+                                         "t": result.t, "ensemble": result.ensemble_ts, "curve": cfg.curve,
+                                         "clean_budget": budget_size,
                                          "second_endpoint": result.second_endpoint,
                                          "refined_steps": refined_steps,
                                          "refine_check": result.refine_check}},
@@ -227,7 +240,7 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
     save_checkpoint(result.model, out_dir, meta)
     if result.second_model is not None and cfg.second_endpoint == "scratch":  # reusable on the same budget
         save_checkpoint(result.second_model, out_dir / SECOND_ENDPOINT_DIR,
-                        {k: meta[k] for k in ("arch", "arch_args", "dataset", "class_names", "input_shape", "holdout")}
+                        {"arch": arch, "arch_args": args} | {k: meta[k] for k in ("dataset", "class_names", "input_shape", "holdout")}
                         | {"seed": cfg.seed, "provenance": {"second_endpoint": record},
                            "metrics": {k: v for k, v in endpoints[-1].items() if k != "made_by"}})
     control = {k: v.detach().contiguous() for k, v in zip(result.curve.names, result.curve.control)}
@@ -235,7 +248,7 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
         safetensors.torch.save_file(control, str(tmp), metadata={"curve": cfg.curve})
     atomic_write_json(out_dir / "path.json", summary)
     atomic_write_json(out_dir / "config.json", config)
-    plot_path(result.path, result.t, out_dir / "path.png",
+    plot_path(result.path, result.ensemble_ts or result.t, out_dir / "path.png",
               title=f"{cfg.curve} curve, {dataset.name}, {arch}, clean budget {budget_size}",
               one_suspect=result.second_endpoint is not None)
     return summary
@@ -356,8 +369,9 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
     if out is not None:
         out_dir = pathlib.Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
-        meta = {"arch": arch, "arch_args": args, "dataset": dataset.name, "class_names": metas[0].get("class_names"),
-                "input_shape": metas[0].get("input_shape"), "seed": cfg.seed, "holdout": metas[0].get("holdout"),
+        saved_arch, saved_args = model_arch(model, arch, args)
+        meta = {"arch": saved_arch, "arch_args": saved_args, "dataset": dataset.name,
+                "class_names": metas[0].get("class_names"), "input_shape": metas[0].get("input_shape"), "seed": cfg.seed, "holdout": metas[0].get("holdout"),
                 "provenance": {**(metas[0].get("provenance") or {}),
                                "repaired": {"defense": name, "from": [str(p) for p in model_dirs],
                                             "clean_budget": budget_size,

@@ -10,8 +10,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
 
-def plot_path(rows: list[dict], chosen_t: float, out, title: str = "", one_suspect: bool = False) -> None:
-    """Write a PNG of test CA, ASR (when known) and budget validation accuracy against t, with the chosen t."""
+def plot_path(rows: list[dict], chosen_t, out, title: str = "", one_suspect: bool = False) -> None:
+    """Write a PNG of test CA, ASR (when known) and budget validation accuracy against t, with the chosen t
+    (a number, or a list of the ts whose models the exported ensemble averages)."""
     ts = [r["t"] for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     if "clean_accuracy" in rows[0]:
@@ -20,7 +21,11 @@ def plot_path(rows: list[dict], chosen_t: float, out, title: str = "", one_suspe
         ax.plot(ts, [100 * r["attack_success_rate"] for r in rows], "s-", color="tab:red",
                 label="attack success rate (test)")
     ax.plot(ts, [100 * r["val_accuracy"] for r in rows], ":", color="tab:gray", label="validation accuracy (budget)")
-    ax.axvline(chosen_t, color="k", lw=1, ls="--", label=f"chosen t = {chosen_t:.2f}")
+    chosen = [chosen_t] if isinstance(chosen_t, (int, float)) else list(chosen_t)
+    label = f"chosen t = {chosen[0]:.2f}" if len(chosen) == 1 else \
+        "averaged: t = " + ", ".join(f"{t:.2f}" for t in chosen)
+    for i, t in enumerate(chosen):
+        ax.axvline(t, color="k", lw=1, ls="--", label=label if i == 0 else None)
     ax.set_xlabel("t   (0 = suspect model, 1 = model trained on the clean budget)" if one_suspect
                   else "t   (0 = suspect model 1, 1 = suspect model 2)")
     ax.set_ylabel("%")

@@ -1,7 +1,8 @@
 """One calling convention for every repairer: ``repair(name, suspect, budget, suspect_b=None, **options)``.
 
 Each repairer takes the suspect model(s) and the same :class:`CleanBudget`, knows nothing of the trigger, and
-returns ``(model, info)``: a standalone model of the suspect's architecture and a JSON-able dict saying what it
+returns ``(model, info)``: a standalone model (of the suspect's architecture, or for mode connectivity possibly
+an :class:`~backdoorlab.models.Ensemble` of two models of it) and a JSON-able dict saying what it
 did (layer pruned, threshold chosen, t picked, ...). Options are the fields of the repairer's config dataclass,
 with the papers' defaults; an unknown option is a one-line error listing the valid ones.
 """
@@ -29,7 +30,7 @@ def _finetune(model, budget, cfg: FinetuneConfig, progress=True, **_):
 
 def _mode_connectivity(model, budget, cfg: SanitizerConfig, progress=True, suspect_b=None, model_factory=None):
     result = ModeConnectivitySanitizer(cfg, model_factory, progress=progress).sanitize(model, budget, suspect_b)
-    return result.model, {"t": result.t, "second_endpoint": result.second_endpoint, "path": result.path,
+    return result.model, {"t": result.t, "ensemble": result.ensemble_ts, "second_endpoint": result.second_endpoint, "path": result.path,
                           "refined": result.refined, "refine_check": result.refine_check,
                           "seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "config": cfg.to_dict()}
 

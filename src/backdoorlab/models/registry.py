@@ -16,23 +16,27 @@ from torch import nn
 from backdoorlab.errors import BackdoorlabError, valid_names
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_UNLISTED: set[str] = set()
 
 
-def register_model(name: str) -> Callable:
-    """Decorator registering an architecture builder under ``name``."""
+def register_model(name: str, listed: bool = True) -> Callable:
+    """Decorator registering an architecture builder under ``name``. ``listed=False``: buildable (checkpoints
+    load) but not offered for training by :func:`list_models` (the sanitizer's ensembles)."""
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} is registered twice")
         _REGISTRY[name] = fn
+        if not listed:
+            _UNLISTED.add(name)
         return fn
 
     return decorator
 
 
 def list_models() -> list[str]:
-    """Sorted names of the registered architectures."""
-    return sorted(_REGISTRY)
+    """Sorted names of the architectures that can be trained (the listed ones)."""
+    return sorted(set(_REGISTRY) - _UNLISTED)
 
 
 def _positive_int(value, what: str) -> int:
@@ -75,7 +79,7 @@ def create_model(
     arguments above), ready to go into checkpoint metadata.
     """
     if name not in _REGISTRY:
-        raise BackdoorlabError(f"unknown architecture {name!r}; valid: {valid_names(_REGISTRY)}")
+        raise BackdoorlabError(f"unknown architecture {name!r}; valid: {valid_names(list_models())}")
     builder = _REGISTRY[name]
     num_classes = _positive_int(num_classes, "num_classes")
     in_channels = _positive_int(in_channels, "in_channels")
