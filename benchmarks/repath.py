@@ -27,7 +27,6 @@ def main():
     sys.path.insert(0, str(pathlib.Path(__file__).parent))
     from common import load_saved_curve, machine
 
-    from backdoorlab.defenses import select_t_from_rows
     from backdoorlab.io import atomic_write_json
     from backdoorlab.metrics import evaluate
     from backdoorlab.pipeline import backdoor_of
@@ -39,10 +38,12 @@ def main():
     tick = time.time()
     test = (ds.test_x, ds.test_y)
     rows = sanitizer.path(curve, fit_part, val_part, test, backdoor, ds.num_classes)
-    t = select_t_from_rows(rows, (0.0, 1.0), cfg.ca_tolerance)
-    chosen = next(r for r in rows if r["t"] == t)
+    t, ts, model = sanitizer.choose(curve, rows, fit_part)  # the model a rerun exports, before any refine step
+    chosen = next(r for r in rows if r["t"] == t) if len(ts) == 1 else \
+        evaluate(model, *test, backdoor, ds.num_classes)
     endpoints = [evaluate(m, *test, backdoor, ds.num_classes) for m, _ in loaded]
-    out = {"from": str(args.run), "bn_augment": cfg.bn_augment, "t": t, "clean_accuracy": chosen["clean_accuracy"],
+    out = {"from": str(args.run), "bn_augment": cfg.bn_augment, "t": t, "ensemble": ts if len(ts) > 1 else None,
+           "clean_accuracy": chosen["clean_accuracy"],
            "attack_success_rate": chosen.get("attack_success_rate"), "path": rows,
            "endpoints": [{k: e[k] for k in ("clean_accuracy", "attack_success_rate")} for e in endpoints],
            "seconds": round(time.time() - tick, 1), "machine": machine(),
@@ -53,7 +54,7 @@ def main():
     for r in rows:
         print(f"t={r['t']:.1f} val {r['val_accuracy']:.4f} CA {r['clean_accuracy']:.4f} "
               f"ASR {r.get('attack_success_rate')}")
-    print(f"chosen t = {t}: CA {out['clean_accuracy']:.4f} ASR {out['attack_success_rate']:.4f}")
+    print(f"chosen t = {' + '.join(map(str, sorted(ts)))}: CA {out['clean_accuracy']:.4f} ASR {out['attack_success_rate']:.4f}")
 
 
 if __name__ == "__main__":

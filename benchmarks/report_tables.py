@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import sys
 
+from backdoorlab.report import chosen_text
+
 
 def pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
@@ -35,7 +37,7 @@ def table(res: dict) -> str:
     for key in sorted(defenses, key=lambda k: (int(k.split("@")[1]), list(names).index(k.split("@")[0]))):
         variant, budget = key.split("@")
         r = defenses[key]
-        t = "-" if r.get("t") is None else " and ".join(f"{u:.2f}" for u in r.get("ensemble") or [r["t"]])
+        t = "-" if r.get("t") is None else chosen_text(r["t"], r.get("ensemble"), prefix="")
         lines.append(f"| {names[variant]} | {budget} | {t} | {pct(r['clean_accuracy'])} | "
                      f"{pct(r['attack_success_rate'])} | {pct(r.get('robust_accuracy'))} | {r['wall_seconds']:.0f} s |")
         if variant == "one":
@@ -135,6 +137,7 @@ if __name__ == "__main__":
         print()
         for key in res.get("defenses", {}):
             if not key.startswith("finetune"):
-                print(f"Path of `{key}` (chosen t = {res['defenses'][key]['t']:.2f}):\n")
+                r = res["defenses"][key]
+                print(f"Path of `{key}` (chosen {chosen_text(r['t'], r.get('ensemble'))}):\n")
                 print(path_table(res, key))
                 print()

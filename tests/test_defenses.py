@@ -438,7 +438,7 @@ def test_sanitizer_curve_mixup_is_seeded_changes_the_curve_and_is_validated(susp
         SanitizerConfig(curve_mixup=1.0, curve_distill=0.5)
 
 
-def _symmetric_path(monkeypatch):
+def _symmetric_path(monkeypatch, accuracies=(0.99, 0.97, 0.90, 0.97, 0.99)):
     """Make the sanitizer's path score t = 0.25 and 0.75 alike on validation (0.5 out of tolerance), with the lower
     loss at 0.75: the rule's two candidates, as on CIFAR-10's two-model paths."""
     from backdoorlab.defenses import ModeConnectivitySanitizer
@@ -446,7 +446,7 @@ def _symmetric_path(monkeypatch):
 
     def path(self, *args, **kwargs):
         rows = real(self, *args, **kwargs)
-        for r, acc, loss in zip(rows, [0.99, 0.97, 0.90, 0.97, 0.99], [0.1, 0.40, 0.9, 0.35, 0.1]):
+        for r, acc, loss in zip(rows, accuracies, [0.1, 0.40, 0.9, 0.35, 0.1]):
             r["val_accuracy"], r["val_loss"] = acc, loss
         return rows
 
@@ -464,7 +464,7 @@ def test_sanitizer_exports_the_mean_of_two_equally_far_candidates(suspect, budge
     cfg = SanitizerConfig(steps=20, grid=5, batch_size=64, ca_tolerance=0.02, refine_steps=0)
     san = ModeConnectivitySanitizer(cfg, progress=False)
     result = san.sanitize(model, budget, other)
-    assert result.t == 0.75 and result.ensemble_ts == [0.75, 0.25] and isinstance(result.model, Ensemble)
+    assert result.t == 0.75 and result.ensemble_ts == [0.25, 0.75] and isinstance(result.model, Ensemble)
     fit_part, _ = san.split_budget(budget)
     members = [result.curve.model_at(t, bn_data=san.bn_data(fit_part)) for t in (0.75, 0.25)]
     x = budget.x[:20].float() / 255
@@ -482,6 +482,19 @@ def test_sanitizer_exports_the_mean_of_two_equally_far_candidates(suspect, budge
     for i in range(2):
         before, after = result.model.members[i].state_dict(), refined.model.members[i].state_dict()
         assert any(not torch.equal(before[k], after[k]) for k in before)
+    # only the ends within tolerance: they are the suspects, never averaged
+    _symmetric_path(monkeypatch, (0.99, 0.5, 0.5, 0.5, 0.98))
+    ends = san.sanitize(model, budget, other)
+    assert ends.t == 0.0 and ends.ensemble_ts is None and not isinstance(ends.model, Ensemble)
+    # sanitizing two averaged models gives one flat average of all their networks
+    nested = Ensemble([Ensemble([copy.deepcopy(model), copy.deepcopy(model)]), result.model])
+    assert len(nested.members) == 4 and nested.arch_args["size"] == 4
+    with pytest.raises(BackdoorlabError, match="all be single models or all ensembles"):
+        Ensemble([model, result.model])
+    # ANP perturbs every member's neurons, never a member's classifier
+    names = [n for n, _ in neuron_layers(result.model)]
+    assert names == [f"members.{i}.{n}" for i in (0, 1) for n, _ in neuron_layers(model)]
+    assert not [n for n in names if n.endswith("fc")]
 
 
 def test_sanitize_cli_writes_an_ensemble_that_loads_and_evaluates(suspect, tmp_path, capsys, monkeypatch):
@@ -492,11 +505,11 @@ def test_sanitize_cli_writes_an_ensemble_that_loads_and_evaluates(suspect, tmp_p
             "5", "--tolerance", "0.02", "--refine-steps", "0", "--no-progress"]
     assert main(args + ["--out", str(out), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["t"] == 0.75 and r["ensemble"] == [0.75, 0.25]
+    assert r["t"] == 0.75 and r["ensemble"] == [0.25, 0.75]
     meta = json.loads((out / "model.json").read_text())
     assert meta["arch"] == "ensemble" and meta["arch_args"]["member"] == "small-cnn"
-    assert meta["provenance"]["sanitized"]["ensemble"] == [0.75, 0.25]
-    assert json.loads((out / "path.json").read_text())["ensemble"] == [0.75, 0.25]
+    assert meta["provenance"]["sanitized"]["ensemble"] == [0.25, 0.75]
+    assert json.loads((out / "path.json").read_text())["ensemble"] == [0.25, 0.75]
     assert main(["evaluate", str(out), "--json"]) == 0
     ev = json.loads(capsys.readouterr().out)
     assert ev["clean_accuracy"] == pytest.approx(r["clean_accuracy"])
@@ -512,4 +525,6 @@ def test_sanitize_cli_writes_an_ensemble_that_loads_and_evaluates(suspect, tmp_p
     assert "sanitized (t = 0.75)" in text
     assert json.loads((tmp_path / "one" / "model.json").read_text())["arch"] == "small-cnn"
     assert main(args + ["--out", str(tmp_path / "two")]) == 0
-    assert "t = 0.75 and 0.25 (averaged)" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "sanitized model at t = 0.25 + 0.75 (the mean of both models' outputs)" in text
+    assert "sanitized (t = 0.25 + 0.75)" in text

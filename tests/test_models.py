@@ -136,3 +136,5 @@ def test_ensemble_averages_softmax_and_round_trips_through_a_checkpoint(tmp_path
         Ensemble(members[:1])
     with pytest.raises(BackdoorlabError, match="unknown architecture 'nope'"):
         create_model("ensemble", member="nope")
+    with pytest.raises(BackdoorlabError, match="may not set num_classes"):
+        create_model("ensemble", member="small-cnn", member_args={"num_classes": 3})

@@ -1,8 +1,9 @@
 """How many refine steps? Fine-tune a two-model sanitizer run's chosen model on the whole budget and score it on
 images the defender would not have.
 
-Rebuilds the model at the run's chosen t from RUN/curve.safetensors (the curve does not depend on the refine
-step, so this is the model the sanitizer had before refining), then for each STEPS value repeats the sanitizer's
+Rebuilds the model the sanitizer's rule chooses on the run's path.json (the model at t, or the average of t and
+1 - t) from RUN/curve.safetensors (the curve does not depend on the refine step, so this is the model the current
+sanitizer has before refining), then for each STEPS value repeats the sanitizer's
 refine step (``ModeConnectivitySanitizer.refine``: fine-tuning on fit part + validation slice, batch norm
 re-estimated on the budget) and prints CA on the development images (the held-out pool outside the budget:
 never the test set, never the budget) next to test CA and ASR.
@@ -38,17 +39,18 @@ def main():
     ap.add_argument("--guard", action="store_true")
     args = ap.parse_args()
     run, steps_list = pathlib.Path(args.run), args.steps
-    t = json.loads((run / "path.json").read_text())["t"]
+    rows = json.loads((run / "path.json").read_text())["path"]
     saved = load_saved_curve(run)
     ds, sanitizer, budget = saved.dataset, saved.sanitizer, saved.budget
     if args.lr is not None:
         sanitizer.config = dataclasses.replace(sanitizer.config, refine_lr=args.lr)
     dev = saved.dev
     backdoor = backdoor_of(saved.loaded[0][1])
-    print(f"{run}: t = {t}, {len(dev)} development images", flush=True)
     for steps in steps_list:
         tick = time.time()
-        model = saved.curve.model_at(t, bn_data=sanitizer.bn_data(saved.fit_part))
+        _, ts, model = sanitizer.choose(saved.curve, rows, saved.fit_part)
+        if steps == steps_list[0]:
+            print(f"{run}: t = {' + '.join(map(str, sorted(ts)))}, {len(dev)} development images", flush=True)
         guard = ""
         if steps and args.guard:
             check = sanitizer.refine_check(model, saved.fit_part, saved.val_part, steps)

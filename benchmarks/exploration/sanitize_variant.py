@@ -15,6 +15,6 @@ cfg = SanitizerConfig(**kw)
 t0 = time.time()
 res = ModeConnectivitySanitizer(cfg, factory, progress=False).sanitize(a, clean_budget(d, size), None if one else b,
         test=(d.test_x, d.test_y), backdoor=atk.backdoor, num_classes=10)
-print(size, kw, 'one' if one else 'two', 'time', round(time.time()-t0), res.seconds, 'chosen t', res.t)
+print(size, kw, 'one' if one else 'two', 'time', round(time.time()-t0), res.seconds, 'chosen t', res.ensemble_ts or res.t)
 for r in res.path:
     print(f"t={r['t']:.2f} val={r['val_accuracy']:.3f} CA={r['clean_accuracy']:.4f} ASR={r['attack_success_rate']:.4f}")

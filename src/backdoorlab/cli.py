@@ -322,6 +322,7 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
     from .augment import sanitizer_augmentation
     from .defenses import SanitizerConfig
     from .pipeline import sanitize_run
+    from .report import chosen_text
     if len(model_dirs) > 2:
         raise BackdoorlabError(f"sanitize takes one or two model directories, got {len(model_dirs)}")
     if steps < 1:
@@ -345,22 +346,19 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
     if check and not check["accepted"]:
         refined = (f", not refined (a trial refine on the fit part did not raise validation accuracy: "
                    f"{check['val_accuracy_before']:.2%} -> {check['val_accuracy_after_trial']:.2%})")
-    click.echo(f"sanitized model at {_chosen(summary)}{refined} -> {out}")
+    averaged = " (the mean of both models' outputs)" if summary.get("ensemble") else ""
+    click.echo(f"sanitized model at {chosen_text(summary['t'], summary.get('ensemble'))}{averaged}{refined} -> {out}")
     _print_table(summary)
 
 
-def _chosen(summary: dict) -> str:
-    """'t = 0.50', or for an ensemble 't = 0.20 and 0.80 (averaged)'."""
-    ts = summary.get("ensemble") or [summary["t"]]
-    return "t = " + " and ".join(f"{t:.2f}" for t in ts) + (" (averaged)" if len(ts) > 1 else "")
-
-
 def _print_table(summary: dict) -> None:
+    from .report import chosen_text
     click.echo(f"  {'model':<28} {'CA':>8} {'ASR':>8}")
     for i, e in enumerate(summary["endpoints"]):
         name = f"suspect {i + 1}" if "made_by" not in e else f"second endpoint ({e['made_by']})"
         click.echo(f"  {name:<28} {_pct(e.get('clean_accuracy')):>8} {_pct(e.get('attack_success_rate')):>8}")
-    click.echo(f"  {'sanitized (%s)' % _chosen(summary):<28} {_pct(summary['clean_accuracy']):>8} "
+    label = f"sanitized ({chosen_text(summary['t'], summary.get('ensemble'))})"
+    click.echo(f"  {label:<28} {_pct(summary['clean_accuracy']):>8} "
                f"{_pct(summary['attack_success_rate']):>8}")
 
 

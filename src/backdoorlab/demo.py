@@ -11,6 +11,7 @@ from .data import load_dataset
 from .defenses import SanitizerConfig
 from .io import atomic_write_json
 from .pipeline import sanitize_run, train_run
+from .report import chosen_text
 from .train import TrainConfig
 
 DEMO_BUDGET = 400
@@ -42,16 +43,15 @@ def run_demo(out: str, seed: int = 0, progress: bool = True, echo=print) -> dict
     report = {"dataset": "digits", "arch": "small-cnn", "attack": attack.to_dict(), "clean_budget": DEMO_BUDGET,
               "endpoints": [{"clean_accuracy": e["clean_accuracy"], "attack_success_rate": e["attack_success_rate"]}
                             for e in endpoints],
-              "sanitized": {"t": summary["t"], "ensemble": summary["ensemble"], "clean_accuracy": summary["clean_accuracy"],
-                            "attack_success_rate": summary["attack_success_rate"]},
+              "sanitized": {k: summary[k] for k in ("t", "ensemble", "clean_accuracy", "attack_success_rate")},
               "path": summary["path"], "seconds": round(time.time() - start, 1)}
     atomic_write_json(out_dir / "report.json", report)
     echo("")
-    echo(f"  {'model':<24} {'CA':>7} {'ASR':>7}")
+    echo(f"  {'model':<28} {'CA':>7} {'ASR':>7}")
     for i, e in enumerate(endpoints, 1):
-        echo(f"  {'backdoored endpoint %d' % i:<24} {100 * e['clean_accuracy']:6.1f}% {100 * e['attack_success_rate']:6.1f}%")
+        echo(f"  {'backdoored endpoint %d' % i:<28} {100 * e['clean_accuracy']:6.1f}% {100 * e['attack_success_rate']:6.1f}%")
     s = report["sanitized"]
-    chosen = " and ".join(f"{t:.2f}" for t in s["ensemble"] or [s["t"]])
-    echo(f"  {'sanitized (t = %s)' % chosen:<24} {100 * s['clean_accuracy']:6.1f}% {100 * s['attack_success_rate']:6.1f}%")
+    label = f"sanitized ({chosen_text(s['t'], s['ensemble'])})"
+    echo(f"  {label:<28} {100 * s['clean_accuracy']:6.1f}% {100 * s['attack_success_rate']:6.1f}%")
     echo(f"\nwrote {out_dir / 'report.json'} and {out_dir / 'path.png'} in {report['seconds']:.0f} s")
     return report

@@ -19,7 +19,7 @@ from .defenses import ModeConnectivitySanitizer, SanitizerConfig, finetune
 from .errors import BackdoorlabError, valid_names
 from .io import atomic_path, atomic_write_json
 from .metrics import evaluate
-from .models import create_model, list_models, load_checkpoint, save_checkpoint
+from .models import Ensemble, create_model, list_models, load_checkpoint, save_checkpoint
 from .report import plot_path
 from .train import TrainConfig, train_model
 
@@ -113,9 +113,11 @@ def train_run(dataset, arch: str, cfg: TrainConfig, attack=None, out: str | None
 
 
 def model_arch(model: torch.nn.Module, arch: str, args: dict) -> tuple[str, dict]:
-    """The (arch, arch_args) to save ``model`` under: its own when it carries them (a sanitizer's
-    :class:`~backdoorlab.models.Ensemble`), else the suspect's ``arch`` / ``args`` it was made from."""
-    if getattr(model, "arch", None) == "ensemble":
+    """The (arch, arch_args) to save ``model`` under: its own for an :class:`~backdoorlab.models.Ensemble` (a
+    sanitizer's average of two path points), else the suspect's ``arch`` / ``args`` it was made from."""
+    if isinstance(model, Ensemble):
+        if getattr(model, "arch", None) is None:
+            raise BackdoorlabError("cannot save an ensemble whose members are not one registry architecture")
         return model.arch, model.arch_args
     return arch, args
 
@@ -248,7 +250,7 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
         safetensors.torch.save_file(control, str(tmp), metadata={"curve": cfg.curve})
     atomic_write_json(out_dir / "path.json", summary)
     atomic_write_json(out_dir / "config.json", config)
-    plot_path(result.path, result.ensemble_ts or result.t, out_dir / "path.png",
+    plot_path(result.path, result.t, out_dir / "path.png", ensemble=result.ensemble_ts,
               title=f"{cfg.curve} curve, {dataset.name}, {arch}, clean budget {budget_size}",
               one_suspect=result.second_endpoint is not None)
     return summary

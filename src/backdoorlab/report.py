@@ -10,9 +10,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .io import atomic_path  # noqa: E402
 
 
-def plot_path(rows: list[dict], chosen_t, out, title: str = "", one_suspect: bool = False) -> None:
+def chosen_text(t: float, ensemble: list[float] | None = None, prefix: str = "t = ") -> str:
+    """How a sanitizer's choice reads in tables and plots: 't = 0.50', or for an average 't = 0.20 + 0.80'."""
+    return prefix + " + ".join(f"{u:.2f}" for u in (ensemble or [t]))
+
+
+def plot_path(rows: list[dict], chosen_t: float, out, title: str = "", one_suspect: bool = False,
+              ensemble: list[float] | None = None) -> None:
     """Write a PNG of test CA, ASR (when known) and budget validation accuracy against t, with the chosen t
-    (a number, or a list of the ts whose models the exported ensemble averages)."""
+    (or the ts of the exported average, ``ensemble``)."""
     ts = [r["t"] for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     if "clean_accuracy" in rows[0]:
@@ -21,10 +27,8 @@ def plot_path(rows: list[dict], chosen_t, out, title: str = "", one_suspect: boo
         ax.plot(ts, [100 * r["attack_success_rate"] for r in rows], "s-", color="tab:red",
                 label="attack success rate (test)")
     ax.plot(ts, [100 * r["val_accuracy"] for r in rows], ":", color="tab:gray", label="validation accuracy (budget)")
-    chosen = [chosen_t] if isinstance(chosen_t, (int, float)) else list(chosen_t)
-    label = f"chosen t = {chosen[0]:.2f}" if len(chosen) == 1 else \
-        "averaged: t = " + ", ".join(f"{t:.2f}" for t in chosen)
-    for i, t in enumerate(chosen):
+    label = ("chosen " if not ensemble else "averaged ") + chosen_text(chosen_t, ensemble)
+    for i, t in enumerate(ensemble or [chosen_t]):
         ax.axvline(t, color="k", lw=1, ls="--", label=label if i == 0 else None)
     ax.set_xlabel("t   (0 = suspect model, 1 = model trained on the clean budget)" if one_suspect
                   else "t   (0 = suspect model 1, 1 = suspect model 2)")

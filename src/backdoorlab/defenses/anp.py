@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from ..budget import CleanBudget
 from ..errors import BackdoorlabError
 from ..metrics import accuracy, predict
+from ..models.ensemble import Ensemble
 from ..train import seed_everything, to_float
 from ..augment import augment
 from .pruning import split_validation
@@ -79,7 +80,10 @@ class ANPConfig:
 def neuron_layers(model: nn.Module, include_linear: bool = True) -> list[tuple[str, nn.Module]]:
     """(name, module) of the layers whose output units are ANP's neurons: every affine batch-norm layer (one
     neuron per channel) and, with ``include_linear``, every hidden ``nn.Linear`` (one per output unit; the last
-    linear layer, the classifier, is excluded)."""
+    linear layer, the classifier, is excluded; of an :class:`Ensemble`, each member's neurons)."""
+    if isinstance(model, Ensemble):
+        return [(f"members.{i}.{n}", m) for i, member in enumerate(model.members)
+                for n, m in neuron_layers(member, include_linear)]
     found = [(n, m) for n, m in model.named_modules()
              if (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine)
              or (include_linear and isinstance(m, nn.Linear))]

@@ -125,20 +125,7 @@ class SanitizeResult:
     second_model: nn.Module | None = None  # the t = 1 endpoint the sanitizer made (one-model case)
     refined: bool = False  # whether the chosen model was fine-tuned on the whole budget (interior t only)
     refine_check: dict | None = None  # the guard's trial: validation accuracy before and after, and the verdict
-    ensemble_ts: list[float] | None = None  # the points averaged into the exported model (None: a single model)
-
-
-def select_ts(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.04, val_loss=None) -> list[float]:
-    """Every grid point the rule of :func:`select_t` could take before its tie-breaks: within ``tolerance`` of the
-    best validation accuracy and as far from the suspect endpoint(s) as any such point. The one :func:`select_t`
-    returns comes first, the rest follow in increasing t. With two suspects these are t and 1 - t (or 0.5 alone),
-    with one a single point."""
-    ts, val_acc = list(map(float, ts)), list(map(float, val_acc))
-    chosen = select_t(ts, val_acc, suspect_ends, tolerance, val_loss)
-    best = max(val_acc)
-    dist = lambda t: round(min(abs(t - e) for e in suspect_ends), 9)  # noqa: E731
-    tied = [t for t, a in zip(ts, val_acc) if a >= best - tolerance - 1e-12 and dist(t) == dist(chosen)]
-    return [chosen] + sorted(t for t in tied if t != chosen)
+    ensemble_ts: list[float] | None = None  # the points averaged into the exported model, sorted (None: one model)
 
 
 def select_t(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.04, val_loss=None) -> float:
@@ -151,13 +138,22 @@ def select_t(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.04, val_loss
     equally far from the ends often score the same accuracy (CIFAR-10: 84.0% at t = 0.2 and t = 0.8 on 250
     images); the mean loss is a finer measure of the same clean data and rarely ties.
     """
+    return select_ts(ts, val_acc, suspect_ends, tolerance, val_loss)[0]
+
+
+def select_ts(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.04, val_loss=None) -> list[float]:
+    """Every grid point :func:`select_t`'s rule could take before its tie-breaks: within ``tolerance`` of the
+    best validation accuracy and as far from the suspect endpoint(s) as any such point. The one the tie-breaks
+    prefer (:func:`select_t`'s answer) comes first, the rest follow in increasing t. With two suspects these are
+    t and 1 - t, or 0.5 alone; with one, a single point."""
     ts, val_acc = list(map(float, ts)), list(map(float, val_acc))
     loss = [0.0] * len(ts) if val_loss is None else list(map(float, val_loss))
     best = max(val_acc)
     ok = [i for i, a in enumerate(val_acc) if a >= best - tolerance - 1e-12]
-    dist = [min(abs(t - e) for e in suspect_ends) for t in ts]
-    i = max(ok, key=lambda i: (round(dist[i], 9), val_acc[i], -round(loss[i], 9), -ts[i]))
-    return ts[i]
+    dist = [round(min(abs(t - e) for e in suspect_ends), 9) for t in ts]
+    far = [i for i in ok if dist[i] == max(dist[j] for j in ok)]
+    first = max(far, key=lambda i: (val_acc[i], -round(loss[i], 9), -ts[i]))
+    return [ts[first]] + sorted(ts[i] for i in far if i != first)
 
 
 def select_t_from_rows(rows: list[dict], suspect_ends=(0, 1), tolerance: float = 0.04) -> float:
@@ -288,6 +284,20 @@ class ModeConnectivitySanitizer:
             rows.append(row)
         return rows
 
+    def choose(self, curve: Curve, rows: list[dict], fit_part: CleanBudget, suspect_ends=(0.0, 1.0)
+               ) -> tuple[float, list[float], nn.Module]:
+        """Apply the rule to the scored ``rows`` of :meth:`path`: return ``(t, ts, model)``, the chosen t, the ts
+        the exported model is made of, and that model (batch norm re-estimated on :meth:`bn_data`). With
+        ``ensemble`` on and two candidates inside the path (t and 1 - t), ``ts`` holds both and the model is their
+        :class:`Ensemble`; otherwise ``ts == [t]``. The ends are never averaged: they are suspects."""
+        ts = select_ts_from_rows(rows, suspect_ends, self.config.ca_tolerance)
+        t = ts[0]
+        if not (self.config.ensemble and 0.0 < t < 1.0):
+            ts = ts[:1]
+        bn_data = self.bn_data(fit_part)
+        models = [curve.model_at(u, bn_data=bn_data) for u in ts]
+        return t, ts, Ensemble(models).eval() if len(models) > 1 else models[0]
+
     def refine(self, model: nn.Module, budget: CleanBudget, steps: int | None = None, desc: str = "refine") -> nn.Module:
         """Fine-tune ``model`` on the whole ``budget`` (``steps``, default ``refine_steps``, at ``refine_lr``) and
         re-estimate its batch norm on :meth:`bn_data` of the budget: the sanitizer's refine step."""
@@ -342,12 +352,7 @@ class ModeConnectivitySanitizer:
         tick = time.time()
         rows = self.path(curve, fit_part, val_part, test, backdoor, num_classes)
         seconds["path"] = time.time() - tick
-        ends = (0.0, 1.0) if second is None else (0.0,)
-        ts = select_ts_from_rows(rows, ends, cfg.ca_tolerance)
-        t, ts = ts[0], ts if cfg.ensemble and len(ts) > 1 else ts[:1]
-        bn_data = self.bn_data(fit_part)
-        models = [curve.model_at(u, bn_data=bn_data) for u in ts]
-        model = Ensemble(models).eval() if len(models) > 1 else models[0]
+        t, ts, model = self.choose(curve, rows, fit_part, (0.0, 1.0) if second is None else (0.0,))
         refined, check = cfg.refine_steps > 0 and 0.0 < t < 1.0, None
         if refined:  # the validation slice has chosen t; now every budget image can train the chosen model
             # An ensemble is refined as one model: the loss is that of its averaged output.
@@ -362,4 +367,4 @@ class ModeConnectivitySanitizer:
             seconds["refine"] = time.time() - tick
         return SanitizeResult(model=model, t=t, path=rows, curve=curve, seconds=seconds, second_endpoint=second,
                               second_model=made, refined=refined, refine_check=check,
-                              ensemble_ts=ts if len(ts) > 1 else None)
+                              ensemble_ts=sorted(ts) if len(ts) > 1 else None)

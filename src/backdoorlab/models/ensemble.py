@@ -1,7 +1,7 @@
 """An ensemble as one model: the mean of its members' softmax outputs.
 
 The sanitizer exports one when two points of its path are equally far from the suspects and both within its
-clean-accuracy tolerance (docs/sanitizer.md, "Averaging two points of the path"). It is an architecture of the
+clean-accuracy tolerance (docs/sanitizer.md, recipe step 5). It is an architecture of the
 registry (``"ensemble"``, arguments ``member``, ``size`` and ``member_args``), so its checkpoints save, load and
 evaluate like any other; it is not offered for training (``list_models`` leaves it out).
 
@@ -27,9 +27,11 @@ _INPUT_ARGS = ("num_classes", "in_channels", "input_size", "mean", "std")
 class Ensemble(nn.Module):
     """Average the softmax outputs of ``members`` (at least two models with the same number of classes).
 
-    When the members come from the registry (they carry ``arch`` / ``arch_args``, as :func:`create_model` and
-    checkpoint loading set them) and share one architecture, the ensemble carries the ``arch`` / ``arch_args``
-    that rebuild it, so :func:`save_checkpoint` can save it without further metadata.
+    Members that are ensembles of one size are flattened into their own members (the mean of equal-sized means
+    is the mean of all): sanitizing two averaged models gives one ensemble of four networks. When the members
+    come from the registry (they carry ``arch`` / ``arch_args``, as :func:`create_model` and checkpoint loading
+    set them) and share one architecture, the ensemble carries the ``arch`` / ``arch_args`` that rebuild it, so
+    :func:`save_checkpoint` can save it without further metadata.
     """
 
     def __init__(self, members: Sequence[nn.Module]):
@@ -37,11 +39,16 @@ class Ensemble(nn.Module):
         members = list(members)
         if len(members) < 2:
             raise BackdoorlabError(f"an ensemble needs at least two members, got {len(members)}")
+        nested = [m for m in members if isinstance(m, Ensemble)]
+        if nested:
+            if len(nested) != len(members) or len({len(m.members) for m in nested}) != 1:
+                raise BackdoorlabError("an ensemble's members must all be single models or all ensembles of one size")
+            members = [inner for m in nested for inner in m.members]
         self.members = nn.ModuleList(members)
         archs = {(getattr(m, "arch", None), repr(getattr(m, "arch_args", None))) for m in members}
         first = members[0]
-        if len(archs) == 1 and getattr(first, "arch", None) not in (None, ARCH):
-            args = dict(first.arch_args)
+        args = dict(getattr(first, "arch_args", None) or {})
+        if len(archs) == 1 and getattr(first, "arch", None) is not None and all(k in args for k in _INPUT_ARGS):
             self.arch = ARCH
             self.arch_args = {**{k: args.pop(k) for k in _INPUT_ARGS}, "member": first.arch, "size": len(members),
                               "member_args": args}
@@ -61,5 +68,8 @@ def ensemble(num_classes, in_channels, input_size, mean, std, member: str | None
         raise BackdoorlabError(f"an ensemble needs size >= 2 members, got {size!r}")
     if member_args is not None and not isinstance(member_args, dict):
         raise BackdoorlabError(f"an ensemble's member_args must be an object, got {type(member_args).__name__}")
+    clash = sorted(set(member_args or {}) & set(_INPUT_ARGS))
+    if clash:
+        raise BackdoorlabError(f"an ensemble's member_args may not set {', '.join(clash)} (the ensemble's own arguments)")
     inputs = dict(num_classes=num_classes, in_channels=in_channels, input_size=input_size, mean=mean, std=std)
     return Ensemble([create_model(member, **inputs, **(member_args or {})) for _ in range(size)])
