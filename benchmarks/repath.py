@@ -30,6 +30,7 @@ def main():
     from backdoorlab.io import atomic_write_json
     from backdoorlab.metrics import evaluate
     from backdoorlab.pipeline import backdoor_of
+    from backdoorlab.report import chosen_text
 
     saved = load_saved_curve(args.run, args.bn_augment, args.progress)
     ds, loaded, sanitizer, curve = saved.dataset, saved.loaded, saved.sanitizer, saved.curve
@@ -39,10 +40,10 @@ def main():
     test = (ds.test_x, ds.test_y)
     rows = sanitizer.path(curve, fit_part, val_part, test, backdoor, ds.num_classes)
     t, ts, model = sanitizer.choose(curve, rows, fit_part)  # the model a rerun exports, before any refine step
-    chosen = next(r for r in rows if r["t"] == t) if len(ts) == 1 else \
-        evaluate(model, *test, backdoor, ds.num_classes)
+    chosen = next(r for r in rows if r["t"] == t) if len(ts) == 1 else evaluate(model, *test, backdoor, ds.num_classes)
     endpoints = [evaluate(m, *test, backdoor, ds.num_classes) for m, _ in loaded]
-    out = {"from": str(args.run), "bn_augment": cfg.bn_augment, "t": t, "ensemble": ts if len(ts) > 1 else None,
+    ensemble = ts if len(ts) > 1 else None
+    out = {"from": str(args.run), "bn_augment": cfg.bn_augment, "t": t, "ensemble": ensemble,
            "clean_accuracy": chosen["clean_accuracy"],
            "attack_success_rate": chosen.get("attack_success_rate"), "path": rows,
            "endpoints": [{k: e[k] for k in ("clean_accuracy", "attack_success_rate")} for e in endpoints],
@@ -54,7 +55,7 @@ def main():
     for r in rows:
         print(f"t={r['t']:.1f} val {r['val_accuracy']:.4f} CA {r['clean_accuracy']:.4f} "
               f"ASR {r.get('attack_success_rate')}")
-    print(f"chosen t = {' + '.join(map(str, sorted(ts)))}: CA {out['clean_accuracy']:.4f} ASR {out['attack_success_rate']:.4f}")
+    print(f"chosen {chosen_text(t, ensemble)}: CA {out['clean_accuracy']:.4f} ASR {out['attack_success_rate']:.4f}")
 
 
 if __name__ == "__main__":

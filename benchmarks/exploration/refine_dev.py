@@ -29,6 +29,7 @@ from common import load_saved_curve  # noqa: E402
 
 from backdoorlab.metrics import accuracy, evaluate, predict  # noqa: E402
 from backdoorlab.pipeline import backdoor_of  # noqa: E402
+from backdoorlab.report import chosen_text  # noqa: E402
 
 
 def main():
@@ -46,11 +47,11 @@ def main():
         sanitizer.config = dataclasses.replace(sanitizer.config, refine_lr=args.lr)
     dev = saved.dev
     backdoor = backdoor_of(saved.loaded[0][1])
+    t, ts, chosen = sanitizer.choose(saved.curve, rows, saved.fit_part)  # refine and its trial train copies
+    print(f"{run}: {chosen_text(t, ts if len(ts) > 1 else None)}, {len(dev)} development images", flush=True)
     for steps in steps_list:
         tick = time.time()
-        _, ts, model = sanitizer.choose(saved.curve, rows, saved.fit_part)
-        if steps == steps_list[0]:
-            print(f"{run}: t = {' + '.join(map(str, sorted(ts)))}, {len(dev)} development images", flush=True)
+        model = chosen
         guard = ""
         if steps and args.guard:
             check = sanitizer.refine_check(model, saved.fit_part, saved.val_part, steps)

@@ -242,7 +242,8 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
     save_checkpoint(result.model, out_dir, meta)
     if result.second_model is not None and cfg.second_endpoint == "scratch":  # reusable on the same budget
         save_checkpoint(result.second_model, out_dir / SECOND_ENDPOINT_DIR,
-                        {"arch": arch, "arch_args": args} | {k: meta[k] for k in ("dataset", "class_names", "input_shape", "holdout")}
+                        {"arch": arch, "arch_args": args}
+                        | {k: meta[k] for k in ("dataset", "class_names", "input_shape", "holdout")}
                         | {"seed": cfg.seed, "provenance": {"second_endpoint": record},
                            "metrics": {k: v for k, v in endpoints[-1].items() if k != "made_by"}})
     control = {k: v.detach().contiguous() for k, v in zip(result.curve.names, result.curve.control)}
@@ -373,7 +374,8 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
         out_dir.mkdir(parents=True, exist_ok=True)
         saved_arch, saved_args = model_arch(model, arch, args)
         meta = {"arch": saved_arch, "arch_args": saved_args, "dataset": dataset.name,
-                "class_names": metas[0].get("class_names"), "input_shape": metas[0].get("input_shape"), "seed": cfg.seed, "holdout": metas[0].get("holdout"),
+                "class_names": metas[0].get("class_names"), "input_shape": metas[0].get("input_shape"),
+                "seed": cfg.seed, "holdout": metas[0].get("holdout"),
                 "provenance": {**(metas[0].get("provenance") or {}),
                                "repaired": {"defense": name, "from": [str(p) for p in model_dirs],
                                             "clean_budget": budget_size,

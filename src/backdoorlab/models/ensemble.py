@@ -70,6 +70,7 @@ def ensemble(num_classes, in_channels, input_size, mean, std, member: str | None
         raise BackdoorlabError(f"an ensemble's member_args must be an object, got {type(member_args).__name__}")
     clash = sorted(set(member_args or {}) & set(_INPUT_ARGS))
     if clash:
-        raise BackdoorlabError(f"an ensemble's member_args may not set {', '.join(clash)} (the ensemble's own arguments)")
+        raise BackdoorlabError(f"an ensemble's member_args may not set {', '.join(clash)} "
+                               "(the ensemble's own arguments)")
     inputs = dict(num_classes=num_classes, in_channels=in_channels, input_size=input_size, mean=mean, std=std)
     return Ensemble([create_model(member, **inputs, **(member_args or {})) for _ in range(size)])
