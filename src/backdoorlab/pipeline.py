@@ -252,6 +252,7 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
     atomic_write_json(out_dir / "path.json", summary)
     atomic_write_json(out_dir / "config.json", config)
     plot_path(result.path, result.t, out_dir / "path.png", ensemble=result.ensemble_ts,
+              exported=final if result.refined or result.ensemble_ts else None,
               title=f"{cfg.curve} curve, {dataset.name}, {arch}, clean budget {budget_size}",
               one_suspect=result.second_endpoint is not None)
     return summary

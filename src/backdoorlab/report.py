@@ -16,9 +16,11 @@ def chosen_text(t: float, ensemble: list[float] | None = None, prefix: str = "t 
 
 
 def plot_path(rows: list[dict], chosen_t: float, out, title: str = "", one_suspect: bool = False,
-              ensemble: list[float] | None = None) -> None:
+              ensemble: list[float] | None = None, exported: dict | None = None) -> None:
     """Write a PNG of test CA, ASR (when known) and budget validation accuracy against t, with the chosen t
-    (or the ts of the exported average, ``ensemble``)."""
+    (or the ts of the exported average, ``ensemble``). ``exported`` (the exported model's test metrics) is
+    drawn as stars when that model is not a point of the path (refined, or an average): at the chosen t, or at
+    both averaged ts joined by a dashed line."""
     ts = [r["t"] for r in rows]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     if "clean_accuracy" in rows[0]:
@@ -30,6 +32,13 @@ def plot_path(rows: list[dict], chosen_t: float, out, title: str = "", one_suspe
     label = ("chosen " if not ensemble else "averaged ") + chosen_text(chosen_t, ensemble)
     for i, t in enumerate(ensemble or [chosen_t]):
         ax.axvline(t, color="k", lw=1, ls="--", label=label if i == 0 else None)
+    where = ensemble or [chosen_t]
+    for key, color, name in (("clean_accuracy", "tab:blue", "CA"), ("attack_success_rate", "tab:red", "ASR")):
+        if exported is None or exported.get(key) is None:
+            continue
+        y = 100 * exported[key]
+        ax.plot(where, [y] * len(where), "*--", color=color, ms=12, mec="k", mew=0.6, lw=1,
+                label=f"exported model ({'average' if ensemble else 'refined'}): {name} {y:.2f}%")
     ax.set_xlabel("t   (0 = suspect model, 1 = model trained on the clean budget)" if one_suspect
                   else "t   (0 = suspect model 1, 1 = suspect model 2)")
     ax.set_ylabel("%")
