@@ -78,8 +78,8 @@ def test_sanitize_two_models_outputs(trained, capsys):
     check = r["refine_check"]  # the refine guard ran exactly when t is inside the path, and decided the refine
     assert (check is not None) == (0 < r["t"] < 1)
     if check is not None:
-        assert check["accepted"] == (r["refined_steps"] == 600) == (check["val_accuracy_after_trial"]
-                                                                     > check["val_accuracy_before"])
+        assert check["accepted"] == (r["refined_steps"] == 600) == (check["val_loss_after_trial"]
+                                                                     < check["val_loss_before"])
         assert meta["provenance"]["sanitized"]["refine_check"] == check
 
 

@@ -204,7 +204,7 @@ class _Oracle(nn.Module):
 
 
 @pytest.mark.parametrize("trial", ["hurts", "ties", "helps"])
-def test_sanitizer_refine_guard_refines_only_when_a_trial_refine_raises_validation(
+def test_sanitizer_refine_guard_refines_only_when_a_trial_refine_lowers_validation_loss(
         suspect, budget, monkeypatch, trial):
     import copy
     import dataclasses
@@ -242,6 +242,10 @@ def test_sanitizer_refine_guard_refines_only_when_a_trial_refine_raises_validati
     after = {"hurts": lambda a: a < check["val_accuracy_before"], "ties": lambda a: a == check["val_accuracy_before"],
              "helps": lambda a: a == 1.0}[trial]
     assert after(check["val_accuracy_after_trial"])
+    assert check["val_loss_before"] == pytest.approx(plain.path[1]["val_loss"])  # the path's loss at t = 0.5
+    loss = {"hurts": lambda v: v > check["val_loss_before"], "ties": lambda v: v == check["val_loss_before"],
+            "helps": lambda v: v < 1e-3}[trial]
+    assert loss(check["val_loss_after_trial"])
     same = all(torch.equal(v, plain.model.state_dict()[k]) for k, v in result.model.state_dict().items())
     if trial != "helps":
         assert len(calls) == 1 and same  # rejected (a tie too): the curve's model, as with refine_steps=0
@@ -411,8 +415,9 @@ def test_repair_mode_connectivity_reports_the_refine_guard(suspect, budget):
                             refine_steps=10, ca_tolerance=1.0)
     assert info["t"] == 0.5  # tolerance 1.0: every t qualifies, and the middle is farthest from both suspects
     check = info["refine_check"]
-    assert set(check) >= {"val_accuracy_before", "val_accuracy_after_trial", "accepted", "n_val"}
-    assert check["accepted"] == (check["val_accuracy_after_trial"] > check["val_accuracy_before"])
+    assert set(check) >= {"val_accuracy_before", "val_accuracy_after_trial", "val_loss_before",
+                          "val_loss_after_trial", "accepted", "n_val"}
+    assert check["accepted"] == (check["val_loss_after_trial"] < check["val_loss_before"])
     assert info["refined"] == check["accepted"]
     json.dumps(info)  # goes into report.json as it is
 

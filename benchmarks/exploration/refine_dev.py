@@ -10,9 +10,10 @@ never the test set, never the budget) next to test CA and ASR.
 
     BACKDOORLAB_DATA=../shared/data python benchmarks/exploration/refine_dev.py bench-out/mnist/sanitized-two-1000 0 300 600 1200
 
-``--lr`` overrides the refine learning rate. ``--guard`` also runs the refine guard's trial for each step count
-(``ModeConnectivitySanitizer.refine_check``: refine on the fit part alone, score the validation slice) and prints
-its verdict, next to what the refined model does on the development images.
+``--lr`` overrides the refine learning rate; ``--no-ensemble`` rebuilds the single model the rule prefers.
+``--guard`` also runs the refine guard's trial for each step count (``ModeConnectivitySanitizer.refine_check``:
+refine on the fit part alone, score the validation slice's loss and accuracy) and prints its verdict, next to
+what the refined model does on the development images.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main():
     ap.add_argument("steps", type=int, nargs="*", default=[0, 600])
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--guard", action="store_true")
+    ap.add_argument("--no-ensemble", action="store_true", help="rebuild the single model the rule prefers, as "
+                    "--no-ensemble would export it, instead of the average of t and 1 - t")
     args = ap.parse_args()
     run, steps_list = pathlib.Path(args.run), args.steps
     rows = json.loads((run / "path.json").read_text())["path"]
@@ -45,6 +48,8 @@ def main():
     ds, sanitizer, budget = saved.dataset, saved.sanitizer, saved.budget
     if args.lr is not None:
         sanitizer.config = dataclasses.replace(sanitizer.config, refine_lr=args.lr)
+    if args.no_ensemble:
+        sanitizer.config = dataclasses.replace(sanitizer.config, ensemble=False)
     dev = saved.dev
     backdoor = backdoor_of(saved.loaded[0][1])
     t, ts, chosen = sanitizer.choose(saved.curve, rows, saved.fit_part)  # refine and its trial train copies
@@ -55,7 +60,8 @@ def main():
         guard = ""
         if steps and args.guard:
             check = sanitizer.refine_check(model, saved.fit_part, saved.val_part, steps)
-            guard = (f"  guard: val {check['val_accuracy_before']:.4f} -> {check['val_accuracy_after_trial']:.4f} "
+            guard = (f"  guard: val loss {check['val_loss_before']:.4f} -> {check['val_loss_after_trial']:.4f}, "
+                     f"acc {check['val_accuracy_before']:.4f} -> {check['val_accuracy_after_trial']:.4f} "
                      f"({'accept' if check['accepted'] else 'reject'})")
         if steps:
             model = sanitizer.refine(model, budget, steps)

@@ -297,7 +297,7 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
               help="When the chosen t is inside the path: fine-tune that model on the whole budget for this many "
                    "steps (lr 0.01); 0 exports the curve's model as it is.")
 @click.option("--refine-guard/--no-refine-guard", default=True, show_default=True,
-              help="Refine only if a trial refine on the fit part raises the validation slice's accuracy.")
+              help="Refine only if a trial refine on the fit part lowers the validation slice's cross-entropy.")
 @click.option("--ensemble/--no-ensemble", default=True, show_default=True,
               help="With two models, when the rule finds two points equally far from them (t and 1 - t): export the "
                    "mean of both models' softmax outputs (one checkpoint, two networks); --no-ensemble exports the "
@@ -344,7 +344,8 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
         if summary.get("refined_steps") else ""
     check = summary.get("refine_check")
     if check and not check["accepted"]:
-        refined = (f", not refined (a trial refine on the fit part did not raise validation accuracy: "
+        refined = (f", not refined (a trial refine on the fit part did not lower the validation loss: "
+                   f"{check['val_loss_before']:.4f} -> {check['val_loss_after_trial']:.4f}, accuracy "
                    f"{check['val_accuracy_before']:.2%} -> {check['val_accuracy_after_trial']:.2%})")
     averaged = " (the mean of both models' outputs)" if summary.get("ensemble") else ""
     click.echo(f"sanitized model at {chosen_text(summary['t'], summary.get('ensemble'))}{averaged}{refined} -> {out}")
