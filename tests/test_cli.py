@@ -83,6 +83,25 @@ def test_sanitize_two_models_outputs(trained, capsys):
         assert meta["provenance"]["sanitized"]["refine_check"] == check
 
 
+@pytest.mark.parametrize("accepted", [False, True])
+def test_sanitize_says_why_the_guard_refined_or_not(trained, capsys, monkeypatch, accepted):
+    from backdoorlab.defenses import ModeConnectivitySanitizer
+    root, (m1, m2) = trained
+    record = {"val_accuracy_before": 0.95, "val_accuracy_after_trial": 0.96, "val_loss_before": 0.12,
+              "val_loss_after_trial": 0.12 + (-0.01 if accepted else 0.01), "accepted": accepted, "n_val": 30}
+    monkeypatch.setattr(ModeConnectivitySanitizer, "refine_check", lambda self, *a, **k: dict(record))
+    code, out, err = run(capsys, "sanitize", str(m1), str(m2), "--dataset", "digits", "--clean-budget", "300",
+                         "--out", str(root / f"san-guard-{accepted}"), "--steps", "20", "--grid", "3",
+                         "--tolerance", "1.0", "--refine-steps", "5", "--no-progress")
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if x.startswith("sanitized model at t = 0.50"))
+    if accepted:
+        assert "then fine-tuned on the whole budget (5 steps)" in line
+    else:  # the loss decides, even when the accuracy rose
+        assert "not refined (a trial refine on the fit part did not lower the validation loss: 0.1200 -> 0.1300, " \
+               "accuracy 95.00% -> 96.00%)" in line
+
+
 def test_sanitize_one_model_makes_second_endpoint(trained, capsys):
     root, (m1, _) = trained
     code, out, err = run(capsys, "sanitize", str(m1), "--dataset", "digits", "--clean-budget", "300", "--out",
