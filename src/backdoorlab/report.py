@@ -30,9 +30,9 @@ def plot_path(rows: list[dict], chosen_t: float, out, title: str = "", one_suspe
                 label="attack success rate (test)")
     ax.plot(ts, [100 * r["val_accuracy"] for r in rows], ":", color="tab:gray", label="validation accuracy (budget)")
     label = ("chosen " if not ensemble else "averaged ") + chosen_text(chosen_t, ensemble)
-    for i, t in enumerate(ensemble or [chosen_t]):
-        ax.axvline(t, color="k", lw=1, ls="--", label=label if i == 0 else None)
     where = ensemble or [chosen_t]
+    for i, t in enumerate(where):
+        ax.axvline(t, color="k", lw=1, ls="--", label=label if i == 0 else None)
     for key, color, name in (("clean_accuracy", "tab:blue", "CA"), ("attack_success_rate", "tab:red", "ASR")):
         if exported is None or exported.get(key) is None:
             continue

@@ -179,6 +179,13 @@ def reinitialised_copy(model: nn.Module, seed: int) -> nn.Module:
     return fresh
 
 
+def validation_scores(model: nn.Module, part: CleanBudget) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` on a slice of the budget: what the rule scores every t by, and
+    what the refine guard compares before and after its trial."""
+    logits = predict_logits(model, part.x)
+    return accuracy(logits.argmax(1), part.y), float(F.cross_entropy(logits, part.y.long()))
+
+
 class ModeConnectivitySanitizer:
     """Repair suspect model(s) with a learned curve in weight space, using a clean budget only.
 
@@ -277,9 +284,8 @@ class ModeConnectivitySanitizer:
         ts = torch.linspace(0, 1, self.config.grid).tolist()
         for t in tqdm(ts, desc="path", disable=not self.progress, leave=False, dynamic_ncols=True):
             model = curve.model_at(t, bn_data=bn_data)
-            logits = predict_logits(model, val_part.x)
-            row = {"t": round(t, 6), "val_accuracy": accuracy(logits.argmax(1), val_part.y),
-                   "val_loss": float(F.cross_entropy(logits, val_part.y.long()))}
+            val_accuracy, val_loss = validation_scores(model, val_part)
+            row = {"t": round(t, 6), "val_accuracy": val_accuracy, "val_loss": val_loss}
             if test is not None:
                 row.update(evaluate(model, test[0], test[1], backdoor, num_classes))
                 row.pop("n_test", None)
@@ -319,13 +325,10 @@ class ModeConnectivitySanitizer:
         (MNIST and CIFAR-10, docs/sanitizer.md) the loss's direction always matched the development images'.
         A tie rejects: a refine that shows no gain on clean data is not worth its risk (near a backdoored
         endpoint fine-tuning can pull the model back towards it)."""
-        before = predict_logits(model, val_part.x)
+        acc_before, loss_before = validation_scores(model, val_part)
         trial = self.refine(model, fit_part, steps, desc="refine (guard trial)")  # a copy: finetune never trains in place
-        after = predict_logits(trial, val_part.x)
-        labels = val_part.y.long()
-        loss_before, loss_after = float(F.cross_entropy(before, labels)), float(F.cross_entropy(after, labels))
-        return {"val_accuracy_before": accuracy(before.argmax(1), val_part.y),
-                "val_accuracy_after_trial": accuracy(after.argmax(1), val_part.y),
+        acc_after, loss_after = validation_scores(trial, val_part)
+        return {"val_accuracy_before": acc_before, "val_accuracy_after_trial": acc_after,
                 "val_loss_before": loss_before, "val_loss_after_trial": loss_after,
                 "accepted": loss_after < loss_before, "n_val": len(val_part)}
 
