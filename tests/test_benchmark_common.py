@@ -44,3 +44,28 @@ def test_merged_attack_table_names_each_rows_run():
     import pytest
     with pytest.raises(SystemExit, match="one data set"):
         merge_attack_results([run("blended", 0.84, "a"), {**run("x", 0.5, "b"), "dataset": "mnist"}])
+
+
+def test_trigger_visibility_bins_by_what_the_stamp_changes():
+    import torch
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "exploration"))
+    from trigger_visibility import visibility
+    from backdoorlab.attacks.backdoor import Backdoor
+    from backdoorlab.triggers import PatchTrigger
+
+    class BrightCorner(torch.nn.Module):  # predicts 0 when the patch area is bright, else 1
+        def forward(self, x):
+            bright = x[:, 0, 4:7, 4:7].mean((1, 2)) > 0.97
+            return torch.stack([bright.float(), (~bright).float()], 1)
+
+    # 8x8 images, patch 3x3 at bottom-right with margin 1 (rows/cols 4-6); labels 1 (eligible) except one 0.
+    x = torch.zeros(6, 1, 8, 8, dtype=torch.uint8)
+    x[1, :, 4:7, 4:7] = 255            # already white: the stamp changes nothing
+    x[2, :, 4:7, 4:7] = 250            # changes 5/255 < 0.02
+    x[3, :, 4:7, 4:7] = 245            # changes 10/255: 0.02-0.05
+    y = torch.tensor([1, 1, 1, 1, 1, 0])
+    rows = visibility(BrightCorner(), Backdoor(PatchTrigger(3), target=0), x, y, 2)
+    by_band = {r["band"]: r for r in rows}
+    assert by_band[(0.0, 0.02)]["n"] == 2 and by_band[(0.02, 0.05)]["n"] == 1
+    assert by_band[(0.1, float("inf"))]["n"] == 2 and by_band[None]["n"] == 5  # label 0 is not eligible
+    assert all(r["asr"] == 1.0 for r in rows if r["n"])  # the model fires on every stamped image
