@@ -160,6 +160,41 @@ def test_corrupt_checkpoint(trained, capsys, tmp_path):
     assert code == 2 and "missing" in err
 
 
+def test_out_that_would_lose_a_model_is_refused_before_any_work(trained, capsys, tmp_path):
+    _, (m1, m2) = trained
+    before = (m1 / "model.safetensors").read_bytes()
+    # the suspect's own directory
+    budget = ("--clean-budget", "200")
+    for args in (("sanitize", str(m1), str(m2), *budget), ("repair", "finetune", str(m1), *budget),
+                 ("attack", "single-bias", str(m1))):
+        code, _, err = run(capsys, *args, "--dataset", "digits", "--out", str(m1))
+        assert code == 2 and "is the model directory" in err and err.count("\n") == 1, (args, err)
+    # another command's model (a trained model where a sanitized one would go), also named by another spelling
+    code, _, err = run(capsys, "sanitize", str(m1), str(m2), "--dataset", "digits", "--clean-budget", "200",
+                       "--out", str(m2) + "/")
+    assert code == 2 and "is the model directory" in err
+    other = tmp_path / "clean"
+    other.mkdir()
+    (other / "model.json").write_text((m1 / "model.json").read_text())
+    code, _, err = run(capsys, "sanitize", str(m1), "--dataset", "digits", "--clean-budget", "200",
+                       "--out", str(other))
+    assert code == 2 and "already holds a model written by `backdoorlab train`" in err and err.count("\n") == 1
+    (other / "model.json").write_text("{not json")
+    code, _, err = run(capsys, "repair", "finetune", str(m1), "--dataset", "digits", "--clean-budget", "200",
+                       "--out", str(other))
+    assert code == 2 and "not a readable backdoorlab checkpoint" in err
+    assert (m1 / "model.safetensors").read_bytes() == before
+    # a rerun of the same command into its own directory goes ahead
+    rerun = tmp_path / "ft"
+    for _ in range(2):
+        code, _, err = run(capsys, "repair", "finetune", str(m1), "--dataset", "digits", "--clean-budget", "200",
+                           "-o", "steps=5", "--out", str(rerun))
+        assert code == 0, err
+    code, _, err = run(capsys, "train", "--dataset", "digits", "--arch", "small-cnn", "--epochs", "1",
+                       "--out", str(rerun), "--no-progress")
+    assert code == 2 and "written by `backdoorlab repair`" in err
+
+
 def test_missing_data_files_clear_error(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("BACKDOORLAB_MIRROR", "http://127.0.0.1:9")  # nothing listens there: download fails fast
     code, _, err = run(capsys, "train", "--dataset", "mnist", "--arch", "small-cnn", "--out", str(tmp_path / "o"),

@@ -6,6 +6,8 @@ Each run returns plain dicts and saves its outputs with their configuration next
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import pathlib
 import time
 
@@ -20,6 +22,7 @@ from .errors import BackdoorlabError, valid_names
 from .io import atomic_path, atomic_write_json
 from .metrics import evaluate
 from .models import Ensemble, create_model, list_models, load_checkpoint, save_checkpoint
+from .models.checkpoint import META_FILE
 from .report import plot_path
 from .train import TrainConfig, train_model
 
@@ -86,6 +89,7 @@ def train_run(dataset, arch: str, cfg: TrainConfig, attack=None, out: str | None
 
     ``model_args`` go to :func:`create_model` (e.g. ``dropout``); an attack may add its own (``model_args()``),
     poison the data (``poison``) and hook into the training batches (``batch_hook``)."""
+    check_out_dir(out, "train")
     holdout = default_holdout(dataset.name) if holdout is None else holdout
     x, y = training_part(dataset, holdout)
     provenance, hook, extra = {"attack": None}, None, dict(model_args or {})
@@ -110,6 +114,48 @@ def train_run(dataset, arch: str, cfg: TrainConfig, attack=None, out: str | None
     if out is not None:
         save_checkpoint(model, out, meta)
     return model, meta
+
+
+def written_by(out_dir: pathlib.Path, meta: dict) -> str:
+    """Which command wrote the checkpoint in ``out_dir`` (its sidecar ``meta``): the ``command`` of the
+    ``config.json`` that sanitize, repair and attack write next to it, else ``train`` (which writes none)."""
+    try:
+        command = json.loads((out_dir / "config.json").read_text()).get("command")
+    except (OSError, ValueError, AttributeError):
+        command = None
+    if command in ("sanitize", "repair", "attack"):
+        return command
+    provenance = meta.get("provenance") or {}
+    return "sanitize" if "second_endpoint" in provenance else "train"
+
+
+def check_out_dir(out: str | os.PathLike | None, command: str, inputs=()) -> None:
+    """Refuse, before any work, an output directory whose checkpoint would be lost: one of the ``inputs`` (the
+    model being read), or a directory holding a checkpoint that another command wrote (``backdoorlab train``'s
+    model in ``runs/clean``, say). A directory that the same command wrote before is overwritten: a rerun."""
+    if out is None:
+        return
+    out_dir = pathlib.Path(out)
+    for p in inputs:
+        src = pathlib.Path(p)
+        src = src.parent if src.is_file() else src
+        if src.exists() and out_dir.exists() and out_dir.resolve() == src.resolve():
+            raise BackdoorlabError(f"--out {out} is the model directory {p} being read; writing there would replace "
+                                   "that model: choose another --out")
+    meta_path = out_dir / META_FILE
+    if not meta_path.is_file():
+        return
+    try:
+        meta = json.loads(meta_path.read_text())
+        previous = written_by(out_dir, meta) if isinstance(meta, dict) else None
+    except (OSError, ValueError):
+        previous = None
+    if previous is None:
+        raise BackdoorlabError(f"--out {out} already holds {META_FILE}, not a readable backdoorlab checkpoint: "
+                               "choose another --out or remove it")
+    if previous != command:
+        raise BackdoorlabError(f"--out {out} already holds a model written by `backdoorlab {previous}`; "
+                               f"`backdoorlab {command}` would replace it: choose another --out or remove it")
 
 
 def model_arch(model: torch.nn.Module, arch: str, args: dict) -> tuple[str, dict]:
@@ -182,6 +228,7 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
     """
     if not 1 <= len(model_dirs) <= 2:
         raise BackdoorlabError(f"sanitize takes one or two models, got {len(model_dirs)}")
+    check_out_dir(out, "sanitize", model_dirs)
     loaded = [load_for(p, dataset) for p in model_dirs]
     metas = [m for _, m in loaded]
     if len(loaded) == 2 and (metas[0]["arch"], metas[0]["arch_args"]) != (metas[1]["arch"], metas[1]["arch_args"]):
@@ -279,6 +326,7 @@ def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=N
 
     if name not in MODEL_ATTACKS:
         raise BackdoorlabError(f"unknown model attack {name!r}; valid: {', '.join(MODEL_ATTACKS)}")
+    check_out_dir(out, "attack", [model_dir])
     model, meta = load_for(model_dir, dataset)
     holdout = (meta.get("holdout") or {}).get("size", default_holdout(dataset.name))
     x_train, y_train = training_part(dataset, holdout)
@@ -349,6 +397,7 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
         raise BackdoorlabError(f"a defense takes one or two models, got {len(model_dirs)}")
     options = {**default_repair_options(name, dataset.name), **(options or {})}
     cfg = repairer_config(name, **options)  # validate before any work
+    check_out_dir(out, "repair", model_dirs)
     loaded = [load_for(p, dataset) for p in model_dirs]
     metas = [m for _, m in loaded]
     if name == "mode-connectivity" and options.get("bn_augment", "auto") == "auto":

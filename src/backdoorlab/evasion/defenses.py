@@ -117,11 +117,12 @@ def train_and_save(dataset, arch: str, cfg: TrainConfig, out: str | None, *, adv
     from ..budget import SPLIT_SEED, default_holdout, training_part
     from ..metrics import evaluate
     from ..models import save_checkpoint
-    from ..pipeline import new_model
+    from ..pipeline import check_out_dir, new_model
     from .attacks import robust_accuracy
 
     if adv is not None and distill_temperature is not None:
         raise BackdoorlabError("choose one defense: adversarial training or defensive distillation")
+    check_out_dir(out, "train")
     holdout = default_holdout(dataset.name)
     x, y = training_part(dataset, holdout)
     model = new_model(arch, dataset, cfg.seed)
