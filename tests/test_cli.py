@@ -169,10 +169,11 @@ def test_out_that_would_lose_a_model_is_refused_before_any_work(trained, capsys,
                  ("attack", "single-bias", str(m1))):
         code, _, err = run(capsys, *args, "--dataset", "digits", "--out", str(m1))
         assert code == 2 and "is the model directory" in err and err.count("\n") == 1, (args, err)
-    # another command's model (a trained model where a sanitized one would go), also named by another spelling
+    # the suspect's directory spelled with a trailing slash
     code, _, err = run(capsys, "sanitize", str(m1), str(m2), "--dataset", "digits", "--clean-budget", "200",
                        "--out", str(m2) + "/")
     assert code == 2 and "is the model directory" in err
+    # another command's model (a trained model where a sanitized one would go)
     other = tmp_path / "clean"
     other.mkdir()
     (other / "model.json").write_text((m1 / "model.json").read_text())

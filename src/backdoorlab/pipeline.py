@@ -22,7 +22,7 @@ from .errors import BackdoorlabError, valid_names
 from .io import atomic_path, atomic_write_json
 from .metrics import evaluate
 from .models import Ensemble, create_model, list_models, load_checkpoint, save_checkpoint
-from .models.checkpoint import META_FILE
+from .models.checkpoint import META_FILE, read_meta
 from .report import plot_path
 from .train import TrainConfig, train_model
 
@@ -136,23 +136,21 @@ def check_out_dir(out: str | os.PathLike | None, command: str, inputs=()) -> Non
     if out is None:
         return
     out_dir = pathlib.Path(out)
+    if not out_dir.exists():
+        return
     for p in inputs:
         src = pathlib.Path(p)
         src = src.parent if src.is_file() else src
-        if src.exists() and out_dir.exists() and out_dir.resolve() == src.resolve():
+        if src.exists() and out_dir.resolve() == src.resolve():
             raise BackdoorlabError(f"--out {out} is the model directory {p} being read; writing there would replace "
                                    "that model: choose another --out")
-    meta_path = out_dir / META_FILE
-    if not meta_path.is_file():
+    if not (out_dir / META_FILE).is_file():
         return
     try:
-        meta = json.loads(meta_path.read_text())
-        previous = written_by(out_dir, meta) if isinstance(meta, dict) else None
-    except (OSError, ValueError):
-        previous = None
-    if previous is None:
+        previous = written_by(out_dir, read_meta(out_dir))
+    except BackdoorlabError:
         raise BackdoorlabError(f"--out {out} already holds {META_FILE}, not a readable backdoorlab checkpoint: "
-                               "choose another --out or remove it")
+                               "choose another --out or remove it") from None
     if previous != command:
         raise BackdoorlabError(f"--out {out} already holds a model written by `backdoorlab {previous}`; "
                                f"`backdoorlab {command}` would replace it: choose another --out or remove it")

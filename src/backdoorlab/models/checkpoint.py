@@ -167,6 +167,11 @@ def _read_meta(directory: pathlib.Path) -> dict:
     return meta
 
 
+def read_meta(path: str | os.PathLike) -> dict:
+    """The validated sidecar (``model.json``) of a checkpoint: its directory or either of its files."""
+    return _read_meta(_checkpoint_dir(path))
+
+
 def load_checkpoint(
     path: str | os.PathLike, arch: str | None = None, dataset: str | None = None, map_location="cpu"
 ) -> tuple[nn.Module, dict]:
