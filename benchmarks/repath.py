@@ -39,7 +39,7 @@ def main():
     tick = time.time()
     test = (ds.test_x, ds.test_y)
     rows = sanitizer.path(curve, fit_part, val_part, test, backdoor, ds.num_classes)
-    t, ts, model = sanitizer.choose(curve, rows, fit_part)  # the model a rerun exports, before any refine step
+    t, ts, model, _ = sanitizer.choose(curve, rows, fit_part)  # the model a rerun exports, before any refine step
     chosen = next(r for r in rows if r["t"] == t) if len(ts) == 1 else evaluate(model, *test, backdoor, ds.num_classes)
     endpoints = [evaluate(m, *test, backdoor, ds.num_classes) for m, _ in loaded]
     ensemble = ts if len(ts) > 1 else None

@@ -77,9 +77,10 @@ def test_sanitize_two_models_outputs(trained, capsys):
     assert meta["provenance"]["sanitized"]["t"] == r["t"]
     check = r["refine_check"]  # the refine guard ran exactly when t is inside the path, and decided the refine
     assert (check is not None) == (0 < r["t"] < 1)
-    if check is not None:
-        assert check["accepted"] == (r["refined_steps"] == 600) == (check["val_loss_after_trial"]
-                                                                     < check["val_loss_before"])
+    if check is not None:  # the loss decides, and a trial that follows the reversed trigger more is refused
+        probe_ok = check["probe_after_trial"] <= 0.1 or check["probe_after_trial"] <= check["probe_before"]
+        assert check["accepted"] == (r["refined_steps"] == 600) == (
+            check["val_loss_after_trial"] < check["val_loss_before"] and probe_ok)
         assert meta["provenance"]["sanitized"]["refine_check"] == check
 
 
@@ -105,7 +106,8 @@ def test_sanitize_says_why_the_guard_refined_or_not(trained, capsys, monkeypatch
 def test_sanitize_one_model_makes_second_endpoint(trained, capsys):
     root, (m1, _) = trained
     code, out, err = run(capsys, "sanitize", str(m1), "--dataset", "digits", "--clean-budget", "300", "--out",
-                         str(root / "san1"), "--steps", "40", "--grid", "3", "--no-progress")
+                         str(root / "san1"), "--steps", "40", "--grid", "3", "--second-endpoint", "scratch",
+                         "--no-progress")
     assert code == 0, err
     assert "second endpoint (scratch)" in out and "sanitized (t =" in out
 
@@ -231,7 +233,8 @@ def test_reused_second_endpoint_gives_the_same_sanitized_model(trained, capsys):
     made = [e for e in json.loads((root / "san1" / "path.json").read_text())["endpoints"] if "made_by" in e][0]
     assert meta["metrics"]["clean_accuracy"] == made["clean_accuracy"]
     # another suspect on the same budget and recipe: reusing the endpoint must give what training it again gives
-    args = ["--dataset", "digits", "--clean-budget", "300", "--steps", "40", "--grid", "3", "--no-progress", "--json"]
+    args = ["--dataset", "digits", "--clean-budget", "300", "--steps", "40", "--grid", "3", "--second-endpoint",
+            "scratch", "--no-progress", "--json"]
     code, out, err = run(capsys, "sanitize", str(m2), "--out", str(root / "fresh"), *args)
     assert code == 0, err
     fresh = json.loads(out)
@@ -272,10 +275,48 @@ def test_attacks_benchmark_finds_a_matching_second_endpoint(trained, tmp_path):
     shutil.copytree(root / "san1" / "second-endpoint", run_dir / "second-endpoint")
     ds = load_dataset("digits")
     meta = json.loads((m2 / "model.json").read_text())
-    cfg = SanitizerConfig(steps=40, second_steps=40, grid=3, augment=sanitizer_augmentation("digits"))
+    cfg = SanitizerConfig(steps=40, second_steps=40, grid=3, augment=sanitizer_augmentation("digits"),
+                          second_endpoint="scratch")
     assert reusable_second_endpoint([tmp_path], 300, meta, ds, cfg) == str(run_dir / "second-endpoint")
     assert reusable_second_endpoint([tmp_path], 200, meta, ds, cfg) is None  # another budget: no such run
-    other = SanitizerConfig(steps=30, second_steps=30, grid=3, augment=sanitizer_augmentation("digits"))
+    other = SanitizerConfig(steps=30, second_steps=30, grid=3, augment=sanitizer_augmentation("digits"),
+                            second_endpoint="scratch")
     assert reusable_second_endpoint([tmp_path], 300, meta, ds, other) is None  # another recipe
     assert reusable_second_endpoint([tmp_path], 300, {**meta, "arch_args": {**meta["arch_args"], "dropout": 0.3}},
                                     ds, cfg) is None  # another architecture (a dropout model, say)
+
+
+def test_sanitize_one_model_default_is_the_permuted_endpoint_with_its_report(trained, capsys):
+    root, (m1, _) = trained
+    out_dir = root / "san-perm"
+    code, out, err = run(capsys, "sanitize", str(m1), "--dataset", "digits", "--clean-budget", "300", "--out",
+                         str(out_dir), "--steps", "40", "--grid", "5", "--refine-steps", "0", "--json", "--no-progress")
+    assert code == 0, err
+    r = json.loads(out)
+    assert [s["stage"] for s in r["stages"]] == [1] and 0 < r["t"] < 1
+    assert {"within_tolerance", "backdoor_removed", "probe", "exported_probe"} <= set(r["verdict"])
+    assert isinstance(r["warnings"], list)
+    path = json.loads((out_dir / "path.json").read_text())
+    assert path["unit_groups"]["units"] > 0 and "reversed trigger" in path["rule"]
+    assert (out_dir / "path.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out_dir / "second-endpoint").exists()  # a permuted copy depends on the suspect: nothing to reuse
+
+
+def test_sanitize_strict_exits_3_when_the_export_falls_short(trained, capsys, monkeypatch):
+    from backdoorlab.defenses import mode_connectivity
+    root, (m1, m2) = trained
+    real = mode_connectivity.select_probed
+
+    def short(*args, **kwargs):
+        ts, verdict = real(*args, **kwargs)
+        return ts, {**verdict, "within_tolerance": False}
+
+    monkeypatch.setattr(mode_connectivity, "select_probed", short)
+    args = ["sanitize", str(m1), str(m2), "--dataset", "digits", "--clean-budget", "300", "--steps", "20", "--grid",
+            "3", "--refine-steps", "0", "--no-backdoor-probe", "--no-progress"]
+    code, out, err = run(capsys, *args, "--out", str(root / "san-lax"))
+    assert code == 0 and "warning: to keep away from the suspect" in err
+    code, out, err = run(capsys, *args, "--out", str(root / "san-strict"), "--strict")
+    assert code == 3 and "error: --strict: 1 warning(s)" in err
+    assert (root / "san-strict" / "model.safetensors").exists()  # written all the same, with the warning
+    assert json.loads((root / "san-strict" / "path.json").read_text())["warnings"]

@@ -166,7 +166,7 @@ def test_sanitizer_refine_fine_tunes_an_interior_choice_on_the_whole_budget(susp
     other = copy.deepcopy(model)
     # tolerance 1: every t qualifies, so two suspects give t = 0.5 and one suspect gives t = 1
     base = SanitizerConfig(steps=20, second_steps=20, grid=3, batch_size=64, ca_tolerance=1.0, refine_steps=0,
-                           refine_guard=False)
+                           refine_guard=False, second_endpoint="scratch", backdoor_probe=False)
     plain = ModeConnectivitySanitizer(base, progress=False).sanitize(model, budget, other)
     seen = []
     real = mode_connectivity.finetune
@@ -417,7 +417,8 @@ def test_repair_mode_connectivity_reports_the_refine_guard(suspect, budget):
     check = info["refine_check"]
     assert set(check) >= {"val_accuracy_before", "val_accuracy_after_trial", "val_loss_before",
                           "val_loss_after_trial", "accepted", "n_val"}
-    assert check["accepted"] == (check["val_loss_after_trial"] < check["val_loss_before"])
+    probe_ok = check["probe_after_trial"] <= 0.1 or check["probe_after_trial"] <= check["probe_before"]
+    assert check["accepted"] == (check["val_loss_after_trial"] < check["val_loss_before"] and probe_ok)
     assert info["refined"] == check["accepted"]
     json.dumps(info)  # goes into report.json as it is
 
@@ -466,7 +467,8 @@ def test_sanitizer_exports_the_mean_of_two_equally_far_candidates(suspect, budge
     _symmetric_path(monkeypatch)
     model = suspect[0]
     other = copy.deepcopy(model)
-    cfg = SanitizerConfig(steps=20, grid=5, batch_size=64, ca_tolerance=0.02, refine_steps=0)
+    cfg = SanitizerConfig(steps=20, grid=5, batch_size=64, ca_tolerance=0.02, refine_steps=0, backdoor_probe=False,
+                          second_endpoint="scratch")
     san = ModeConnectivitySanitizer(cfg, progress=False)
     result = san.sanitize(model, budget, other)
     assert result.t == 0.75 and result.ensemble_ts == [0.25, 0.75] and isinstance(result.model, Ensemble)
@@ -487,10 +489,12 @@ def test_sanitizer_exports_the_mean_of_two_equally_far_candidates(suspect, budge
     for i in range(2):
         before, after = result.model.members[i].state_dict(), refined.model.members[i].state_dict()
         assert any(not torch.equal(before[k], after[k]) for k in before)
-    # only the ends within tolerance: they are the suspects, never averaged
+    # only the ends within tolerance: they are the suspects, never exported; the best point inside is, with the
+    # verdict that it lies outside the tolerance
     _symmetric_path(monkeypatch, (0.99, 0.5, 0.5, 0.5, 0.98))
     ends = san.sanitize(model, budget, other)
-    assert ends.t == 0.0 and ends.ensemble_ts is None and not isinstance(ends.model, Ensemble)
+    assert ends.t == 0.5 and ends.ensemble_ts is None and not isinstance(ends.model, Ensemble)
+    assert ends.verdict["within_tolerance"] is False
     # sanitizing two averaged models gives one flat average of all their networks
     nested = Ensemble([Ensemble([copy.deepcopy(model), copy.deepcopy(model)]), result.model])
     assert len(nested.members) == 4 and nested.arch_args["size"] == 4
@@ -507,7 +511,7 @@ def test_sanitize_cli_writes_an_ensemble_that_loads_and_evaluates(suspect, tmp_p
     _, _, m1 = suspect
     out = tmp_path / "ens"
     args = ["sanitize", str(m1), str(m1), "--dataset", "digits", "--clean-budget", "300", "--steps", "20", "--grid",
-            "5", "--tolerance", "0.02", "--refine-steps", "0", "--no-progress"]
+            "5", "--tolerance", "0.02", "--refine-steps", "0", "--no-backdoor-probe", "--no-progress"]
     assert main(args + ["--out", str(out), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["t"] == 0.75 and r["ensemble"] == [0.25, 0.75]
@@ -533,3 +537,45 @@ def test_sanitize_cli_writes_an_ensemble_that_loads_and_evaluates(suspect, tmp_p
     text = capsys.readouterr().out
     assert "sanitized model at t = 0.25 + 0.75 (the mean of both models' outputs)" in text
     assert "sanitized (t = 0.25 + 0.75)" in text
+
+
+def test_one_model_sanitizer_with_a_permuted_second_endpoint(suspect, budget):
+    """TSC's first stage: the second endpoint computes the suspect's function with its units reordered, both ends
+    count as suspects, and the second stage (stages=2) starts from stage 1's choice."""
+    import dataclasses
+    from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
+    model = suspect[0]
+    cfg = SanitizerConfig(steps=20, grid=5, batch_size=64, refine_steps=0, backdoor_probe=False)
+    assert cfg.second_endpoint == "permuted" and cfg.stages == 1
+    result = ModeConnectivitySanitizer(cfg, progress=False).sanitize(model, budget)
+    x = budget.x[:50].float() / 255
+    with torch.no_grad():
+        assert torch.allclose(result.second_model(x), model.eval()(x), atol=1e-4)
+    assert _distance(result.second_model, model) > 1.0
+    assert result.second_endpoint == "permuted" and [s["stage"] for s in result.stages] == [1]
+    assert 0.0 < result.t < 1.0  # both ends are the suspect: never chosen
+    assert result.unit_groups["units"] == 32 + 64 + 128 and result.unit_groups["left_alone"] == {
+        "fc": "permuting it changes the model's outputs"}
+    two = ModeConnectivitySanitizer(dataclasses.replace(cfg, stages=2), progress=False).sanitize(model, budget)
+    assert [s["stage"] for s in two.stages] == [1, 2] and two.stages[0]["path"] == result.stages[0]["path"]
+    assert two.path is two.stages[1]["path"] and two.t == two.stages[1]["t"] and 0.0 < two.t <= 1.0
+    assert "curve_stage_2" in two.seconds
+    with pytest.raises(BackdoorlabError, match="stages must be 1 or 2"):
+        SanitizerConfig(stages=3)
+
+
+def _distance(a, b):
+    return sum((p - q).pow(2).sum() for p, q in zip(a.parameters(), b.parameters())).sqrt().item()
+
+
+def test_sanitizer_reads_the_backdoor_probe_along_the_path(suspect, budget):
+    from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
+    model = suspect[0]
+    cfg = SanitizerConfig(steps=20, grid=3, batch_size=64, refine_steps=0)
+    result = ModeConnectivitySanitizer(cfg, progress=False).sanitize(model, budget)
+    readings = [r["backdoor_probe"] for r in result.path]
+    assert all(0.0 <= v <= 1.0 for v in readings)
+    assert readings[0] == readings[-1] > 0.5  # both ends are the suspect, which follows its own reversed trigger
+    assert result.verdict["probe_findings"]["findings"][0]["probed_labels"]
+    assert 0.0 <= result.verdict["exported_probe"] <= 1.0
+    assert "backdoor_probe" in result.seconds

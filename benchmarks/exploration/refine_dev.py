@@ -52,7 +52,7 @@ def main():
         sanitizer.config = dataclasses.replace(sanitizer.config, ensemble=False)
     dev = saved.dev
     backdoor = backdoor_of(saved.loaded[0][1])
-    t, ts, chosen = sanitizer.choose(saved.curve, rows, saved.fit_part)  # refine and its trial train copies
+    t, ts, chosen, _ = sanitizer.choose(saved.curve, rows, saved.fit_part)  # refine and its trial train copies
     print(f"{run}: {chosen_text(t, ts if len(ts) > 1 else None)}, {len(dev)} development images", flush=True)
     for steps in steps_list:
         tick = time.time()

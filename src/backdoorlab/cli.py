@@ -285,8 +285,13 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
 @click.option("--augment", default=None,
               help="none, crop, crop-flip, crop-flip-jpeg, jpeg, affine or affine-elastic (default: crop-flip-jpeg "
                    "for cifar10, else affine).")
-@click.option("--second-endpoint", default="scratch", show_default=True,
-              help="With one model: how to make the second endpoint (scratch, distill or finetune).")
+@click.option("--second-endpoint", default="permuted", show_default=True,
+              help="With one model: how to make the second endpoint: permuted (the suspect with its hidden units "
+                   "reordered: the same function elsewhere in weight space), scratch (trained on the budget), "
+                   "distill or finetune.")
+@click.option("--stages", default=1, show_default=True, type=click.IntRange(1, 2),
+              help="With --second-endpoint permuted: 2 adds a second curve, from the suspect (units aligned) to the "
+                   "first curve's chosen model, and chooses on it.")
 @click.option("--reuse-second-endpoint", "reuse", default=None, type=click.Path(),
               help="With one model: the second endpoint an earlier sanitize run saved (OUT/second-endpoint, or that "
                    "OUT) on the same budget and recipe; skips training it again (scratch only; checked).")
@@ -302,15 +307,24 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
               help="With two models, when the rule finds two points equally far from them (t and 1 - t): export the "
                    "mean of both models' softmax outputs (one checkpoint, two networks); --no-ensemble exports the "
                    "one the tie-breaks prefer.")
+@click.option("--backdoor-probe/--no-backdoor-probe", default=True, show_default=True,
+              help="Reverse the suspect's trigger with Neural Cleanse on the budget and move the choice further from "
+                   "the suspect while the model there still follows it.")
+@click.option("--probe-limit", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="The share of validation images the reversed trigger may still send to its label at the chosen "
+                   "point.")
+@click.option("--strict", is_flag=True,
+              help="Exit with status 3 when the exported model is outside the accuracy tolerance or may keep the "
+                   "backdoor (the model is still written, with the warnings in path.json).")
 @_backdoor_options
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @data_dir_option
 @progress_option
-def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_size, augment, second_endpoint, reuse,
-             tolerance, grid, refine_steps, refine_guard, ensemble, backdoor_spec, seed, budget_seed, as_json, data_dir,
-             no_progress):
+def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_size, augment, second_endpoint, stages,
+             reuse, tolerance, grid, refine_steps, refine_guard, ensemble, backdoor_probe, probe_limit, strict,
+             backdoor_spec, seed, budget_seed, as_json, data_dir, no_progress):
     """Remove a backdoor from one or two suspect models with a learned curve in weight space.
 
     Writes OUT/model.safetensors + model.json (the sanitized model), OUT/path.json, OUT/path.png,
@@ -331,14 +345,17 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
     if augment is None:
         augment = sanitizer_augmentation(ds.name)
     cfg = SanitizerConfig(curve=curve, init=init, steps=steps, second_steps=steps, lr=lr, batch_size=batch_size,
-                          augment=augment, second_endpoint=second_endpoint, ca_tolerance=tolerance, grid=grid,
-                          refine_steps=refine_steps, refine_guard=refine_guard, ensemble=ensemble, seed=seed)
+                          augment=augment, second_endpoint=second_endpoint, stages=stages, ca_tolerance=tolerance,
+                          grid=grid, refine_steps=refine_steps, refine_guard=refine_guard, ensemble=ensemble,
+                          backdoor_probe=backdoor_probe, probe_limit=probe_limit, seed=seed)
     atk = _make_attack(backdoor_spec, ds)
     summary = sanitize_run(ds, list(model_dirs), budget, out, cfg, backdoor=atk.backdoor if atk else None,
                            budget_seed=budget_seed, progress=not no_progress, reuse_second_endpoint=reuse)
     if as_json:
         click.echo(json.dumps({k: summary[k] for k in ("t", "ensemble", "clean_accuracy", "attack_success_rate",
-                                                       "path", "refined_steps", "refine_check")} | {"out": out}))
+                                                       "path", "stages", "refined_steps", "refine_check", "verdict",
+                                                       "warnings")} | {"out": out}))
+        _strict_exit(strict, summary)
         return
     refined = f", then fine-tuned on the whole budget ({summary['refined_steps']} steps)" \
         if summary.get("refined_steps") else ""
@@ -348,8 +365,23 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
                    f"{check['val_loss_before']:.4f} -> {check['val_loss_after_trial']:.4f}, accuracy "
                    f"{check['val_accuracy_before']:.2%} -> {check['val_accuracy_after_trial']:.2%})")
     averaged = " (the mean of both models' outputs)" if summary.get("ensemble") else ""
-    click.echo(f"sanitized model at {chosen_text(summary['t'], summary.get('ensemble'))}{averaged}{refined} -> {out}")
+    stage = f" of stage {len(summary['stages'])}" if len(summary.get("stages") or []) > 1 else ""
+    click.echo(f"sanitized model at {chosen_text(summary['t'], summary.get('ensemble'))}{stage}{averaged}{refined} "
+               f"-> {out}")
     _print_table(summary)
+    for line in summary["warnings"]:
+        click.echo(f"warning: {line}", err=True)
+    _strict_exit(strict, summary)
+
+
+def _strict_exit(strict: bool, summary: dict) -> None:
+    """``--strict``: a sanitize run whose exported model falls short (warnings) exits with status 3."""
+    if strict and summary["warnings"]:
+        raise StrictFailure(f"--strict: {len(summary['warnings'])} warning(s); the model was written, see path.json")
+
+
+class StrictFailure(Exception):
+    """A run that finished but fell short of what ``--strict`` asks for: one line, exit status 3."""
 
 
 def _print_table(summary: dict) -> None:
@@ -636,6 +668,9 @@ def main(argv=None) -> int:
     except BackdoorlabError as e:
         click.echo(f"error: {e}", err=True)
         return 2
+    except StrictFailure as e:
+        click.echo(f"error: {e}", err=True)
+        return 3
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         return 130

@@ -23,7 +23,7 @@ from .io import atomic_path, atomic_write_json
 from .metrics import evaluate
 from .models import Ensemble, create_model, list_models, load_checkpoint, save_checkpoint
 from .models.checkpoint import META_FILE, read_meta
-from .report import plot_path
+from .report import plot_path, plot_stages
 from .train import TrainConfig, train_model
 
 # Training defaults per (data set, architecture): what reaches the benchmark targets on a 2-core CPU.
@@ -261,18 +261,18 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
               "backdoorlab_version": __version__}
     refined_steps = cfg.refine_steps if result.refined else 0
     saved_arch, saved_args = model_arch(result.model, arch, args)
+    warnings = sanitize_warnings(result.verdict, cfg)
     summary = {"t": result.t, "ensemble": result.ensemble_ts, "clean_accuracy": final["clean_accuracy"],
                "attack_success_rate": final.get("attack_success_rate"),
                "robust_accuracy": final.get("robust_accuracy"),
                "endpoints": [{k: e.get(k) for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy",
                                                       "made_by") if k in e} for e in endpoints],
-               "curve": cfg.curve, "rule": f"farthest t from the suspect endpoint(s) with validation accuracy within "
-                                           f"{cfg.ca_tolerance:.3f} of the best on the path"
-                                           + ("; with two such t, the mean of both models' softmax outputs"
-                                              if cfg.ensemble and result.second_endpoint is None else ""),
+               "curve": cfg.curve, "rule": rule_text(cfg, two_suspects=len(model_dirs) == 2),
+               "verdict": result.verdict, "warnings": warnings,
                "refined_steps": refined_steps, "refine_check": result.refine_check,
-               "reused_second_endpoint": config["reused_second_endpoint"],
-               "seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "path": result.path}
+               "reused_second_endpoint": config["reused_second_endpoint"], "unit_groups": result.unit_groups,
+               "seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "path": result.path,
+               "stages": result.stages}
     meta = {"arch": saved_arch, "arch_args": saved_args, "dataset": dataset.name,
             "class_names": metas[0].get("class_names"), "input_shape": metas[0].get("input_shape"), "seed": cfg.seed,
             "holdout": metas[0].get("holdout"),
@@ -296,11 +296,47 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
         safetensors.torch.save_file(control, str(tmp), metadata={"curve": cfg.curve})
     atomic_write_json(out_dir / "path.json", summary)
     atomic_write_json(out_dir / "config.json", config)
-    plot_path(result.path, result.t, out_dir / "path.png", ensemble=result.ensemble_ts,
-              exported=final if result.refined or result.ensemble_ts else None,
-              title=f"{cfg.curve} curve, {dataset.name}, {arch}, clean budget {budget_size}",
-              one_suspect=result.second_endpoint is not None)
+    exported = final if result.refined or result.ensemble_ts else None
+    title = f"{cfg.curve} curve, {dataset.name}, {arch}, clean budget {budget_size}"
+    if result.stages:
+        plot_stages(result.stages, out_dir / "path.png", exported=exported, title=title)
+    else:
+        plot_path(result.path, result.t, out_dir / "path.png", ensemble=result.ensemble_ts, exported=exported,
+                  title=title, one_suspect=result.second_endpoint is not None)
     return summary
+
+
+def rule_text(cfg: SanitizerConfig, two_suspects: bool) -> str:
+    """The sanitizer's rule for t, in words, as its configuration sets it."""
+    text = (f"farthest t from the suspect endpoint(s) with validation accuracy within {cfg.ca_tolerance:.3f} of the "
+            "best on the path, never a suspect end")
+    if cfg.ensemble and (two_suspects or (cfg.second_endpoint == "permuted" and cfg.stages == 1)):
+        text += "; with two such t, the mean of both models' softmax outputs"
+    if cfg.backdoor_probe:
+        text += (f"; moved further from the suspect(s) while the suspect's reversed trigger (Neural Cleanse) sends "
+                 f"more than {cfg.probe_limit:.0%} of the validation images to its label")
+    if cfg.second_endpoint == "permuted" and cfg.stages == 2 and not two_suspects:
+        text += "; applied to the suspect-to-permuted-copy curve, then to the aligned-suspect-to-that-point curve"
+    return text
+
+
+def sanitize_warnings(verdict: dict, cfg: SanitizerConfig) -> list[str]:
+    """One line per way the exported model falls short of what the sanitizer promises: outside the accuracy
+    tolerance, or still following the suspect's reversed trigger. Empty when neither."""
+    warnings = []
+    if not verdict.get("within_tolerance", True):
+        warnings.append(f"to keep away from the suspect, the exported model lies outside the accuracy tolerance "
+                        f"({cfg.ca_tolerance:.1%} below the best validation accuracy on the path)")
+    reading = verdict.get("exported_probe")
+    if verdict.get("backdoor_removed") is False:
+        warnings.append(f"the backdoor may remain: the chosen point sends {verdict['probe']:.1%} of the validation "
+                        f"images to the suspect's probable target when they carry its reversed trigger (limit "
+                        f"{cfg.probe_limit:.0%}), and no point of the path further from the suspect reads clean")
+    elif verdict.get("backdoor_removed") and reading is not None and reading > cfg.probe_limit:
+        warnings.append(f"the backdoor may remain: the exported model sends {reading:.1%} of the validation images "
+                        f"to the suspect's probable target when they carry its reversed trigger (limit "
+                        f"{cfg.probe_limit:.0%})")
+    return warnings
 
 
 def finetune_run(dataset, model_dir: str, budget_size: int, cfg: TrainConfig, backdoor=None, budget_seed: int = 0,

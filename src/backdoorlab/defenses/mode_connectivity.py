@@ -47,9 +47,11 @@ from ..metrics import accuracy, evaluate, predict_logits
 from ..models.ensemble import Ensemble
 from ..augment import AUGMENTATIONS, augment
 from ..train import TrainConfig, fit, seed_everything, to_float
+from ..symmetry import UnitGroups, find_unit_groups, match_units, permuted_copy
+from .backdoor_probe import BackdoorProbe
 from .finetune import distillation_loss, finetune
 
-SECOND_ENDPOINTS = ("scratch", "distill", "finetune")
+SECOND_ENDPOINTS = ("permuted", "scratch", "distill", "finetune")
 CONTROL_INITS = ("random", "scratch", "midpoint")
 
 
@@ -68,7 +70,8 @@ class SanitizerConfig:
     min_val: int = 50
     grid: int = 11
     ca_tolerance: float = 0.04
-    second_endpoint: str = "scratch"
+    second_endpoint: str = "permuted"
+    stages: int = 1  # permuted second endpoint: 2 adds TSC's second stage (a curve from the aligned suspect)
     second_steps: int = 2400
     second_lr: float = 0.05
     distill_temperature: float = 4.0
@@ -80,6 +83,8 @@ class SanitizerConfig:
     refine_lr: float = 0.01
     refine_guard: bool = True  # refine only if a trial refine on the fit part lowers the validation loss
     ensemble: bool = True  # two suspects: average the models at t and 1 - t when the rule finds both (see select_ts)
+    backdoor_probe: bool = True  # Neural Cleanse on the suspect(s), read at every t (see backdoor_probe.py)
+    probe_limit: float = 0.1  # the highest probe reading a chosen point may have
     seed: int = 0
 
     def __post_init__(self):
@@ -90,6 +95,10 @@ class SanitizerConfig:
         if self.second_endpoint not in SECOND_ENDPOINTS:
             raise BackdoorlabError(f"unknown second-endpoint method {self.second_endpoint!r}; "
                                    f"valid: {valid_names(SECOND_ENDPOINTS)}")
+        if self.stages not in (1, 2):
+            raise BackdoorlabError(f"stages must be 1 or 2, got {self.stages}")
+        if not 0 <= self.probe_limit <= 1:
+            raise BackdoorlabError(f"probe limit must lie in [0, 1], got {self.probe_limit}")
         if self.grid < 3:
             raise BackdoorlabError(f"the t grid needs at least 3 points, got {self.grid}")
         if not 0 < self.val_fraction < 1:
@@ -128,6 +137,9 @@ class SanitizeResult:
     refined: bool = False  # whether the chosen model was fine-tuned on the whole budget (interior t only)
     refine_check: dict | None = None  # the guard's trial: validation accuracy and loss before and after, the verdict
     ensemble_ts: list[float] | None = None  # the points averaged into the exported model, sorted (None: one model)
+    stages: list[dict] = field(default_factory=list)  # permuted endpoint: each stage's path and choice (see sanitize)
+    unit_groups: dict | None = None  # permuted endpoint: how many hidden units were permuted, and what was left alone
+    verdict: dict = field(default_factory=dict)  # the rule's verdict on the exported choice (see select_probed)
 
 
 def select_t(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.04, val_loss=None) -> float:
@@ -167,6 +179,60 @@ def select_ts_from_rows(rows: list[dict], suspect_ends=(0, 1), tolerance: float 
     """:func:`select_ts` on path rows (``t``, ``val_accuracy`` and, where scored, ``val_loss``)."""
     loss = [r["val_loss"] for r in rows] if all("val_loss" in r for r in rows) else None
     return select_ts([r["t"] for r in rows], [r["val_accuracy"] for r in rows], suspect_ends, tolerance, loss)
+
+
+def select_probed(rows: list[dict], suspect_ends=(0, 1), tolerance: float = 0.04, limit: float = 0.1
+                  ) -> tuple[list[float], dict]:
+    """:func:`select_ts_from_rows`, then a check of its choice against the backdoor probe's readings
+    (``backdoor_probe`` per row, see :mod:`.backdoor_probe`). Returns the ts to export and a verdict.
+
+    When the chosen point(s) read at most ``limit``, the choice stands. When they read more (the model there
+    still follows the suspect's reversed trigger), the choice moves *away* from the suspect(s): to the nearest
+    points further out that read at most ``limit``, whatever their validation accuracy (with their mirror when
+    it reads clean too); ``within_tolerance`` then says whether they are still within ``tolerance`` of the best
+    validation accuracy. When nothing further out reads clean, the choice stands and ``backdoor_removed`` is
+    false. The probe never moves the choice closer to a suspect: a low reading is evidence, not proof. It is
+    ``inconclusive`` (and ignored) when a suspect end itself reads at most ``limit``.
+
+    A suspect end is never chosen: when every point inside the path is outside the tolerance, the most accurate
+    of them is (``within_tolerance`` false).
+    """
+    ts = select_ts_from_rows(rows, suspect_ends, tolerance)
+    by_t = {r["t"]: r for r in rows}
+    best = max(r["val_accuracy"] for r in rows)
+    dist = {t: round(min(abs(t - e) for e in suspect_ends), 9) for t in by_t}
+    verdict = {"tolerance": tolerance, "within_tolerance": True, "probe_limit": None, "probe": None,
+               "backdoor_removed": None, "note": "no backdoor probe"}
+    if dist[ts[0]] == 0:  # the tolerance rule fell back on a suspect: take the best point that is not one
+        inside = [t for t in by_t if dist[t] > 0]
+        top = max(by_t[t]["val_accuracy"] for t in inside)
+        ts = select_ts_from_rows([by_t[t] for t in inside if by_t[t]["val_accuracy"] == top], suspect_ends, 0.0)
+        verdict.update(within_tolerance=False, note="every point inside the path is outside the tolerance")
+    if any("backdoor_probe" not in r for r in rows):
+        return ts, verdict
+    reading = {t: by_t[t]["backdoor_probe"] for t in by_t}
+    verdict["probe_limit"] = limit
+    ends = [t for t in by_t if dist[t] == 0]
+    if not ends or min(reading[t] for t in ends) <= limit:
+        verdict.update(probe=max(reading[t] for t in ts), note="inconclusive: the suspect itself reads clean")
+        return ts, verdict
+    if max(reading[t] for t in ts) <= limit:
+        verdict.update(probe=max(reading[t] for t in ts), backdoor_removed=True,
+                       note="the chosen point reads clean")
+        return ts, verdict
+    further = [t for t in by_t if dist[t] > dist[ts[0]] and reading[t] <= limit]
+    if not further:
+        verdict.update(probe=max(reading[t] for t in ts), backdoor_removed=False,
+                       note="no point of the path reads clean at or beyond the rule's choice")
+        return ts, verdict
+    near = min(dist[t] for t in further)
+    same = [t for t in further if dist[t] == near]
+    first = max(same, key=lambda t: (by_t[t]["val_accuracy"], -round(by_t[t].get("val_loss", 0.0), 9), -t))
+    moved = [first] + sorted(t for t in same if t != first)
+    verdict.update(probe=max(reading[t] for t in moved), backdoor_removed=True,
+                   within_tolerance=all(by_t[t]["val_accuracy"] >= best - tolerance - 1e-12 for t in moved),
+                   note=f"moved away from the suspect: t = {ts[0]:.2f} read {reading[ts[0]]:.1%}")
+    return moved, verdict
 
 
 def reinitialised_copy(model: nn.Module, seed: int) -> nn.Module:
@@ -226,23 +292,26 @@ class ModeConnectivitySanitizer:
         return finetune(student, fit_part.x, fit_part.y, tc, progress=self.progress, desc="second endpoint (distill)",
                         teacher=suspect, temperature=cfg.distill_temperature, alpha=cfg.distill_alpha)
 
-    def fit_curve(self, start: nn.Module, end: nn.Module, fit_part: CleanBudget) -> Curve:
+    def fit_curve(self, start: nn.Module, end: nn.Module, fit_part: CleanBudget, stage: int = 1) -> Curve:
+        """Train a curve from ``start`` (t = 0) to ``end`` (t = 1) on ``fit_part``. ``stage`` > 1 (the permuted
+        endpoint's second curve) shifts every seed, so that its control point starts elsewhere."""
         cfg = self.config
+        seed = cfg.seed + 10 * (stage - 1)
         init_model = None
         if cfg.init == "random":
-            init_model = self._fresh(start, cfg.seed + 2)
+            init_model = self._fresh(start, seed + 2)
         elif cfg.init == "scratch":  # a fresh model first trained on the fit part alone
-            tc = cfg.train_config(cfg.second_steps, cfg.second_lr, cfg.seed + 2)
-            init_model = finetune(self._fresh(start, cfg.seed + 2), fit_part.x, fit_part.y, tc, progress=self.progress,
+            tc = cfg.train_config(cfg.second_steps, cfg.second_lr, seed + 2)
+            init_model = finetune(self._fresh(start, seed + 2), fit_part.x, fit_part.y, tc, progress=self.progress,
                                   desc="control point (scratch)")
         curve = Curve(start, end, kind=cfg.curve, init="midpoint" if cfg.init == "midpoint" else "random",
                       init_model=init_model)
-        g = seed_everything(cfg.seed)
+        g = seed_everything(seed)
         curve.base.train()
 
         teachers = [start.eval(), end.eval()]
         temp, alpha = cfg.distill_temperature, cfg.curve_distill
-        mix = np.random.default_rng(cfg.seed + 5)
+        mix = np.random.default_rng(seed + 5)
 
         def loss_fn(xb, yb):
             t = torch.rand(1, generator=g).item()
@@ -260,8 +329,8 @@ class ModeConnectivitySanitizer:
                 loss = (1 - alpha) * loss + alpha * distillation_loss(logits, soft, temp)
             return loss, logits
 
-        fit(list(curve.control), loss_fn, fit_part.x, fit_part.y, cfg.train_config(cfg.steps, cfg.lr, cfg.seed),
-            progress=self.progress, desc=f"{cfg.curve} curve", generator=g)
+        fit(list(curve.control), loss_fn, fit_part.x, fit_part.y, cfg.train_config(cfg.steps, cfg.lr, seed),
+            progress=self.progress, desc=f"{cfg.curve} curve" + (f" (stage {stage})" if stage > 1 else ""), generator=g)
         curve.base.eval()
         return curve
 
@@ -277,34 +346,39 @@ class ModeConnectivitySanitizer:
         return augment(to_float(fit_part.x), self.config.bn_augment, g)
 
     def path(self, curve: Curve, fit_part: CleanBudget, val_part: CleanBudget, test=None, backdoor=None,
-             num_classes: int | None = None) -> list[dict]:
-        """Score every grid t: validation accuracy on the budget's held-out slice, and if ``test`` = (x, y) is
-        given, test CA (and ASR/RA with a ``backdoor``). Batch norm is re-estimated on :meth:`bn_data` at each t."""
+             num_classes: int | None = None, probe: BackdoorProbe | None = None) -> list[dict]:
+        """Score every grid t: validation accuracy and loss on the budget's held-out slice, the ``probe``'s reading
+        on the same slice (``backdoor_probe``), and if ``test`` = (x, y) is given, test CA (and ASR/RA with a
+        ``backdoor``). Batch norm is re-estimated on :meth:`bn_data` at each t."""
         rows, bn_data = [], self.bn_data(fit_part)
         ts = torch.linspace(0, 1, self.config.grid).tolist()
         for t in tqdm(ts, desc="path", disable=not self.progress, leave=False, dynamic_ncols=True):
             model = curve.model_at(t, bn_data=bn_data)
             val_accuracy, val_loss = validation_scores(model, val_part)
             row = {"t": round(t, 6), "val_accuracy": val_accuracy, "val_loss": val_loss}
+            if probe is not None:
+                row["backdoor_probe"] = probe.read(model, val_part)
             if test is not None:
                 row.update(evaluate(model, test[0], test[1], backdoor, num_classes))
                 row.pop("n_test", None)
             rows.append(row)
         return rows
 
-    def choose(self, curve: Curve, rows: list[dict], fit_part: CleanBudget, suspect_ends=(0.0, 1.0)
-               ) -> tuple[float, list[float], nn.Module]:
-        """Apply the rule to the scored ``rows`` of :meth:`path`: return ``(t, ts, model)``, the chosen t, the ts
-        the exported model is made of, and that model (batch norm re-estimated on :meth:`bn_data`). With
-        ``ensemble`` on and two candidates inside the path (t and 1 - t), ``ts`` holds both and the model is their
-        :class:`Ensemble`; otherwise ``ts == [t]``. The ends are never averaged: they are suspects."""
-        ts = select_ts_from_rows(rows, suspect_ends, self.config.ca_tolerance)
+    def choose(self, curve: Curve, rows: list[dict], fit_part: CleanBudget, suspect_ends=(0.0, 1.0),
+               ensemble: bool | None = None) -> tuple[float, list[float], nn.Module, dict]:
+        """Apply the rule (:func:`select_probed`) to the scored ``rows`` of :meth:`path`: return ``(t, ts, model,
+        verdict)``, the chosen t, the ts the exported model is made of, that model (batch norm re-estimated on
+        :meth:`bn_data`) and the rule's verdict. With ``ensemble`` (default: the configuration's) and two
+        candidates inside the path (t and 1 - t), ``ts`` holds both and the model is their :class:`Ensemble`;
+        otherwise ``ts == [t]``. The ends are never averaged: they are suspects."""
+        cfg = self.config
+        ts, verdict = select_probed(rows, suspect_ends, cfg.ca_tolerance, cfg.probe_limit)
         t = ts[0]
-        if not (self.config.ensemble and 0.0 < t < 1.0):
+        if not ((cfg.ensemble if ensemble is None else ensemble) and 0.0 < t < 1.0):
             ts = ts[:1]
         bn_data = self.bn_data(fit_part)
         models = [curve.model_at(u, bn_data=bn_data) for u in ts]
-        return t, ts, Ensemble(models).eval() if len(models) > 1 else models[0]
+        return t, ts, Ensemble(models).eval() if len(models) > 1 else models[0], verdict
 
     def refine(self, model: nn.Module, budget: CleanBudget, steps: int | None = None, desc: str = "refine") -> nn.Module:
         """Fine-tune ``model`` on the whole ``budget`` (``steps``, default ``refine_steps``, at ``refine_lr``) and
@@ -315,7 +389,7 @@ class ModeConnectivitySanitizer:
         return reestimate_bn(model, self.bn_data(budget))
 
     def refine_check(self, model: nn.Module, fit_part: CleanBudget, val_part: CleanBudget,
-                     steps: int | None = None) -> dict:
+                     steps: int | None = None, probe: BackdoorProbe | None = None) -> dict:
         """The refine step's guard: refine a copy of ``model`` on ``fit_part`` alone and score the validation slice
         before and after (accuracy and mean cross-entropy). Returns the record, whose ``accepted`` is true when the
         trial's validation loss is lower than the model's (the whole-budget refine that follows trains on the
@@ -324,13 +398,26 @@ class ModeConnectivitySanitizer:
         loss fell by 10% and whose refine raised accuracy on 4,000 development images; over the trials measured
         (MNIST and CIFAR-10, docs/sanitizer.md) the loss's direction always matched the development images'.
         A tie rejects: a refine that shows no gain on clean data is not worth its risk (near a backdoored
-        endpoint fine-tuning can pull the model back towards it)."""
+        endpoint fine-tuning can pull the model back towards it). With a backdoor ``probe``, a trial that reads
+        above the probe's limit and above the model's own reading is rejected too: that pull, seen."""
         acc_before, loss_before = validation_scores(model, val_part)
         trial = self.refine(model, fit_part, steps, desc="refine (guard trial)")  # a copy: finetune never trains in place
         acc_after, loss_after = validation_scores(trial, val_part)
-        return {"val_accuracy_before": acc_before, "val_accuracy_after_trial": acc_after,
-                "val_loss_before": loss_before, "val_loss_after_trial": loss_after,
-                "accepted": loss_after < loss_before, "n_val": len(val_part)}
+        record = {"val_accuracy_before": acc_before, "val_accuracy_after_trial": acc_after,
+                  "val_loss_before": loss_before, "val_loss_after_trial": loss_after,
+                  "accepted": loss_after < loss_before, "n_val": len(val_part)}
+        if probe is not None:
+            before, after = probe.read(model, val_part), probe.read(trial, val_part)
+            record.update(probe_before=before, probe_after_trial=after)
+            record["accepted"] = record["accepted"] and (after <= self.config.probe_limit or after <= before)
+        return record
+
+    def make_permuted_endpoint(self, suspect: nn.Module, fit_part: CleanBudget) -> tuple[nn.Module, UnitGroups]:
+        """The suspect with every group of hidden units reordered to push each unit's activations on the fit
+        images away from its own (TSC's first stage): the same function, far away in weight space."""
+        groups = find_unit_groups(suspect, fit_part.x[:8], seed=self.config.seed)
+        perms = match_units(suspect, suspect, groups.groups, fit_part.x, maximize=False)
+        return permuted_copy(suspect, groups.groups, perms), groups
 
     def sanitize(self, suspect: nn.Module, budget: CleanBudget, suspect_b: nn.Module | None = None, *, test=None,
                  backdoor=None, num_classes: int | None = None, second_model: nn.Module | None = None
@@ -342,11 +429,16 @@ class ModeConnectivitySanitizer:
         configuration on the same budget (``"scratch"``: it does not depend on the suspect); it is used instead
         of training the same model again. The caller vouches for the match (:func:`backdoorlab.pipeline.sanitize_run`
         checks the record saved with it).
+
+        With one suspect and ``second_endpoint="permuted"`` (TSC), the first curve runs from the suspect to its
+        permuted copy, so both ends are the suspect and the rule keeps away from both; with ``stages=2`` a second
+        curve runs from the suspect, its units aligned with the first stage's chosen model, to that model, and
+        the rule (away from the suspect, t = 0) chooses on it. ``stages`` of the result lists each stage's path.
         """
         cfg, seconds = self.config, {}
         fit_part, val_part = self.split_budget(budget)
         tick = time.time()
-        second, made = None, None
+        second, made, groups = None, None, None
         if suspect_b is None:
             second = cfg.second_endpoint
             if second_model is not None:
@@ -354,30 +446,76 @@ class ModeConnectivitySanitizer:
                     raise BackdoorlabError(f"only a scratch-trained second endpoint can be reused (it does not depend "
                                            f"on the suspect); this configuration makes it by {cfg.second_endpoint!r}")
                 suspect_b = made = second_model
+            elif second == "permuted":
+                suspect_b, groups = self.make_permuted_endpoint(suspect, fit_part)
+                made = suspect_b
             else:
                 suspect_b = made = self.make_second_endpoint(suspect, fit_part)
             seconds["second_endpoint"] = time.time() - tick
             tick = time.time()
         elif second_model is not None:
             raise BackdoorlabError("a second endpoint to reuse applies to one suspect model, but two were given")
+        probe = None
+        if cfg.backdoor_probe:
+            k = num_classes or _num_classes(suspect, fit_part)
+            probe = BackdoorProbe.from_suspects([suspect] if second is not None else [suspect, suspect_b],
+                                                fit_part.x, k, progress=self.progress)
+            seconds["backdoor_probe"] = time.time() - tick
+            tick = time.time()
         curve = self.fit_curve(suspect, suspect_b, fit_part)
         seconds["curve"] = time.time() - tick
         tick = time.time()
-        rows = self.path(curve, fit_part, val_part, test, backdoor, num_classes)
+        rows = self.path(curve, fit_part, val_part, test, backdoor, num_classes, probe)
         seconds["path"] = time.time() - tick
-        t, ts, model = self.choose(curve, rows, fit_part, (0.0, 1.0) if second is None else (0.0,))
-        refined, check = cfg.refine_steps > 0 and 0.0 < t < 1.0, None
+        ends = (0.0,) if second not in (None, "permuted") else (0.0, 1.0)  # a permuted copy is the suspect too
+        two_stages = second == "permuted" and cfg.stages == 2
+        t, ts, model, verdict = self.choose(curve, rows, fit_part, ends, ensemble=None if not two_stages else False)
+        stages = []
+        if second == "permuted":
+            stages.append({"stage": 1, "start": "suspect", "end": "suspect, units permuted", "path": rows, "t": t,
+                           "ensemble": sorted(ts) if len(ts) > 1 else None, "rule": verdict})
+        if two_stages:
+            tick = time.time()
+            aligned = permuted_copy(suspect, groups.groups, match_units(model, suspect, groups.groups, fit_part.x,
+                                                                        maximize=True))
+            curve = self.fit_curve(aligned, model, fit_part, stage=2)
+            seconds["curve_stage_2"] = time.time() - tick
+            tick = time.time()
+            rows = self.path(curve, fit_part, val_part, test, backdoor, num_classes, probe)
+            seconds["path_stage_2"] = time.time() - tick
+            t, ts, model, verdict = self.choose(curve, rows, fit_part, (0.0,))
+            stages.append({"stage": 2, "start": "suspect, units aligned with stage 1's model",
+                           "end": f"stage 1's model (t = {stages[0]['t']:.2f})", "path": rows, "t": t,
+                           "ensemble": None, "rule": verdict})
+        interior = 0.0 < t < 1.0 or (two_stages and t == 1.0)  # stage 2's t = 1 is stage 1's curve point
+        refined, check = cfg.refine_steps > 0 and interior, None
         if refined:  # the validation slice has chosen t; now every budget image can train the chosen model
             # An ensemble is refined as one model: the loss is that of its averaged output.
             # Only inside the path: t = 0 is a suspect, and t = 1 is a suspect or an endpoint already trained
             # on the budget (refining the one-model scratch endpoint lowered development accuracy, docs/sanitizer.md).
             tick = time.time()
             if cfg.refine_guard:
-                check = self.refine_check(model, fit_part, val_part)
+                check = self.refine_check(model, fit_part, val_part, probe=probe)
                 refined = check["accepted"]
             if refined:
                 model = self.refine(model, budget)
             seconds["refine"] = time.time() - tick
+        if probe is not None:
+            verdict["exported_probe"] = probe.read(model, val_part)
+            verdict["probe_findings"] = probe.to_dict()
         return SanitizeResult(model=model, t=t, path=rows, curve=curve, seconds=seconds, second_endpoint=second,
                               second_model=made, refined=refined, refine_check=check,
-                              ensemble_ts=sorted(ts) if len(ts) > 1 else None)
+                              ensemble_ts=sorted(ts) if len(ts) > 1 else None, stages=stages,
+                              unit_groups=None if groups is None else {
+                                  "groups": len(groups.groups), "units": groups.units, "left_alone": groups.skipped},
+                              verdict=verdict)
+
+
+def _num_classes(model: nn.Module, part: CleanBudget) -> int:
+    """The number of logits ``model`` returns (for a caller that did not say how many classes there are)."""
+    with torch.no_grad():
+        was = model.training
+        model.eval()
+        out = model(to_float(part.x[:2]))
+        model.train(was)
+    return int(out.shape[1])
