@@ -30,12 +30,14 @@ import time
 
 DEFENSES = ("finetune", "fst", "fine-pruning", "anp", "nc-unlearning", "nc-unlearning-per-batch",
             "nc-unlearning-boost", "nc-unlearning-complete", "nc-unlearning-grow", "i-bau", "noise", "mode-connectivity",
-            "mode-connectivity-two")
+            "mode-connectivity-scratch", "mode-connectivity-stages-2", "mode-connectivity-two")
 VARIANTS = {  # benchmark column -> (repairer, options other than its defaults)
     "nc-unlearning-per-batch": ("nc-unlearning", {"stamp": "per-batch"}),
     "nc-unlearning-boost": ("nc-unlearning", {"stamp": "per-batch", "mask_boost": 3.0}),
     "nc-unlearning-complete": ("nc-unlearning", {"stamp": "per-batch", "mask_boost": 3.0, "complete_steps": 200}),
     "nc-unlearning-grow": ("nc-unlearning", {"stamp": "per-batch", "mask_boost": 3.0, "grow_gain": 0.5}),
+    "mode-connectivity-scratch": ("mode-connectivity", {"second_endpoint": "scratch"}),
+    "mode-connectivity-stages-2": ("mode-connectivity", {"stages": 2}),
     "mode-connectivity-two": ("mode-connectivity", {}),  # with a second suspect model
 }
 ROWS = ("clean", "badnets", "blended", "dynamic", "badnets-all-to-all", "weight-perturbation")
@@ -44,7 +46,9 @@ LABELS = {"finetune": "fine-tuning", "fst": "FST", "fine-pruning": "fine-pruning
           "nc-unlearning-boost": "NC unlearning, per-batch, mask boost 3",
           "nc-unlearning-complete": "NC unlearning, per-batch, boost 3, completed trigger",
           "nc-unlearning-grow": "NC unlearning, per-batch, boost 3, grown trigger", "i-bau": "I-BAU",
-          "noise": "weight noise", "mode-connectivity": "mode conn., 1 model",
+          "noise": "weight noise", "mode-connectivity": "mode conn., 1 model (permuted)",
+          "mode-connectivity-scratch": "mode conn., 1 model (scratch)",
+          "mode-connectivity-stages-2": "mode conn., 1 model (permuted, 2 stages)",
           "mode-connectivity-two": "mode conn., 2 models"}
 
 
@@ -64,7 +68,8 @@ def render(res: dict) -> str:
             if d is None:
                 cells.append("n/a" if c == "mode-connectivity-two" and name in NO_SECOND else "not run")
             else:
-                cells.append(f"{pct(d['clean_accuracy'])} / {pct(d.get('attack_success_rate'))}, "
+                warned = " (warned)" if d.get("warnings") else ""
+                cells.append(f"{pct(d['clean_accuracy'])} / {pct(d.get('attack_success_rate'))}{warned}, "
                              f"{d['seconds']:.0f} s")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -96,8 +101,10 @@ def main():
     from attacks_benchmark import TRAINED
     from common import machine, open_results
 
+    from backdoorlab.augment import sanitizer_augmentation
     from backdoorlab.data import load_dataset
-    from backdoorlab.pipeline import backdoor_of, load_for, repair_run, train_defaults, train_run
+    from backdoorlab.defenses import SanitizerConfig
+    from backdoorlab.pipeline import backdoor_of, load_for, repair_run, sanitize_run, train_defaults, train_run
     from backdoorlab.train import TrainConfig
 
     out, results, save = open_results(args.out)
@@ -139,16 +146,22 @@ def main():
                 dirs.append(str(second))
             tick = time.time()
             repairer, options = VARIANTS.get(d, (d, {}))
-            r = repair_run(ds, repairer, dirs, args.budget, str(out / "repaired" / f"{name}-{d}"), options=options,
-                           backdoor=backdoor, progress=args.progress)
-            row["defenses"][d] = {"clean_accuracy": r["after"]["clean_accuracy"],
-                                  "attack_success_rate": r["after"].get("attack_success_rate"),
-                                  "robust_accuracy": r["after"].get("robust_accuracy"),
-                                  "seconds": round(time.time() - tick, 1),
-                                  "info": {k: v for k, v in r["info"].items()
-                                           if k not in ("path", "config", "prune_curve", "pruned_channels")}}
-            print(f"{name} / {d}: CA {r['after']['clean_accuracy']:.4f} "
-                  f"ASR {r['after'].get('attack_success_rate')} in {row['defenses'][d]['seconds']:.0f} s", flush=True)
+            where = str(out / "repaired" / f"{name}-{d}")
+            if repairer == "mode-connectivity":  # as `backdoorlab sanitize` runs it: the path with test CA and ASR
+                cfg = SanitizerConfig(**{"augment": sanitizer_augmentation(args.dataset), **options})
+                r = sanitize_run(ds, dirs, args.budget, where, cfg, backdoor=backdoor, progress=args.progress)
+                cell = {k: r.get(k) for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy")}
+                cell["info"] = {k: r[k] for k in ("t", "ensemble", "refined_steps", "verdict", "seconds")}
+                cell["warnings"] = r["warnings"]
+            else:
+                r = repair_run(ds, repairer, dirs, args.budget, where, options=options, backdoor=backdoor,
+                               progress=args.progress)
+                cell = {k: r["after"].get(k) for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy")}
+                cell["info"] = {k: v for k, v in r["info"].items()
+                                if k not in ("path", "config", "prune_curve", "pruned_channels")}
+            row["defenses"][d] = {**cell, "seconds": round(time.time() - tick, 1)}
+            print(f"{name} / {d}: CA {cell['clean_accuracy']:.4f} ASR {cell.get('attack_success_rate')} "
+                  f"in {row['defenses'][d]['seconds']:.0f} s", flush=True)
             save()
     print(render(results))
 

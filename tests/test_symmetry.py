@@ -134,12 +134,18 @@ def test_a_model_that_cannot_run_on_the_images_is_refused_in_one_line():
     assert "\n" not in str(err.value)
 
 
-def test_aligning_a_shuffled_copy_recovers_the_original_weights():
+@pytest.fixture
+def small_cnn():
+    """A small-cnn with batch-norm statistics, 64 images and its unit groups."""
     torch.manual_seed(1)
     model = _trained_bn(create_model("small-cnn", num_classes=10, in_channels=1, input_size=[28, 28]),
                         torch.rand(32, 1, 28, 28))
     x = torch.rand(64, 1, 28, 28)
-    groups = find_unit_groups(model, x[:2]).groups
+    return model, x, find_unit_groups(model, x[:2]).groups
+
+
+def test_aligning_a_shuffled_copy_recovers_the_original_weights(small_cnn):
+    model, x, groups = small_cnn
     g = torch.Generator().manual_seed(0)
     shuffled = permuted_copy(model, groups, [torch.randperm(gr.size, generator=g) for gr in groups])
     assert _distance(shuffled, model) > 1.0
@@ -147,12 +153,8 @@ def test_aligning_a_shuffled_copy_recovers_the_original_weights():
     assert _distance(aligned, model) < 1e-5
 
 
-def test_pushing_apart_lowers_the_units_correlation_with_themselves():
-    torch.manual_seed(2)
-    model = _trained_bn(create_model("small-cnn", num_classes=10, in_channels=1, input_size=[28, 28]),
-                        torch.rand(32, 1, 28, 28))
-    x = torch.rand(64, 1, 28, 28)
-    groups = find_unit_groups(model, x[:2]).groups
+def test_pushing_apart_lowers_the_units_correlation_with_themselves(small_cnn):
+    model, x, groups = small_cnn
     far = permuted_copy(model, groups, match_units(model, model, groups, x, maximize=False))
     for corr in unit_correlations(model, far, groups, x):
         assert corr.diagonal().mean() < 0.5  # itself: 1.0

@@ -11,11 +11,19 @@ What this implementation does, and why (details and measurements in docs/sanitiz
   weight decay on the control point and a one-cycle schedule.
 - t is chosen from clean data only: a validation slice of the budget (never used to fit the curve) is scored
   at every t of a grid, and the rule picks the t farthest from the suspect endpoint(s) whose validation
-  accuracy is within ``ca_tolerance`` of the best validation accuracy on the path (:func:`select_t`).
-- With one suspect model, the second endpoint is a fresh model trained from scratch on the fit part of the
-  budget (``second_endpoint="scratch"``). A student distilled from the suspect (``"distill"``) inherits part of
-  the backdoor through the soft labels, and a fine-tuned copy (``"finetune"``) sits too close to the suspect
-  and keeps it.
+  accuracy is within ``ca_tolerance`` of the best validation accuracy on the path (:func:`select_t`), never a
+  suspect end itself.
+- The backdoor probe (``backdoor_probe``, :mod:`.backdoor_probe`): Neural Cleanse reverses the suspect's
+  probable trigger on the fit images once, and every t is also scored by the share of validation images that
+  trigger still sends to its label. A choice that reads above ``probe_limit`` moves further from the suspect
+  (:func:`select_probed`); what the rule could not achieve (the tolerance, a clean reading) is in the verdict.
+- With one suspect model, the second endpoint is the suspect itself with its hidden units permuted
+  (``second_endpoint="permuted"``, TSC, Peng et al. 2025; :mod:`backdoorlab.symmetry`): the same function far
+  away in weight space, so both ends are the suspect and the rule keeps away from both, and the curve's
+  middle keeps what the suspect learned from its large training set. A fresh model trained from scratch on the
+  budget (``"scratch"``) is as accurate as that budget allows, which on CIFAR-10 is far below the suspect. A
+  student distilled from the suspect (``"distill"``) inherits part of the backdoor through the soft labels,
+  and a fine-tuned copy (``"finetune"``) sits too close to the suspect and keeps it.
 - Batch-norm statistics are re-estimated on the budget at every evaluated t, and the exported model carries
   the statistics of its own t.
 - With two suspects, the rule's two candidates equally far from them (t and 1 - t, both within tolerance) are

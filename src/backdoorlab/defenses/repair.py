@@ -31,7 +31,9 @@ def _finetune(model, budget, cfg: FinetuneConfig, progress=True, **_):
 def _mode_connectivity(model, budget, cfg: SanitizerConfig, progress=True, suspect_b=None, model_factory=None):
     result = ModeConnectivitySanitizer(cfg, model_factory, progress=progress).sanitize(model, budget, suspect_b)
     return result.model, {"t": result.t, "ensemble": result.ensemble_ts, "second_endpoint": result.second_endpoint,
-                          "path": result.path, "refined": result.refined, "refine_check": result.refine_check,
+                          "path": result.path, "stages": result.stages, "refined": result.refined,
+                          "refine_check": result.refine_check, "verdict": result.verdict,
+                          "unit_groups": result.unit_groups,
                           "seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "config": cfg.to_dict()}
 
 
