@@ -77,10 +77,9 @@ def test_sanitize_two_models_outputs(trained, capsys):
     assert meta["provenance"]["sanitized"]["t"] == r["t"]
     check = r["refine_check"]  # the refine guard ran exactly when t is inside the path, and decided the refine
     assert (check is not None) == (0 < r["t"] < 1)
-    if check is not None:  # the loss decides, and a trial that follows the reversed trigger more is refused
-        probe_ok = check["probe_after_trial"] <= 0.1 or check["probe_after_trial"] <= check["probe_before"]
-        assert check["accepted"] == (r["refined_steps"] == 600) == (
-            check["val_loss_after_trial"] < check["val_loss_before"] and probe_ok)
+    if check is not None:
+        assert check["accepted"] == (r["refined_steps"] == 600) == (check["val_loss_after_trial"]
+                                                                     < check["val_loss_before"])
         assert meta["provenance"]["sanitized"]["refine_check"] == check
 
 
@@ -293,11 +292,11 @@ def test_sanitize_one_model_default_is_the_permuted_endpoint_with_its_report(tra
                          str(out_dir), "--steps", "40", "--grid", "5", "--refine-steps", "0", "--json", "--no-progress")
     assert code == 0, err
     r = json.loads(out)
-    assert [s["stage"] for s in r["stages"]] == [1] and 0 < r["t"] < 1
-    assert {"within_tolerance", "backdoor_removed", "probe", "exported_probe"} <= set(r["verdict"])
+    assert [s["stage"] for s in r["stages"]] == [1] and 0.2 <= r["t"] <= 0.8
+    assert {"within_tolerance", "tolerance", "min_distance", "note"} <= set(r["verdict"])
     assert isinstance(r["warnings"], list)
     path = json.loads((out_dir / "path.json").read_text())
-    assert path["unit_groups"]["units"] > 0 and "reversed trigger" in path["rule"]
+    assert path["unit_groups"]["units"] > 0 and "at least 0.20 from every suspect end" in path["rule"]
     assert (out_dir / "path.png").read_bytes()[:4] == b"\x89PNG"
     assert not (out_dir / "second-endpoint").exists()  # a permuted copy depends on the suspect: nothing to reuse
 
@@ -305,17 +304,17 @@ def test_sanitize_one_model_default_is_the_permuted_endpoint_with_its_report(tra
 def test_sanitize_strict_exits_3_when_the_export_falls_short(trained, capsys, monkeypatch):
     from backdoorlab.defenses import mode_connectivity
     root, (m1, m2) = trained
-    real = mode_connectivity.select_probed
+    real = mode_connectivity.select_guarded
 
     def short(*args, **kwargs):
         ts, verdict = real(*args, **kwargs)
         return ts, {**verdict, "within_tolerance": False}
 
-    monkeypatch.setattr(mode_connectivity, "select_probed", short)
+    monkeypatch.setattr(mode_connectivity, "select_guarded", short)
     args = ["sanitize", str(m1), str(m2), "--dataset", "digits", "--clean-budget", "300", "--steps", "20", "--grid",
-            "3", "--refine-steps", "0", "--no-backdoor-probe", "--no-progress"]
+            "3", "--refine-steps", "0", "--no-progress"]
     code, out, err = run(capsys, *args, "--out", str(root / "san-lax"))
-    assert code == 0 and "warning: to keep away from the suspect" in err
+    assert code == 0 and "warning: no point 0.20 or more from the suspect(s) is within the accuracy tolerance" in err
     code, out, err = run(capsys, *args, "--out", str(root / "san-strict"), "--strict")
     assert code == 3 and "error: --strict: 1 warning(s)" in err
     assert (root / "san-strict" / "model.safetensors").exists()  # written all the same, with the warning

@@ -166,7 +166,7 @@ def test_sanitizer_refine_fine_tunes_an_interior_choice_on_the_whole_budget(susp
     other = copy.deepcopy(model)
     # tolerance 1: every t qualifies, so two suspects give t = 0.5 and one suspect gives t = 1
     base = SanitizerConfig(steps=20, second_steps=20, grid=3, batch_size=64, ca_tolerance=1.0, refine_steps=0,
-                           refine_guard=False, second_endpoint="scratch", backdoor_probe=False)
+                           refine_guard=False, second_endpoint="scratch")
     plain = ModeConnectivitySanitizer(base, progress=False).sanitize(model, budget, other)
     seen = []
     real = mode_connectivity.finetune
@@ -417,8 +417,7 @@ def test_repair_mode_connectivity_reports_the_refine_guard(suspect, budget):
     check = info["refine_check"]
     assert set(check) >= {"val_accuracy_before", "val_accuracy_after_trial", "val_loss_before",
                           "val_loss_after_trial", "accepted", "n_val"}
-    probe_ok = check["probe_after_trial"] <= 0.1 or check["probe_after_trial"] <= check["probe_before"]
-    assert check["accepted"] == (check["val_loss_after_trial"] < check["val_loss_before"] and probe_ok)
+    assert check["accepted"] == (check["val_loss_after_trial"] < check["val_loss_before"])
     assert info["refined"] == check["accepted"]
     json.dumps(info)  # goes into report.json as it is
 
@@ -467,7 +466,7 @@ def test_sanitizer_exports_the_mean_of_two_equally_far_candidates(suspect, budge
     _symmetric_path(monkeypatch)
     model = suspect[0]
     other = copy.deepcopy(model)
-    cfg = SanitizerConfig(steps=20, grid=5, batch_size=64, ca_tolerance=0.02, refine_steps=0, backdoor_probe=False,
+    cfg = SanitizerConfig(steps=20, grid=5, batch_size=64, ca_tolerance=0.02, refine_steps=0,
                           second_endpoint="scratch")
     san = ModeConnectivitySanitizer(cfg, progress=False)
     result = san.sanitize(model, budget, other)
@@ -511,7 +510,7 @@ def test_sanitize_cli_writes_an_ensemble_that_loads_and_evaluates(suspect, tmp_p
     _, _, m1 = suspect
     out = tmp_path / "ens"
     args = ["sanitize", str(m1), str(m1), "--dataset", "digits", "--clean-budget", "300", "--steps", "20", "--grid",
-            "5", "--tolerance", "0.02", "--refine-steps", "0", "--no-backdoor-probe", "--no-progress"]
+            "5", "--tolerance", "0.02", "--refine-steps", "0", "--no-progress"]
     assert main(args + ["--out", str(out), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["t"] == 0.75 and r["ensemble"] == [0.25, 0.75]
@@ -545,7 +544,7 @@ def test_one_model_sanitizer_with_a_permuted_second_endpoint(suspect, budget):
     import dataclasses
     from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
     model = suspect[0]
-    cfg = SanitizerConfig(steps=20, grid=5, batch_size=64, refine_steps=0, backdoor_probe=False)
+    cfg = SanitizerConfig(steps=20, grid=5, batch_size=64, refine_steps=0)
     assert cfg.second_endpoint == "permuted" and cfg.stages == 1
     result = ModeConnectivitySanitizer(cfg, progress=False).sanitize(model, budget)
     x = budget.x[:50].float() / 255
@@ -568,14 +567,20 @@ def _distance(a, b):
     return sum((p - q).pow(2).sum() for p, q in zip(a.parameters(), b.parameters())).sqrt().item()
 
 
-def test_sanitizer_reads_the_backdoor_probe_along_the_path(suspect, budget):
+def test_sanitizer_reads_the_backdoor_probe_along_the_path_without_choosing_by_it(suspect, budget):
+    import dataclasses
     from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
     model = suspect[0]
     cfg = SanitizerConfig(steps=20, grid=3, batch_size=64, refine_steps=0)
-    result = ModeConnectivitySanitizer(cfg, progress=False).sanitize(model, budget)
+    plain = ModeConnectivitySanitizer(cfg, progress=False).sanitize(model, budget)
+    assert "backdoor_probe" not in plain.path[0] and "probe" not in plain.verdict  # off by default
+    result = ModeConnectivitySanitizer(dataclasses.replace(cfg, backdoor_probe=True), progress=False).sanitize(
+        model, budget)
     readings = [r["backdoor_probe"] for r in result.path]
     assert all(0.0 <= v <= 1.0 for v in readings)
     assert readings[0] == readings[-1] > 0.5  # both ends are the suspect, which follows its own reversed trigger
-    assert result.verdict["probe_findings"]["findings"][0]["probed_labels"]
-    assert 0.0 <= result.verdict["exported_probe"] <= 1.0
-    assert "backdoor_probe" in result.seconds
+    probe = result.verdict["probe"]
+    assert probe["findings"][0]["probed_labels"] and probe["suspect"] == readings[0]
+    assert 0.0 <= probe["exported"] <= 1.0 and "backdoor_probe" in result.seconds
+    assert result.t == plain.t and [{k: v for k, v in r.items() if k != "backdoor_probe"} for r in result.path] \
+        == plain.path

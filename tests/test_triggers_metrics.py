@@ -210,48 +210,36 @@ def test_elastic_augmentation_is_a_smooth_seeded_warp():
     assert sanitizer_augmentation("mnist") == "affine" and sanitizer_augmentation("cifar10") == "crop-flip-jpeg"
 
 
-def _probed_rows(acc, probe, ts=(0, 0.25, 0.5, 0.75, 1)):
-    return [{"t": t, "val_accuracy": a, "val_loss": 0.1, "backdoor_probe": p} for t, a, p in zip(ts, acc, probe)]
+def _rows(acc, ts=(0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1)):
+    return [{"t": t, "val_accuracy": a, "val_loss": 0.1} for t, a in zip(ts, acc)]
 
 
-def test_select_probed_keeps_a_choice_that_reads_clean_and_never_moves_closer():
-    from backdoorlab.defenses.mode_connectivity import select_probed
-    # one suspect at t = 0; t = 0.25 reads clean too, but the rule's farthest point stands
-    ts, verdict = select_probed(_probed_rows([0.99, 0.98, 0.97, 0.97, 0.98], [1.0, 0.05, 0.02, 0.01, 0.0]),
-                                suspect_ends=(0,), tolerance=0.04, limit=0.1)
-    assert ts == [1.0] and verdict["backdoor_removed"] is True and verdict["within_tolerance"] is True
+def test_select_guarded_keeps_the_tolerance_rule_where_it_keeps_its_distance():
+    from backdoorlab.defenses.mode_connectivity import select_guarded
+    # one suspect at t = 0: the farthest point within 4 points of the best is t = 1
+    ts, verdict = select_guarded(_rows([0.99, 0.99, 0.98, 0.97, 0.97, 0.96, 0.96, 0.96, 0.96, 0.96, 0.96]),
+                                 suspect_ends=(0,), tolerance=0.04, min_distance=0.2)
+    assert ts == [1] and verdict["within_tolerance"] is True
+    # two suspects, a weak middle: t = 0.2 and 0.8 are the candidates, equally far
+    acc = [0.84, 0.86, 0.84, 0.80, 0.76, 0.59, 0.79, 0.82, 0.84, 0.87, 0.84]
+    ts, verdict = select_guarded(_rows(acc), tolerance=0.04, min_distance=0.2)
+    assert sorted(ts) == [0.2, 0.8] and verdict["within_tolerance"] is True
 
 
-def test_select_probed_moves_away_from_the_suspect_while_the_model_follows_its_reversed_trigger():
-    from backdoorlab.defenses.mode_connectivity import select_probed
-    # the tolerance rule stops at t = 0.25, which still reads 60%: the nearest clean point further out is 0.75
-    ts, verdict = select_probed(_probed_rows([0.99, 0.97, 0.80, 0.90, 0.91], [1.0, 0.60, 0.15, 0.05, 0.0]),
-                                suspect_ends=(0,), tolerance=0.04, limit=0.1)
-    assert ts == [0.75] and verdict["backdoor_removed"] is True and verdict["within_tolerance"] is False
-    assert verdict["probe"] == 0.05 and "moved away" in verdict["note"]
-    # two suspects: both 0.25 and 0.75 read high, both neighbours of the middle read clean -> the middle
-    ts, verdict = select_probed(_probed_rows([0.99, 0.97, 0.90, 0.97, 0.99], [1.0, 0.3, 0.02, 0.4, 1.0]),
-                                suspect_ends=(0, 1), tolerance=0.02, limit=0.1)
+def test_select_guarded_gives_up_accuracy_not_distance():
+    from backdoorlab.defenses.mode_connectivity import select_guarded
+    # the tolerance alone would stop one step from the suspects (t = 0.1, 0.9): the floor keeps 0.2 away, and
+    # with 0.2 and 0.8 outside the tolerance the most accurate allowed point is taken, with the verdict
+    acc = [0.94, 0.94, 0.89, 0.86, 0.85, 0.85, 0.85, 0.86, 0.88, 0.93, 0.94]
+    ts, verdict = select_guarded(_rows(acc), tolerance=0.04, min_distance=0.2)
+    assert ts == [0.2] and verdict["within_tolerance"] is False and "0.20 or more" in verdict["note"]
+    assert select_guarded(_rows(acc), tolerance=0.04, min_distance=0.1)[0] == [0.1, 0.9]
+    # a suspect end is never exported, even when the rest of the path is far below it
+    ts, verdict = select_guarded(_rows([0.99, 0.6, 0.6, 0.6, 0.6, 0.7, 0.6, 0.6, 0.6, 0.6, 0.6]), suspect_ends=(0,))
     assert ts == [0.5] and verdict["within_tolerance"] is False
 
 
-def test_select_probed_says_so_when_nothing_further_out_reads_clean():
-    from backdoorlab.defenses.mode_connectivity import select_probed
-    ts, verdict = select_probed(_probed_rows([0.99, 0.97, 0.80, 0.90, 0.91], [1.0, 0.60, 0.5, 0.4, 0.3]),
-                                suspect_ends=(0,), tolerance=0.04, limit=0.1)
-    assert ts == [0.25] and verdict["backdoor_removed"] is False and verdict["probe"] == 0.6
-
-
-def test_select_probed_ignores_a_probe_the_suspect_itself_does_not_follow():
-    from backdoorlab.defenses.mode_connectivity import select_probed
-    ts, verdict = select_probed(_probed_rows([0.99, 0.97, 0.80, 0.90, 0.91], [0.05, 0.60, 0.5, 0.4, 0.3]),
-                                suspect_ends=(0,), tolerance=0.04, limit=0.1)
-    assert ts == [0.25] and verdict["backdoor_removed"] is None and "inconclusive" in verdict["note"]
-
-
-def test_select_probed_never_exports_a_suspect_end():
-    from backdoorlab.defenses.mode_connectivity import select_probed
-    rows = [{"t": t, "val_accuracy": a, "val_loss": 0.1} for t, a in zip((0, 0.25, 0.5, 0.75, 1),
-                                                                         (0.99, 0.80, 0.85, 0.84, 0.70))]
-    ts, verdict = select_probed(rows, suspect_ends=(0,), tolerance=0.04)
-    assert ts == [0.5] and verdict["within_tolerance"] is False and verdict["backdoor_removed"] is None
+def test_select_guarded_refuses_a_grid_with_nothing_far_enough():
+    from backdoorlab.defenses.mode_connectivity import select_guarded
+    with pytest.raises(BackdoorlabError, match="no point of the t grid lies 0.6 or more"):
+        select_guarded(_rows([0.9, 0.9, 0.9], ts=(0, 0.5, 1)), min_distance=0.6)

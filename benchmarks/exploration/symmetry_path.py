@@ -39,7 +39,7 @@ def main():
     ap.add_argument("model")
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--budget", type=int, required=True)
-    ap.add_argument("--t1", type=float, nargs="+", default=[0.4], help="stage-1 points to start stage 2 from")
+    ap.add_argument("--t1", type=float, nargs="*", default=[0.4], help="stage-1 points to start stage 2 from (none: stage 1 only)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--nc", action="store_true",
                     help="reverse the suspect's trigger with Neural Cleanse on the fit images and add, per t, the "

@@ -307,15 +307,16 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
               help="With two models, when the rule finds two points equally far from them (t and 1 - t): export the "
                    "mean of both models' softmax outputs (one checkpoint, two networks); --no-ensemble exports the "
                    "one the tie-breaks prefer.")
-@click.option("--backdoor-probe/--no-backdoor-probe", default=True, show_default=True,
-              help="Reverse the suspect's trigger with Neural Cleanse on the budget and move the choice further from "
-                   "the suspect while the model there still follows it.")
-@click.option("--probe-limit", default=0.1, show_default=True, type=click.FloatRange(0, 1),
-              help="The share of validation images the reversed trigger may still send to its label at the chosen "
-                   "point.")
+@click.option("--min-distance", default=0.2, show_default=True, type=float,
+              help="The chosen t keeps at least this far from every suspect end; when nothing that far is within "
+                   "--tolerance, the most accurate such t is exported with a warning.")
+@click.option("--backdoor-probe", is_flag=True,
+              help="Also reverse the suspect's trigger with Neural Cleanse on the budget and report, per t, the share "
+                   "of validation images it sends to its label (evidence in path.json and path.png; it does not "
+                   "choose t).")
 @click.option("--strict", is_flag=True,
-              help="Exit with status 3 when the exported model is outside the accuracy tolerance or may keep the "
-                   "backdoor (the model is still written, with the warnings in path.json).")
+              help="Exit with status 3 when the exported model falls short (a warning: outside the accuracy "
+                   "tolerance); the model is still written, with the warnings in path.json.")
 @_backdoor_options
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
@@ -323,7 +324,7 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
 @data_dir_option
 @progress_option
 def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_size, augment, second_endpoint, stages,
-             reuse, tolerance, grid, refine_steps, refine_guard, ensemble, backdoor_probe, probe_limit, strict,
+             reuse, tolerance, grid, refine_steps, refine_guard, ensemble, min_distance, backdoor_probe, strict,
              backdoor_spec, seed, budget_seed, as_json, data_dir, no_progress):
     """Remove a backdoor from one or two suspect models with a learned curve in weight space.
 
@@ -347,7 +348,7 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
     cfg = SanitizerConfig(curve=curve, init=init, steps=steps, second_steps=steps, lr=lr, batch_size=batch_size,
                           augment=augment, second_endpoint=second_endpoint, stages=stages, ca_tolerance=tolerance,
                           grid=grid, refine_steps=refine_steps, refine_guard=refine_guard, ensemble=ensemble,
-                          backdoor_probe=backdoor_probe, probe_limit=probe_limit, seed=seed)
+                          min_distance=min_distance, backdoor_probe=backdoor_probe, seed=seed)
     atk = _make_attack(backdoor_spec, ds)
     summary = sanitize_run(ds, list(model_dirs), budget, out, cfg, backdoor=atk.backdoor if atk else None,
                            budget_seed=budget_seed, progress=not no_progress, reuse_second_endpoint=reuse)

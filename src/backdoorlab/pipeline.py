@@ -309,34 +309,23 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
 def rule_text(cfg: SanitizerConfig, two_suspects: bool) -> str:
     """The sanitizer's rule for t, in words, as its configuration sets it."""
     text = (f"farthest t from the suspect endpoint(s) with validation accuracy within {cfg.ca_tolerance:.3f} of the "
-            "best on the path, never a suspect end")
+            f"best on the path, at least {cfg.min_distance:.2f} from every suspect end (the most accurate such t "
+            "when none is within the tolerance)")
     if cfg.ensemble and (two_suspects or (cfg.second_endpoint == "permuted" and cfg.stages == 1)):
         text += "; with two such t, the mean of both models' softmax outputs"
-    if cfg.backdoor_probe:
-        text += (f"; moved further from the suspect(s) while the suspect's reversed trigger (Neural Cleanse) sends "
-                 f"more than {cfg.probe_limit:.0%} of the validation images to its label")
     if cfg.second_endpoint == "permuted" and cfg.stages == 2 and not two_suspects:
         text += "; applied to the suspect-to-permuted-copy curve, then to the aligned-suspect-to-that-point curve"
     return text
 
 
 def sanitize_warnings(verdict: dict, cfg: SanitizerConfig) -> list[str]:
-    """One line per way the exported model falls short of what the sanitizer promises: outside the accuracy
-    tolerance, or still following the suspect's reversed trigger. Empty when neither."""
-    warnings = []
-    if not verdict.get("within_tolerance", True):
-        warnings.append(f"to keep away from the suspect, the exported model lies outside the accuracy tolerance "
-                        f"({cfg.ca_tolerance:.1%} below the best validation accuracy on the path)")
-    reading = verdict.get("exported_probe")
-    if verdict.get("backdoor_removed") is False:
-        warnings.append(f"the backdoor may remain: the chosen point sends {verdict['probe']:.1%} of the validation "
-                        f"images to the suspect's probable target when they carry its reversed trigger (limit "
-                        f"{cfg.probe_limit:.0%}), and no point of the path further from the suspect reads clean")
-    elif verdict.get("backdoor_removed") and reading is not None and reading > cfg.probe_limit:
-        warnings.append(f"the backdoor may remain: the exported model sends {reading:.1%} of the validation images "
-                        f"to the suspect's probable target when they carry its reversed trigger (limit "
-                        f"{cfg.probe_limit:.0%})")
-    return warnings
+    """One line per way the exported model falls short of what the sanitizer promises. Empty when it does not:
+    today, when the rule had to leave the accuracy tolerance to keep its distance from the suspect(s)."""
+    if verdict.get("within_tolerance", True):
+        return []
+    return [f"no point {cfg.min_distance:.2f} or more from the suspect(s) is within the accuracy tolerance "
+            f"({cfg.ca_tolerance:.1%}); the exported model is the most accurate of them: it may have lost more "
+            "clean accuracy than you allowed (see path.png)"]
 
 
 def finetune_run(dataset, model_dir: str, budget_size: int, cfg: TrainConfig, backdoor=None, budget_seed: int = 0,

@@ -13,10 +13,13 @@ What this implementation does, and why (details and measurements in docs/sanitiz
   at every t of a grid, and the rule picks the t farthest from the suspect endpoint(s) whose validation
   accuracy is within ``ca_tolerance`` of the best validation accuracy on the path (:func:`select_t`), never a
   suspect end itself.
-- The backdoor probe (``backdoor_probe``, :mod:`.backdoor_probe`): Neural Cleanse reverses the suspect's
-  probable trigger on the fit images once, and every t is also scored by the share of validation images that
-  trigger still sends to its label. A choice that reads above ``probe_limit`` moves further from the suspect
-  (:func:`select_probed`); what the rule could not achieve (the tolerance, a clean reading) is in the verdict.
+- The chosen t keeps ``min_distance`` (0.2) from every suspect end: one grid step from a suspect every path
+  measured still obeyed the trigger. When nothing that far is within the tolerance, the rule gives up accuracy,
+  not distance, and its verdict says so (:func:`select_guarded`).
+- The backdoor probe (``backdoor_probe``, off by default, :mod:`.backdoor_probe`): Neural Cleanse reverses the
+  suspect's probable trigger on the fit images once, and every t is also scored by the share of validation
+  images that trigger still sends to its label. Evidence for the report only: on CIFAR-10 the reversed trigger
+  still sent 48% of the images to the target at a point with 2.3% ASR (docs/sanitizer.md).
 - With one suspect model, the second endpoint is the suspect itself with its hidden units permuted
   (``second_endpoint="permuted"``, TSC, Peng et al. 2025; :mod:`backdoorlab.symmetry`): the same function far
   away in weight space, so both ends are the suspect and the rule keeps away from both, and the curve's
@@ -91,8 +94,8 @@ class SanitizerConfig:
     refine_lr: float = 0.01
     refine_guard: bool = True  # refine only if a trial refine on the fit part lowers the validation loss
     ensemble: bool = True  # two suspects: average the models at t and 1 - t when the rule finds both (see select_ts)
-    backdoor_probe: bool = True  # Neural Cleanse on the suspect(s), read at every t (see backdoor_probe.py)
-    probe_limit: float = 0.1  # the highest probe reading a chosen point may have
+    min_distance: float = 0.2  # the chosen t keeps at least this far from every suspect end (see select_guarded)
+    backdoor_probe: bool = False  # Neural Cleanse on the suspect(s), read at every t (evidence only; backdoor_probe.py)
     seed: int = 0
 
     def __post_init__(self):
@@ -105,8 +108,8 @@ class SanitizerConfig:
                                    f"valid: {valid_names(SECOND_ENDPOINTS)}")
         if self.stages not in (1, 2):
             raise BackdoorlabError(f"stages must be 1 or 2, got {self.stages}")
-        if not 0 <= self.probe_limit <= 1:
-            raise BackdoorlabError(f"probe limit must lie in [0, 1], got {self.probe_limit}")
+        if not 0 < self.min_distance <= 0.5:
+            raise BackdoorlabError(f"minimum distance from the suspects must lie in (0, 0.5], got {self.min_distance}")
         if self.grid < 3:
             raise BackdoorlabError(f"the t grid needs at least 3 points, got {self.grid}")
         if not 0 < self.val_fraction < 1:
@@ -147,7 +150,7 @@ class SanitizeResult:
     ensemble_ts: list[float] | None = None  # the points averaged into the exported model, sorted (None: one model)
     stages: list[dict] = field(default_factory=list)  # permuted endpoint: each stage's path and choice (see sanitize)
     unit_groups: dict | None = None  # permuted endpoint: how many hidden units were permuted, and what was left alone
-    verdict: dict = field(default_factory=dict)  # the rule's verdict on the exported choice (see select_probed)
+    verdict: dict = field(default_factory=dict)  # the rule's verdict on the exported choice (see select_guarded)
 
 
 def select_t(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.04, val_loss=None) -> float:
@@ -189,58 +192,34 @@ def select_ts_from_rows(rows: list[dict], suspect_ends=(0, 1), tolerance: float 
     return select_ts([r["t"] for r in rows], [r["val_accuracy"] for r in rows], suspect_ends, tolerance, loss)
 
 
-def select_probed(rows: list[dict], suspect_ends=(0, 1), tolerance: float = 0.04, limit: float = 0.1
-                  ) -> tuple[list[float], dict]:
-    """:func:`select_ts_from_rows`, then a check of its choice against the backdoor probe's readings
-    (``backdoor_probe`` per row, see :mod:`.backdoor_probe`). Returns the ts to export and a verdict.
+def select_guarded(rows: list[dict], suspect_ends=(0, 1), tolerance: float = 0.04, min_distance: float = 0.2
+                   ) -> tuple[list[float], dict]:
+    """The sanitizer's rule: :func:`select_ts`'s choice among the grid points at least ``min_distance`` (in t)
+    from every suspect end, and a verdict on it. Returns the ts to export (the tie-breaks' choice first, then
+    an equally far mirror) and ``{"within_tolerance", "tolerance", "min_distance", "note"}``.
 
-    When the chosen point(s) read at most ``limit``, the choice stands. When they read more (the model there
-    still follows the suspect's reversed trigger), the choice moves *away* from the suspect(s): to the nearest
-    points further out that read at most ``limit``, whatever their validation accuracy (with their mirror when
-    it reads clean too); ``within_tolerance`` then says whether they are still within ``tolerance`` of the best
-    validation accuracy. When nothing further out reads clean, the choice stands and ``backdoor_removed`` is
-    false. The probe never moves the choice closer to a suspect: a low reading is evidence, not proof. It is
-    ``inconclusive`` (and ignored) when a suspect end itself reads at most ``limit``.
-
-    A suspect end is never chosen: when every point inside the path is outside the tolerance, the most accurate
-    of them is (``within_tolerance`` false).
+    Why a floor: the backdoor fades with the distance from a suspect, at a rate the clean data does not show.
+    One grid step (0.1) from a suspect every CIFAR-10 and MNIST path measured still obeyed the trigger (50-83% ASR
+    on CIFAR-10), so the tolerance alone, which anchors on the suspect's own accuracy, may stop there when the
+    middle of the path is weak. When no point that far from the suspects is within ``tolerance`` of the best
+    validation accuracy on the path (the suspects' own included), the most accurate of them is taken and
+    ``within_tolerance`` is false: the rule gives up accuracy before it goes back towards a suspect.
     """
-    ts = select_ts_from_rows(rows, suspect_ends, tolerance)
     by_t = {r["t"]: r for r in rows}
-    best = max(r["val_accuracy"] for r in rows)
     dist = {t: round(min(abs(t - e) for e in suspect_ends), 9) for t in by_t}
-    verdict = {"tolerance": tolerance, "within_tolerance": True, "probe_limit": None, "probe": None,
-               "backdoor_removed": None, "note": "no backdoor probe"}
-    if dist[ts[0]] == 0:  # the tolerance rule fell back on a suspect: take the best point that is not one
-        inside = [t for t in by_t if dist[t] > 0]
-        top = max(by_t[t]["val_accuracy"] for t in inside)
-        ts = select_ts_from_rows([by_t[t] for t in inside if by_t[t]["val_accuracy"] == top], suspect_ends, 0.0)
-        verdict.update(within_tolerance=False, note="every point inside the path is outside the tolerance")
-    if any("backdoor_probe" not in r for r in rows):
-        return ts, verdict
-    reading = {t: by_t[t]["backdoor_probe"] for t in by_t}
-    verdict["probe_limit"] = limit
-    ends = [t for t in by_t if dist[t] == 0]
-    if not ends or min(reading[t] for t in ends) <= limit:
-        verdict.update(probe=max(reading[t] for t in ts), note="inconclusive: the suspect itself reads clean")
-        return ts, verdict
-    if max(reading[t] for t in ts) <= limit:
-        verdict.update(probe=max(reading[t] for t in ts), backdoor_removed=True,
-                       note="the chosen point reads clean")
-        return ts, verdict
-    further = [t for t in by_t if dist[t] > dist[ts[0]] and reading[t] <= limit]
-    if not further:
-        verdict.update(probe=max(reading[t] for t in ts), backdoor_removed=False,
-                       note="no point of the path reads clean at or beyond the rule's choice")
-        return ts, verdict
-    near = min(dist[t] for t in further)
-    same = [t for t in further if dist[t] == near]
-    first = max(same, key=lambda t: (by_t[t]["val_accuracy"], -round(by_t[t].get("val_loss", 0.0), 9), -t))
-    moved = [first] + sorted(t for t in same if t != first)
-    verdict.update(probe=max(reading[t] for t in moved), backdoor_removed=True,
-                   within_tolerance=all(by_t[t]["val_accuracy"] >= best - tolerance - 1e-12 for t in moved),
-                   note=f"moved away from the suspect: t = {ts[0]:.2f} read {reading[ts[0]]:.1%}")
-    return moved, verdict
+    allowed = [by_t[t] for t in by_t if dist[t] >= min_distance - 1e-9]
+    if not allowed:
+        raise BackdoorlabError(f"no point of the t grid lies {min_distance} or more from the suspect end(s) "
+                               f"{list(suspect_ends)}: use a finer grid or a smaller minimum distance")
+    best = max(r["val_accuracy"] for r in rows)
+    reach = max(r["val_accuracy"] for r in allowed)
+    slack = tolerance - (best - reach)  # the tolerance left once the best allowed point is counted
+    verdict = {"within_tolerance": slack >= -1e-12, "tolerance": tolerance, "min_distance": min_distance}
+    ts = select_ts_from_rows(allowed, suspect_ends, max(slack, 0.0))
+    verdict["note"] = ("the farthest point from the suspect(s) within the tolerance" if verdict["within_tolerance"]
+                       else f"no point {min_distance:.2f} or more from the suspect(s) is within the tolerance: the "
+                            f"most accurate of them, {best - reach:.1%} under the best on the path")
+    return ts, verdict
 
 
 def reinitialised_copy(model: nn.Module, seed: int) -> nn.Module:
@@ -374,13 +353,13 @@ class ModeConnectivitySanitizer:
 
     def choose(self, curve: Curve, rows: list[dict], fit_part: CleanBudget, suspect_ends=(0.0, 1.0),
                ensemble: bool | None = None) -> tuple[float, list[float], nn.Module, dict]:
-        """Apply the rule (:func:`select_probed`) to the scored ``rows`` of :meth:`path`: return ``(t, ts, model,
+        """Apply the rule (:func:`select_guarded`) to the scored ``rows`` of :meth:`path`: return ``(t, ts, model,
         verdict)``, the chosen t, the ts the exported model is made of, that model (batch norm re-estimated on
         :meth:`bn_data`) and the rule's verdict. With ``ensemble`` (default: the configuration's) and two
         candidates inside the path (t and 1 - t), ``ts`` holds both and the model is their :class:`Ensemble`;
         otherwise ``ts == [t]``. The ends are never averaged: they are suspects."""
         cfg = self.config
-        ts, verdict = select_probed(rows, suspect_ends, cfg.ca_tolerance, cfg.probe_limit)
+        ts, verdict = select_guarded(rows, suspect_ends, cfg.ca_tolerance, cfg.min_distance)
         t = ts[0]
         if not ((cfg.ensemble if ensemble is None else ensemble) and 0.0 < t < 1.0):
             ts = ts[:1]
@@ -417,7 +396,6 @@ class ModeConnectivitySanitizer:
         if probe is not None:
             before, after = probe.read(model, val_part), probe.read(trial, val_part)
             record.update(probe_before=before, probe_after_trial=after)
-            record["accepted"] = record["accepted"] and (after <= self.config.probe_limit or after <= before)
         return record
 
     def make_permuted_endpoint(self, suspect: nn.Module, fit_part: CleanBudget) -> tuple[nn.Module, UnitGroups]:
@@ -509,8 +487,9 @@ class ModeConnectivitySanitizer:
                 model = self.refine(model, budget)
             seconds["refine"] = time.time() - tick
         if probe is not None:
-            verdict["exported_probe"] = probe.read(model, val_part)
-            verdict["probe_findings"] = probe.to_dict()
+            verdict["probe"] = {"exported": probe.read(model, val_part),
+                                "suspect": rows[0]["backdoor_probe"],  # t = 0 is a suspect on every path
+                                **probe.to_dict()}
         return SanitizeResult(model=model, t=t, path=rows, curve=curve, seconds=seconds, second_endpoint=second,
                               second_model=made, refined=refined, refine_check=check,
                               ensemble_ts=sorted(ts) if len(ts) > 1 else None, stages=stages,
