@@ -77,9 +77,10 @@ def test_sanitize_two_models_outputs(trained, capsys):
     assert meta["provenance"]["sanitized"]["t"] == r["t"]
     check = r["refine_check"]  # the refine guard ran exactly when t is inside the path, and decided the refine
     assert (check is not None) == (0 < r["t"] < 1)
-    if check is not None:
-        assert check["accepted"] == (r["refined_steps"] == 600) == (check["val_loss_after_trial"]
-                                                                     < check["val_loss_before"])
+    if check is not None:  # the loss decides, unless the backdoor check found the refined model carrying it
+        assert check["accepted"] == (r["refined_steps"] == 600)
+        assert check["accepted"] == (check["val_loss_after_trial"] < check["val_loss_before"]) or \
+            check.get("rejected_by") == "backdoor check"
         assert meta["provenance"]["sanitized"]["refine_check"] == check
 
 
@@ -91,7 +92,7 @@ def test_sanitize_says_why_the_guard_refined_or_not(trained, capsys, monkeypatch
               "val_loss_after_trial": 0.12 + (-0.01 if accepted else 0.01), "accepted": accepted, "n_val": 30}
     monkeypatch.setattr(ModeConnectivitySanitizer, "refine_check", lambda self, *a, **k: dict(record))
     code, out, err = run(capsys, "sanitize", str(m1), str(m2), "--dataset", "digits", "--clean-budget", "300",
-                         "--out", str(root / f"san-guard-{accepted}"), "--steps", "20", "--grid", "3",
+                         "--out", str(root / f"san-guard-{accepted}"), "--steps", "20", "--grid", "3", "--no-verify",
                          "--tolerance", "1.0", "--refine-steps", "5", "--no-progress")
     assert code == 0, err
     line = next(x for x in out.splitlines() if x.startswith("sanitized model at t = 0.50"))
@@ -106,7 +107,7 @@ def test_sanitize_one_model_makes_second_endpoint(trained, capsys):
     root, (m1, _) = trained
     code, out, err = run(capsys, "sanitize", str(m1), "--dataset", "digits", "--clean-budget", "300", "--out",
                          str(root / "san1"), "--steps", "40", "--grid", "3", "--second-endpoint", "scratch",
-                         "--no-progress")
+                         "--no-verify", "--no-progress")
     assert code == 0, err
     assert "second endpoint (scratch)" in out and "sanitized (t =" in out
 
@@ -233,7 +234,7 @@ def test_reused_second_endpoint_gives_the_same_sanitized_model(trained, capsys):
     assert meta["metrics"]["clean_accuracy"] == made["clean_accuracy"]
     # another suspect on the same budget and recipe: reusing the endpoint must give what training it again gives
     args = ["--dataset", "digits", "--clean-budget", "300", "--steps", "40", "--grid", "3", "--second-endpoint",
-            "scratch", "--no-progress", "--json"]
+            "scratch", "--no-verify", "--no-progress", "--json"]
     code, out, err = run(capsys, "sanitize", str(m2), "--out", str(root / "fresh"), *args)
     assert code == 0, err
     fresh = json.loads(out)
@@ -312,9 +313,9 @@ def test_sanitize_strict_exits_3_when_the_export_falls_short(trained, capsys, mo
 
     monkeypatch.setattr(mode_connectivity, "select_guarded", short)
     args = ["sanitize", str(m1), str(m2), "--dataset", "digits", "--clean-budget", "300", "--steps", "20", "--grid",
-            "3", "--refine-steps", "0", "--no-progress"]
+            "3", "--refine-steps", "0", "--no-verify", "--no-progress"]
     code, out, err = run(capsys, *args, "--out", str(root / "san-lax"))
-    assert code == 0 and "warning: no point 0.20 or more from the suspect(s) is within the accuracy tolerance" in err
+    assert code == 0 and "warning: the exported model lies outside the accuracy tolerance" in err
     code, out, err = run(capsys, *args, "--out", str(root / "san-strict"), "--strict")
     assert code == 3 and "error: --strict: 1 warning(s)" in err
     assert (root / "san-strict" / "model.safetensors").exists()  # written all the same, with the warning

@@ -166,7 +166,7 @@ def test_sanitizer_refine_fine_tunes_an_interior_choice_on_the_whole_budget(susp
     other = copy.deepcopy(model)
     # tolerance 1: every t qualifies, so two suspects give t = 0.5 and one suspect gives t = 1
     base = SanitizerConfig(steps=20, second_steps=20, grid=3, batch_size=64, ca_tolerance=1.0, refine_steps=0,
-                           refine_guard=False, second_endpoint="scratch")
+                           refine_guard=False, second_endpoint="scratch", verify=False)
     plain = ModeConnectivitySanitizer(base, progress=False).sanitize(model, budget, other)
     seen = []
     real = mode_connectivity.finetune
@@ -211,7 +211,8 @@ def test_sanitizer_refine_guard_refines_only_when_a_trial_refine_lowers_validati
     from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
     model = suspect[0]
     other = copy.deepcopy(model)
-    cfg = SanitizerConfig(steps=20, second_steps=20, grid=3, batch_size=64, ca_tolerance=1.0, refine_steps=10)
+    cfg = SanitizerConfig(steps=20, second_steps=20, grid=3, batch_size=64, ca_tolerance=1.0, refine_steps=10,
+                          verify=False)
     plain = ModeConnectivitySanitizer(dataclasses.replace(cfg, refine_steps=0), progress=False).sanitize(
         model, budget, other)
     calls = []
@@ -412,7 +413,7 @@ def test_repair_mode_connectivity_reports_the_refine_guard(suspect, budget):
     model, _, _ = suspect
     other = add_weight_noise(model, 0.05, torch.Generator().manual_seed(1))
     repaired, info = repair("mode-connectivity", model, budget, other, progress=False, steps=20, grid=3,
-                            refine_steps=10, ca_tolerance=1.0)
+                            refine_steps=10, ca_tolerance=1.0, verify=False)
     assert info["t"] == 0.5  # tolerance 1.0: every t qualifies, and the middle is farthest from both suspects
     check = info["refine_check"]
     assert set(check) >= {"val_accuracy_before", "val_accuracy_after_trial", "val_loss_before",
@@ -428,7 +429,7 @@ def test_sanitizer_curve_mixup_is_seeded_changes_the_curve_and_is_validated(susp
     from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
     model = suspect[0]
     other = copy.deepcopy(model)
-    base = SanitizerConfig(steps=12, grid=3, batch_size=64, refine_steps=0)
+    base = SanitizerConfig(steps=12, grid=3, batch_size=64, refine_steps=0, verify=False)
     san = ModeConnectivitySanitizer(base, progress=False)
     fit_part, _ = san.split_budget(budget)
     plain = san.fit_curve(model, other, fit_part)
@@ -467,7 +468,7 @@ def test_sanitizer_exports_the_mean_of_two_equally_far_candidates(suspect, budge
     model = suspect[0]
     other = copy.deepcopy(model)
     cfg = SanitizerConfig(steps=20, grid=5, batch_size=64, ca_tolerance=0.02, refine_steps=0,
-                          second_endpoint="scratch")
+                          second_endpoint="scratch", verify=False)
     san = ModeConnectivitySanitizer(cfg, progress=False)
     result = san.sanitize(model, budget, other)
     assert result.t == 0.75 and result.ensemble_ts == [0.25, 0.75] and isinstance(result.model, Ensemble)
@@ -510,7 +511,7 @@ def test_sanitize_cli_writes_an_ensemble_that_loads_and_evaluates(suspect, tmp_p
     _, _, m1 = suspect
     out = tmp_path / "ens"
     args = ["sanitize", str(m1), str(m1), "--dataset", "digits", "--clean-budget", "300", "--steps", "20", "--grid",
-            "5", "--tolerance", "0.02", "--refine-steps", "0", "--no-progress"]
+            "5", "--tolerance", "0.02", "--refine-steps", "0", "--no-verify", "--no-progress"]
     assert main(args + ["--out", str(out), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["t"] == 0.75 and r["ensemble"] == [0.25, 0.75]
@@ -544,7 +545,7 @@ def test_one_model_sanitizer_with_a_permuted_second_endpoint(suspect, budget):
     import dataclasses
     from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
     model = suspect[0]
-    cfg = SanitizerConfig(steps=20, grid=5, batch_size=64, refine_steps=0)
+    cfg = SanitizerConfig(steps=20, grid=5, batch_size=64, refine_steps=0, verify=False)
     assert cfg.second_endpoint == "permuted" and cfg.stages == 1
     result = ModeConnectivitySanitizer(cfg, progress=False).sanitize(model, budget)
     x = budget.x[:50].float() / 255
@@ -567,20 +568,65 @@ def _distance(a, b):
     return sum((p - q).pow(2).sum() for p, q in zip(a.parameters(), b.parameters())).sqrt().item()
 
 
-def test_sanitizer_reads_the_backdoor_probe_along_the_path_without_choosing_by_it(suspect, budget):
-    import dataclasses
-    from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
+class _StubCheck:
+    """A backdoor check that finds the backdoor on the models named in ``carrying`` (for the rule's tests)."""
+
+    def __init__(self, carrying, targets=(0,)):
+        self.carrying, self.findings, self.checks, self.seconds = set(carrying), list(targets), [], 0.0
+
+    @property
+    def targets(self):
+        return list(self.findings)
+
+    def check(self, model, images, threshold, what=""):
+        record = {"model": what, "anomaly_index": {"0": 5.0 if what in self.carrying else 0.5},
+                  "carries": what in self.carrying, "seconds": 0.0}
+        self.checks.append(record)
+        return record
+
+    def to_dict(self):
+        return {"checks": self.checks}
+
+
+def test_sanitizer_moves_away_while_the_check_still_finds_the_backdoor(suspect, budget, monkeypatch):
+    from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig, mode_connectivity
+    _symmetric_path(monkeypatch)  # the rule's choice: t = 0.25 and 0.75 averaged
     model = suspect[0]
-    cfg = SanitizerConfig(steps=20, grid=3, batch_size=64, refine_steps=0)
-    plain = ModeConnectivitySanitizer(cfg, progress=False).sanitize(model, budget)
-    assert "backdoor_probe" not in plain.path[0] and "probe" not in plain.verdict  # off by default
-    result = ModeConnectivitySanitizer(dataclasses.replace(cfg, backdoor_probe=True), progress=False).sanitize(
-        model, budget)
-    readings = [r["backdoor_probe"] for r in result.path]
-    assert all(0.0 <= v <= 1.0 for v in readings)
-    assert readings[0] == readings[-1] > 0.5  # both ends are the suspect, which follows its own reversed trigger
-    probe = result.verdict["probe"]
-    assert probe["findings"][0]["probed_labels"] and probe["suspect"] == readings[0]
-    assert 0.0 <= probe["exported"] <= 1.0 and "backdoor_probe" in result.seconds
-    assert result.t == plain.t and [{k: v for k, v in r.items() if k != "backdoor_probe"} for r in result.path] \
-        == plain.path
+    cfg = SanitizerConfig(steps=20, grid=5, batch_size=64, ca_tolerance=0.02, refine_steps=0, min_distance=0.25)
+    stub = _StubCheck({"t = 0.25 + 0.75"})
+    monkeypatch.setattr(mode_connectivity.BackdoorCheck, "from_suspects", lambda *a, **k: stub)
+    result = ModeConnectivitySanitizer(cfg, progress=False).sanitize(model, budget)
+    assert result.t == 0.5 and result.ensemble_ts is None
+    assert result.verdict["backdoor_check"] is True and result.verdict["within_tolerance"] is False
+    assert [c["model"] for c in result.verdict["check"]["checks"]] == ["t = 0.25 + 0.75", "t = 0.50"]
+    assert result.stages[0]["t"] == 0.5  # the stage's record follows the move
+    # found everywhere: the farthest point is kept and the verdict says the backdoor may remain
+    stub = _StubCheck({"t = 0.25 + 0.75", "t = 0.50"})
+    result = ModeConnectivitySanitizer(cfg, progress=False).sanitize(model, budget)
+    assert result.t == 0.5 and result.verdict["backdoor_check"] is False
+    from backdoorlab.pipeline import sanitize_warnings
+    assert any("the backdoor may remain" in w for w in sanitize_warnings(result.verdict, cfg))
+    # nothing flagged on the suspect: nothing to check, and the verdict says so
+    stub = _StubCheck(set(), targets=())
+    result = ModeConnectivitySanitizer(cfg, progress=False).sanitize(model, budget)
+    assert result.verdict["backdoor_check"] is None and "nothing to check" in result.verdict["check_note"]
+    assert sorted(result.ensemble_ts) == [0.25, 0.75]
+
+
+def test_a_refine_that_brings_the_backdoor_back_is_undone(suspect, budget, monkeypatch):
+    from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig, mode_connectivity
+    model = suspect[0]
+    cfg = SanitizerConfig(steps=20, grid=3, batch_size=64, refine_steps=10, refine_guard=False)
+    stub = _StubCheck({"refined"})
+    monkeypatch.setattr(mode_connectivity.BackdoorCheck, "from_suspects", lambda *a, **k: stub)
+    result = ModeConnectivitySanitizer(cfg, progress=False).sanitize(model, budget)
+    assert result.t == 0.5 and not result.refined
+    assert result.refine_check == {"accepted": False, "rejected_by": "backdoor check"}
+
+
+def test_backdoor_check_places_a_candidate_mask_among_the_suspects_labels():
+    from backdoorlab.defenses.backdoor_check import SuspectFinding
+    f = SuspectFinding(targets=[0], median=60.0, mad=5.0, anomaly_index=7.0, mask_l1={0: 8.0})
+    assert f.index(8.0) == pytest.approx(52 / (1.4826 * 5))
+    assert f.index(70.0) == 0.0  # a mask at least as large as the median label's is no anomaly
+    assert SuspectFinding([0], 60.0, 0.0, 1e6, {}).index(10.0) == float("inf")

@@ -311,6 +311,9 @@ def rule_text(cfg: SanitizerConfig, two_suspects: bool) -> str:
     text = (f"farthest t from the suspect endpoint(s) with validation accuracy within {cfg.ca_tolerance:.3f} of the "
             f"best on the path, at least {cfg.min_distance:.2f} from every suspect end (the most accurate such t "
             "when none is within the tolerance)")
+    if cfg.verify:
+        text += ("; then one grid step further from the suspect(s) while Neural Cleanse still finds the suspect's "
+                 f"target on the chosen model (anomaly index above {cfg.verify_threshold:g} among the suspect's labels)")
     if cfg.ensemble and (two_suspects or (cfg.second_endpoint == "permuted" and cfg.stages == 1)):
         text += "; with two such t, the mean of both models' softmax outputs"
     if cfg.second_endpoint == "permuted" and cfg.stages == 2 and not two_suspects:
@@ -319,13 +322,19 @@ def rule_text(cfg: SanitizerConfig, two_suspects: bool) -> str:
 
 
 def sanitize_warnings(verdict: dict, cfg: SanitizerConfig) -> list[str]:
-    """One line per way the exported model falls short of what the sanitizer promises. Empty when it does not:
-    today, when the rule had to leave the accuracy tolerance to keep its distance from the suspect(s)."""
-    if verdict.get("within_tolerance", True):
-        return []
-    return [f"no point {cfg.min_distance:.2f} or more from the suspect(s) is within the accuracy tolerance "
-            f"({cfg.ca_tolerance:.1%}); the exported model is the most accurate of them: it may have lost more "
-            "clean accuracy than you allowed (see path.png)"]
+    """One line per way the exported model falls short of what the sanitizer promises: outside the accuracy
+    tolerance (to keep its distance from the suspects, or to leave the backdoor behind), or still carrying the
+    backdoor by Neural Cleanse's check. Empty when it does not."""
+    warnings = []
+    if verdict.get("backdoor_check") is False:
+        last = verdict["check"]["checks"][-1]
+        found = ", ".join(f"label {k}: anomaly index {v:.2f}" for k, v in last["anomaly_index"].items())
+        warnings.append(f"the backdoor may remain: Neural Cleanse still finds the suspect's target on every point "
+                        f"checked, up to {last['model']} ({found}; threshold {cfg.verify_threshold:g})")
+    if not verdict.get("within_tolerance", True):
+        warnings.append(f"the exported model lies outside the accuracy tolerance ({cfg.ca_tolerance:.1%} under the "
+                        f"best validation accuracy on the path): {verdict.get('note', '')}")
+    return warnings
 
 
 def finetune_run(dataset, model_dir: str, budget_size: int, cfg: TrainConfig, backdoor=None, budget_seed: int = 0,

@@ -51,8 +51,8 @@ def _save(fig, out) -> None:
 
 
 def _draw_path(ax, rows: list[dict], chosen_t: float, ensemble: list[float] | None, exported: dict | None) -> None:
-    """One path on ``ax``: test CA and ASR, validation accuracy, the backdoor probe's reading (when scored), the
-    chosen t or averaged ts, and the exported model's stars (see :func:`plot_path`)."""
+    """One path on ``ax``: test CA and ASR, validation accuracy, the chosen t or averaged ts, and the exported
+    model's stars (see :func:`plot_path`)."""
     ts = [r["t"] for r in rows]
     if "clean_accuracy" in rows[0]:
         ax.plot(ts, [100 * r["clean_accuracy"] for r in rows], "o-", color="tab:blue", label="clean accuracy (test)")
@@ -60,9 +60,6 @@ def _draw_path(ax, rows: list[dict], chosen_t: float, ensemble: list[float] | No
         ax.plot(ts, [100 * r["attack_success_rate"] for r in rows], "s-", color="tab:red",
                 label="attack success rate (test)")
     ax.plot(ts, [100 * r["val_accuracy"] for r in rows], ":", color="tab:gray", label="validation accuracy (budget)")
-    if "backdoor_probe" in rows[0]:
-        ax.plot(ts, [100 * r["backdoor_probe"] for r in rows], "^:", color="tab:orange", ms=4,
-                label="reversed-trigger probe (budget)")
     label = ("chosen " if not ensemble else "averaged ") + chosen_text(chosen_t, ensemble)
     where = ensemble or [chosen_t]
     for i, t in enumerate(where):

@@ -16,10 +16,10 @@ What this implementation does, and why (details and measurements in docs/sanitiz
 - The chosen t keeps ``min_distance`` (0.2) from every suspect end: one grid step from a suspect every path
   measured still obeyed the trigger. When nothing that far is within the tolerance, the rule gives up accuracy,
   not distance, and its verdict says so (:func:`select_guarded`).
-- The backdoor probe (``backdoor_probe``, off by default, :mod:`.backdoor_probe`): Neural Cleanse reverses the
-  suspect's probable trigger on the fit images once, and every t is also scored by the share of validation
-  images that trigger still sends to its label. Evidence for the report only: on CIFAR-10 the reversed trigger
-  still sent 48% of the images to the target at a point with 2.3% ASR (docs/sanitizer.md).
+- The backdoor check (``verify``, :mod:`.backdoor_check`): Neural Cleanse on the suspect(s) once; the rule's
+  choice is then checked by reverse-engineering the suspect's flagged label(s) on it, and while the mask found
+  is still anomalous among the suspect's labels the choice moves one grid step further from the suspect(s).
+  The refined model is checked too. What the rule could not achieve is in the verdict.
 - With one suspect model, the second endpoint is the suspect itself with its hidden units permuted
   (``second_endpoint="permuted"``, TSC, Peng et al. 2025; :mod:`backdoorlab.symmetry`): the same function far
   away in weight space, so both ends are the suspect and the rule keeps away from both, and the curve's
@@ -59,7 +59,7 @@ from ..models.ensemble import Ensemble
 from ..augment import AUGMENTATIONS, augment
 from ..train import TrainConfig, fit, seed_everything, to_float
 from ..symmetry import UnitGroups, find_unit_groups, match_units, permuted_copy
-from .backdoor_probe import BackdoorProbe
+from .backdoor_check import BackdoorCheck
 from .finetune import distillation_loss, finetune
 
 SECOND_ENDPOINTS = ("permuted", "scratch", "distill", "finetune")
@@ -95,7 +95,8 @@ class SanitizerConfig:
     refine_guard: bool = True  # refine only if a trial refine on the fit part lowers the validation loss
     ensemble: bool = True  # two suspects: average the models at t and 1 - t when the rule finds both (see select_ts)
     min_distance: float = 0.2  # the chosen t keeps at least this far from every suspect end (see select_guarded)
-    backdoor_probe: bool = False  # Neural Cleanse on the suspect(s), read at every t (evidence only; backdoor_probe.py)
+    verify: bool = True  # check the choice with Neural Cleanse; move away while it carries the backdoor
+    verify_threshold: float = 2.0  # anomaly index above which a checked model still carries the backdoor
     seed: int = 0
 
     def __post_init__(self):
@@ -108,6 +109,8 @@ class SanitizerConfig:
                                    f"valid: {valid_names(SECOND_ENDPOINTS)}")
         if self.stages not in (1, 2):
             raise BackdoorlabError(f"stages must be 1 or 2, got {self.stages}")
+        if self.verify_threshold <= 0:
+            raise BackdoorlabError(f"verify threshold must be > 0, got {self.verify_threshold}")
         if not 0 < self.min_distance <= 0.5:
             raise BackdoorlabError(f"minimum distance from the suspects must lie in (0, 0.5], got {self.min_distance}")
         if self.grid < 3:
@@ -333,18 +336,16 @@ class ModeConnectivitySanitizer:
         return augment(to_float(fit_part.x), self.config.bn_augment, g)
 
     def path(self, curve: Curve, fit_part: CleanBudget, val_part: CleanBudget, test=None, backdoor=None,
-             num_classes: int | None = None, probe: BackdoorProbe | None = None) -> list[dict]:
-        """Score every grid t: validation accuracy and loss on the budget's held-out slice, the ``probe``'s reading
-        on the same slice (``backdoor_probe``), and if ``test`` = (x, y) is given, test CA (and ASR/RA with a
-        ``backdoor``). Batch norm is re-estimated on :meth:`bn_data` at each t."""
+             num_classes: int | None = None) -> list[dict]:
+        """Score every grid t: validation accuracy and loss on the budget's held-out slice, and if ``test`` =
+        (x, y) is given, test CA (and ASR/RA with a ``backdoor``). Batch norm is re-estimated on :meth:`bn_data`
+        at each t."""
         rows, bn_data = [], self.bn_data(fit_part)
         ts = torch.linspace(0, 1, self.config.grid).tolist()
         for t in tqdm(ts, desc="path", disable=not self.progress, leave=False, dynamic_ncols=True):
             model = curve.model_at(t, bn_data=bn_data)
             val_accuracy, val_loss = validation_scores(model, val_part)
             row = {"t": round(t, 6), "val_accuracy": val_accuracy, "val_loss": val_loss}
-            if probe is not None:
-                row["backdoor_probe"] = probe.read(model, val_part)
             if test is not None:
                 row.update(evaluate(model, test[0], test[1], backdoor, num_classes))
                 row.pop("n_test", None)
@@ -376,7 +377,7 @@ class ModeConnectivitySanitizer:
         return reestimate_bn(model, self.bn_data(budget))
 
     def refine_check(self, model: nn.Module, fit_part: CleanBudget, val_part: CleanBudget,
-                     steps: int | None = None, probe: BackdoorProbe | None = None) -> dict:
+                     steps: int | None = None) -> dict:
         """The refine step's guard: refine a copy of ``model`` on ``fit_part`` alone and score the validation slice
         before and after (accuracy and mean cross-entropy). Returns the record, whose ``accepted`` is true when the
         trial's validation loss is lower than the model's (the whole-budget refine that follows trains on the
@@ -385,18 +386,44 @@ class ModeConnectivitySanitizer:
         loss fell by 10% and whose refine raised accuracy on 4,000 development images; over the trials measured
         (MNIST and CIFAR-10, docs/sanitizer.md) the loss's direction always matched the development images'.
         A tie rejects: a refine that shows no gain on clean data is not worth its risk (near a backdoored
-        endpoint fine-tuning can pull the model back towards it). With a backdoor ``probe``, a trial that reads
-        above the probe's limit and above the model's own reading is rejected too: that pull, seen."""
+        endpoint fine-tuning can pull the model back towards it)."""
         acc_before, loss_before = validation_scores(model, val_part)
         trial = self.refine(model, fit_part, steps, desc="refine (guard trial)")  # a copy: finetune never trains in place
         acc_after, loss_after = validation_scores(trial, val_part)
-        record = {"val_accuracy_before": acc_before, "val_accuracy_after_trial": acc_after,
-                  "val_loss_before": loss_before, "val_loss_after_trial": loss_after,
-                  "accepted": loss_after < loss_before, "n_val": len(val_part)}
-        if probe is not None:
-            before, after = probe.read(model, val_part), probe.read(trial, val_part)
-            record.update(probe_before=before, probe_after_trial=after)
-        return record
+        return {"val_accuracy_before": acc_before, "val_accuracy_after_trial": acc_after,
+                "val_loss_before": loss_before, "val_loss_after_trial": loss_after,
+                "accepted": loss_after < loss_before, "n_val": len(val_part)}
+
+    def verified_choice(self, curve: Curve, rows: list[dict], fit_part: CleanBudget, suspect_ends, ts: list[float],
+                        verdict: dict, check: BackdoorCheck) -> tuple[list[float], nn.Module, dict]:
+        """Check the rule's choice ``ts`` with ``check`` and, while the model there still carries the backdoor,
+        move one grid step further from the suspect(s) and check again (with two suspect ends, both points at the
+        new distance, averaged when ``ensemble`` is on). Returns the ts, the model and the updated verdict:
+        ``backdoor_check`` true when a checked model was clean, false when none was (the farthest is kept)."""
+        cfg = self.config
+        by_t = {r["t"]: r for r in rows}
+        dist = {t: round(min(abs(t - e) for e in suspect_ends), 9) for t in by_t}
+        best = max(r["val_accuracy"] for r in rows)
+        groups = [ts]
+        for d in sorted({d for d in dist.values() if d > dist[ts[0]]}):
+            same = sorted((t for t in by_t if dist[t] == d),
+                          key=lambda t: (-by_t[t]["val_accuracy"], round(by_t[t].get("val_loss", 0.0), 9), t))
+            groups.append(same if cfg.ensemble and len(suspect_ends) > 1 else same[:1])
+        bn_data = self.bn_data(fit_part)
+        for group in groups:
+            models = [curve.model_at(u, bn_data=bn_data) for u in group]
+            model = Ensemble(models).eval() if len(models) > 1 else models[0]
+            record = check.check(model, fit_part.x, cfg.verify_threshold, what="t = " + " + ".join(
+                f"{u:.2f}" for u in sorted(group)))
+            if not record["carries"]:
+                break
+        moved = group != groups[0]
+        verdict = {**verdict, "backdoor_check": not record["carries"]}
+        if moved:
+            verdict["within_tolerance"] = all(by_t[u]["val_accuracy"] >= best - cfg.ca_tolerance - 1e-12 for u in group)
+            verdict["note"] = (f"moved away from the suspect(s): Neural Cleanse still found the backdoor at "
+                               f"t = {groups[0][0]:.2f}")
+        return group, model, verdict
 
     def make_permuted_endpoint(self, suspect: nn.Module, fit_part: CleanBudget) -> tuple[nn.Module, UnitGroups]:
         """The suspect with every group of hidden units reordered to push each unit's activations on the fit
@@ -441,17 +468,17 @@ class ModeConnectivitySanitizer:
             tick = time.time()
         elif second_model is not None:
             raise BackdoorlabError("a second endpoint to reuse applies to one suspect model, but two were given")
-        probe = None
-        if cfg.backdoor_probe:
-            k = num_classes or _num_classes(suspect, fit_part)
-            probe = BackdoorProbe.from_suspects([suspect] if second is not None else [suspect, suspect_b],
-                                                fit_part.x, k, progress=self.progress)
-            seconds["backdoor_probe"] = time.time() - tick
+        check = None
+        if cfg.verify:  # Neural Cleanse on the suspect(s) once; it checks the choice below
+            suspects = [suspect] if second is not None else [suspect, suspect_b]
+            check = BackdoorCheck.from_suspects(suspects, fit_part.x, num_classes or _num_classes(suspect, fit_part),
+                                                progress=self.progress)
+            seconds["backdoor_check"] = check.seconds
             tick = time.time()
         curve = self.fit_curve(suspect, suspect_b, fit_part)
         seconds["curve"] = time.time() - tick
         tick = time.time()
-        rows = self.path(curve, fit_part, val_part, test, backdoor, num_classes, probe)
+        rows = self.path(curve, fit_part, val_part, test, backdoor, num_classes)
         seconds["path"] = time.time() - tick
         ends = (0.0,) if second not in (None, "permuted") else (0.0, 1.0)  # a permuted copy is the suspect too
         two_stages = second == "permuted" and cfg.stages == 2
@@ -467,31 +494,45 @@ class ModeConnectivitySanitizer:
             curve = self.fit_curve(aligned, model, fit_part, stage=2)
             seconds["curve_stage_2"] = time.time() - tick
             tick = time.time()
-            rows = self.path(curve, fit_part, val_part, test, backdoor, num_classes, probe)
+            rows = self.path(curve, fit_part, val_part, test, backdoor, num_classes)
             seconds["path_stage_2"] = time.time() - tick
-            t, ts, model, verdict = self.choose(curve, rows, fit_part, (0.0,))
+            ends = (0.0,)
+            t, ts, model, verdict = self.choose(curve, rows, fit_part, ends)
             stages.append({"stage": 2, "start": "suspect, units aligned with stage 1's model",
                            "end": f"stage 1's model (t = {stages[0]['t']:.2f})", "path": rows, "t": t,
                            "ensemble": None, "rule": verdict})
+        if check is not None and check.targets:
+            tick = time.time()
+            ts, model, verdict = self.verified_choice(curve, rows, fit_part, ends, ts, verdict, check)
+            t = ts[0]
+            if stages:
+                stages[-1].update(t=t, ensemble=sorted(ts) if len(ts) > 1 else None, rule=verdict)
+            seconds["backdoor_check"] += time.time() - tick
         interior = 0.0 < t < 1.0 or (two_stages and t == 1.0)  # stage 2's t = 1 is stage 1's curve point
-        refined, check = cfg.refine_steps > 0 and interior, None
+        refined, refine_record = cfg.refine_steps > 0 and interior, None
         if refined:  # the validation slice has chosen t; now every budget image can train the chosen model
             # An ensemble is refined as one model: the loss is that of its averaged output.
             # Only inside the path: t = 0 is a suspect, and t = 1 is a suspect or an endpoint already trained
             # on the budget (refining the one-model scratch endpoint lowered development accuracy, docs/sanitizer.md).
             tick = time.time()
             if cfg.refine_guard:
-                check = self.refine_check(model, fit_part, val_part, probe=probe)
-                refined = check["accepted"]
+                refine_record = self.refine_check(model, fit_part, val_part)
+                refined = refine_record["accepted"]
             if refined:
-                model = self.refine(model, budget)
+                chosen, model = model, self.refine(model, budget)
+                if check is not None and check.targets and verdict.get("backdoor_check"):
+                    if check.check(model, fit_part.x, cfg.verify_threshold, what="refined")["carries"]:
+                        model, refined = chosen, False  # the refine pulled the backdoor back: keep the curve's model
+                        refine_record = {**(refine_record or {}), "accepted": False,
+                                         "rejected_by": "backdoor check"}
             seconds["refine"] = time.time() - tick
-        if probe is not None:
-            verdict["probe"] = {"exported": probe.read(model, val_part),
-                                "suspect": rows[0]["backdoor_probe"],  # t = 0 is a suspect on every path
-                                **probe.to_dict()}
+        if check is not None:
+            verdict["check"] = check.to_dict()
+            if not check.targets:
+                verdict["backdoor_check"] = None
+                verdict["check_note"] = "Neural Cleanse flags no label of the suspect(s): nothing to check"
         return SanitizeResult(model=model, t=t, path=rows, curve=curve, seconds=seconds, second_endpoint=second,
-                              second_model=made, refined=refined, refine_check=check,
+                              second_model=made, refined=refined, refine_check=refine_record,
                               ensemble_ts=sorted(ts) if len(ts) > 1 else None, stages=stages,
                               unit_groups=None if groups is None else {
                                   "groups": len(groups.groups), "units": groups.units, "left_alone": groups.skipped},
