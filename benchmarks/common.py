@@ -65,12 +65,14 @@ def open_results(out: str) -> tuple[pathlib.Path, dict, callable]:
 
 
 def load_saved_curve(run, bn_augment: str = "auto", progress: bool = False):
-    """Rebuild a saved two-model sanitizer run (a ``sanitize`` output directory with config.json and
-    curve.safetensors): its data set, endpoints, sanitizer, budget and trained curve. The curve's training does not
-    depend on batch-norm re-estimation or on the refine step, so this is the curve a rerun with the same seeds
-    trains. Returns a namespace with ``config, dataset, loaded, sanitizer, budget, fit_part, val_part, curve`` and
-    ``dev``: the indices of the development images (the held-out pool outside the budget: never the budget, never
-    the test set)."""
+    """Rebuild a saved sanitizer run (a ``sanitize`` output directory with config.json and curve.safetensors) of
+    two models, or of one with the permuted second endpoint (which is made again: it depends only on the suspect
+    and the fit images): its data set, endpoints, sanitizer, budget and trained curve (the first stage's, for a
+    two-stage run). The curve's training does not depend on batch-norm re-estimation or on the refine step, so
+    this is the curve a rerun with the same seeds trains. Returns a namespace with ``config, dataset, loaded,
+    sanitizer, budget, fit_part, val_part, curve, ends`` (the suspect ends of the path) and ``dev``: the indices
+    of the development images (the held-out pool outside the budget: never the budget, never the test set)."""
+    import dataclasses
     import json
     import sys
     import types
@@ -88,21 +90,26 @@ def load_saved_curve(run, bn_augment: str = "auto", progress: bool = False):
     config = json.loads((run / "config.json").read_text())
     ds = load_dataset(config["dataset"])
     loaded = [load_for(p, ds) for p in config["models"]]
-    if len(loaded) != 2:
-        sys.exit("only two-model runs can be rebuilt (a one-model run's second endpoint is not saved)")
-    cfg = resolve_bn_augment(SanitizerConfig(**{**config["sanitizer"], "bn_augment": bn_augment}), loaded[0][1])
+    one = len(loaded) == 1
+    if one and (config["sanitizer"].get("second_endpoint") != "permuted" or config["sanitizer"].get("stages") != 1):
+        sys.exit("a one-model run can be rebuilt with the permuted second endpoint and one stage only (a scratch "
+                 "endpoint is saved in its second-endpoint/ folder: sanitize again with --reuse-second-endpoint)")
+    known = {f.name for f in dataclasses.fields(SanitizerConfig)}  # runs of earlier code may carry retired fields
+    saved_cfg = {k: v for k, v in config["sanitizer"].items() if k in known}
+    cfg = resolve_bn_augment(SanitizerConfig(**{**saved_cfg, "bn_augment": bn_augment}), loaded[0][1])
     budget = clean_budget(ds, config["clean_budget"], seed=config["budget_seed"], holdout=config["holdout"])
     arch, a = loaded[0][1]["arch"], loaded[0][1]["arch_args"]
     sanitizer = ModeConnectivitySanitizer(cfg, lambda: create_model(arch, **a), progress=progress)
     fit_part, val_part = sanitizer.split_budget(budget)
-    curve = Curve(loaded[0][0], loaded[1][0], kind=cfg.curve, init="midpoint")
+    end = sanitizer.make_permuted_endpoint(loaded[0][0], fit_part)[0] if one else loaded[1][0]
+    curve = Curve(loaded[0][0], end, kind=cfg.curve, init="midpoint")
     control = safetensors.torch.load_file(str(run / "curve.safetensors"))
     for name, p in zip(curve.names, curve.control):
         p.data.copy_(control[name])
     _, pool = holdout_split(len(ds.train_y), config["holdout"])
     dev = pool[~torch.isin(pool, budget.indices)]
     return types.SimpleNamespace(config=config, dataset=ds, loaded=loaded, sanitizer=sanitizer, budget=budget,
-                                 fit_part=fit_part, val_part=val_part, curve=curve, dev=dev)
+                                 fit_part=fit_part, val_part=val_part, curve=curve, ends=(0.0, 1.0), dev=dev)
 
 
 def load_patch_suspect(model_dir: str, dataset_name: str):

@@ -1,6 +1,7 @@
 """Paths of the two TSC stages on one suspect: the suspect against its permuted copy, then the suspect (aligned)
 against the first stage's model. Prints per t the validation accuracy and loss on the budget's slice, test CA
-and ASR, for stage 1 and for stage 2 from each given first-stage t; writes OUT.json.
+and ASR, for stage 1 and for stage 2 from each given first-stage t; writes OUT.json. ``--from-run`` takes
+stage 1 from a saved one-model sanitize run (permuted endpoint) instead of training it again.
 
     python benchmarks/exploration/symmetry_path.py bench-out/suspects/mnist-badnets --dataset mnist \\
         --budget 1000 --t1 0.4 --set init=midpoint --out bench-out/exploration/sym-mnist-badnets
@@ -44,6 +45,7 @@ def main():
     ap.add_argument("--nc", action="store_true",
                     help="reverse the suspect's trigger with Neural Cleanse on the fit images and add, per t, the "
                          "share of validation images its smallest reversed trigger sends to its label")
+    ap.add_argument("--from-run", help="a sanitize output directory (one model, permuted endpoint) for stage 1")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     ds = load_dataset(args.dataset)
@@ -60,8 +62,20 @@ def main():
     result = {"model": args.model, "budget": args.budget, "config": cfg.to_dict(), "stage2": {}}
     tick = time.time()
     groups = find_unit_groups(model, fit.x[:8]).groups
-    far = permuted_copy(model, groups, match_units(model, model, groups, fit.x, maximize=False))
-    curve1 = san.fit_curve(model, far, fit)
+    if args.from_run:
+        import sys
+        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+        from common import load_saved_curve
+        saved = load_saved_curve(args.from_run)
+        curve_fields = ("curve", "init", "steps", "lr", "weight_decay", "batch_size", "augment", "val_fraction",
+                        "min_val", "curve_distill", "curve_mixup", "seed")
+        if any(getattr(saved.sanitizer.config, k) != getattr(cfg, k) for k in curve_fields) or \
+                saved.budget.indices.tolist() != budget.indices.tolist():
+            raise SystemExit(f"{args.from_run} was made with another curve recipe or budget")
+        curve1 = saved.curve
+    else:
+        far = permuted_copy(model, groups, match_units(model, model, groups, fit.x, maximize=False))
+        curve1 = san.fit_curve(model, far, fit)
     rows1 = san.path(curve1, fit, val, test, backdoor, ds.num_classes)
     result["stage1"] = rows1
     result["seconds_stage1"] = round(time.time() - tick, 1)
