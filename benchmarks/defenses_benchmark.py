@@ -28,9 +28,8 @@ import pathlib
 import sys
 import time
 
-DEFENSES = ("finetune", "fst", "fine-pruning", "anp", "nc-unlearning", "nc-unlearning-per-batch",
-            "nc-unlearning-boost", "nc-unlearning-complete", "nc-unlearning-grow", "i-bau", "noise", "mode-connectivity",
-            "mode-connectivity-scratch", "mode-connectivity-stages-2", "mode-connectivity-two")
+from backdoorlab.defenses.repair import REPAIRERS
+
 VARIANTS = {  # benchmark column -> (repairer, options other than its defaults)
     "nc-unlearning-per-batch": ("nc-unlearning", {"stamp": "per-batch"}),
     "nc-unlearning-boost": ("nc-unlearning", {"stamp": "per-batch", "mask_boost": 3.0}),
@@ -40,6 +39,8 @@ VARIANTS = {  # benchmark column -> (repairer, options other than its defaults)
     "mode-connectivity-stages-2": ("mode-connectivity", {"stages": 2}),
     "mode-connectivity-two": ("mode-connectivity", {}),  # with a second suspect model
 }
+# the table's columns: every registered repairer, each followed by its variants
+DEFENSES = tuple(c for name in REPAIRERS for c in (name, *[v for v, (r, _) in VARIANTS.items() if r == name]))
 ROWS = ("clean", "badnets", "blended", "dynamic", "badnets-all-to-all", "weight-perturbation")
 LABELS = {"finetune": "fine-tuning", "fst": "FST", "fine-pruning": "fine-pruning", "anp": "ANP", "nc-unlearning": "NC unlearning",
           "nc-unlearning-per-batch": "NC unlearning, per-batch stamping",

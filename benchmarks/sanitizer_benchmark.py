@@ -14,7 +14,7 @@ import time
 
 from backdoorlab.attacks import make_poisoning_attack
 from backdoorlab.augment import sanitizer_augmentation
-from backdoorlab.cli import _parse_options
+from backdoorlab.config import split_pairs
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses import SanitizerConfig
 from backdoorlab.errors import BackdoorlabError
@@ -55,8 +55,8 @@ def main():
                     help="suffix of the variants' result keys and output folders (runs with other settings side by side)")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
-    try:  # typed like SanitizerConfig's fields, with the CLI's -o parser
-        overrides = _parse_options(args.overrides, "the sanitizer", SanitizerConfig().to_dict())
+    try:  # typed like SanitizerConfig's fields, as the CLI's -o
+        overrides = SanitizerConfig.parse_options(split_pairs(args.overrides), "the sanitizer")
     except BackdoorlabError as e:
         ap.error(f"--set: {e}")
     out, results, save = open_results(args.out)

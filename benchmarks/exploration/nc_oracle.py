@@ -38,17 +38,17 @@ def main():
     from backdoorlab.budget import clean_budget, default_holdout
     from backdoorlab.defenses.neural_cleanse import (ReversedTrigger, complete_trigger, grow_trigger, neural_cleanse,
                                                      neural_cleanse_unlearn, trigger_gaps, trigger_success)
-    from backdoorlab.defenses.repair import repairer_config
+    from backdoorlab.config import split_pairs
+    from backdoorlab.defenses.repair import REPAIRERS, repairer_config
     from backdoorlab.errors import BackdoorlabError
     from backdoorlab.metrics import evaluate
-    from backdoorlab.cli import _parse_options
     from backdoorlab.train import to_float
     import torch.nn.functional as F
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     from common import load_patch_suspect
 
     try:
-        options = _parse_options(args.options, "nc-unlearning")
+        options = REPAIRERS.parse_options("nc-unlearning", split_pairs(args.options))
         ignored = sorted(set(options) & {"labels", "restarts", "rounds"})
         if ignored:  # both arms unlearn one trigger once; these options would silently not apply
             raise BackdoorlabError(f"nc_oracle.py does not apply {', '.join(ignored)}")

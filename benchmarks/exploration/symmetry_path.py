@@ -15,7 +15,7 @@ import pathlib
 import time
 
 from backdoorlab.budget import clean_budget, default_holdout
-from backdoorlab.cli import _parse_options
+from backdoorlab.config import split_pairs
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
 from backdoorlab.models import create_model
@@ -54,7 +54,7 @@ def main():
     holdout = (meta.get("holdout") or {}).get("size", default_holdout(ds.name))
     budget = clean_budget(ds, args.budget, seed=0, holdout=holdout)
     base = dict(augment=sanitizer_augmentation(ds.name))
-    cfg = SanitizerConfig(**{**base, **_parse_options(args.overrides, "the sanitizer", SanitizerConfig().to_dict())})
+    cfg = SanitizerConfig(**{**base, **SanitizerConfig.parse_options(split_pairs(args.overrides), "the sanitizer")})
     cfg = resolve_bn_augment(cfg, meta)
     san = ModeConnectivitySanitizer(cfg, lambda: create_model(meta["arch"], **meta["arch_args"]), progress=False)
     fit, val = san.split_budget(budget)

@@ -13,6 +13,7 @@ import warnings
 
 import click
 
+from .cli_listing import RegistryCommand
 from .errors import BackdoorlabError, valid_names
 
 
@@ -398,55 +399,12 @@ def _print_table(summary: dict) -> None:
                f"{_pct(summary['attack_success_rate']):>8}")
 
 
-def _loose_value(text: str):
-    """'3' -> 3, '0.2' -> 0.2, '0,1' -> [0, 1], anything else stays text."""
-    def number(t):
-        t = t.strip()
-        try:
-            return int(t)
-        except ValueError:
-            return float(t)
-    try:
-        return [number(t) for t in text.split(",")] if "," in text else number(text)
-    except ValueError:
-        return text
+def _repairers():
+    from .defenses.repair import REPAIRERS
+    return REPAIRERS
 
 
-def _parse_options(pairs, name: str, defaults: dict | None = None) -> dict:
-    """``KEY=VALUE`` strings -> a dict typed after ``defaults`` (default: those of defense ``name``; lists:
-    comma-separated)."""
-    if defaults is None:
-        from .defenses.repair import repairer_defaults
-        defaults = repairer_defaults(name)
-    options = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise BackdoorlabError(f"option {pair!r} is not KEY=VALUE")
-        if key not in defaults:
-            raise BackdoorlabError(f"unknown option {key!r} for {name}; valid: {valid_names(defaults)}")
-        default = defaults[key]
-        try:
-            if isinstance(default, bool):
-                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                value = text.lower() in ("true", "1", "yes")
-            elif isinstance(default, int):
-                value = int(text)
-            elif isinstance(default, float):
-                value = float(text)
-            elif isinstance(default, (tuple, list)):
-                value = tuple(float(v) for v in text.split(","))
-            else:  # str or None defaults ("auto", labels=None): a number, a comma-separated list, or text
-                value = _loose_value(text)
-        except ValueError:
-            raise BackdoorlabError(f"option {key}={text!r} for {name}: expected a value like {default!r}") from None
-        options[key] = value
-    return options
-
-
-@cli.command()
+@cli.command(cls=RegistryCommand, listings=[("Defenses (NAME)", lambda: _repairers().entries())])
 @click.argument("name")
 @click.argument("model_dirs", nargs=-1, required=True, type=click.Path())
 @click.option("--dataset", required=True, help="Data set the model was trained on (the budget comes from it).")
@@ -462,21 +420,18 @@ def _parse_options(pairs, name: str, defaults: dict | None = None) -> dict:
 @progress_option
 def repair(name, model_dirs, dataset, budget, out, options, backdoor_spec, budget_seed, as_json, data_dir,
            no_progress):
-    """Repair a suspect model with defense NAME on a clean budget (finetune, fst, fine-pruning, anp,
-    nc-unlearning, i-bau, noise, mode-connectivity).
+    """Repair a suspect model with defense NAME on a clean budget (the defenses are listed below).
 
     Writes OUT/model.safetensors + model.json (the repaired model), OUT/report.json (CA/ASR before and after,
     what the defense chose) and OUT/config.json. The trigger is never used by the defense; --attack only adds
     the ASR to the report when the checkpoint does not record its backdoor.
     """
-    from .defenses.repair import REPAIRERS
-    from .pipeline import repair_run
-    if name not in REPAIRERS:
-        raise BackdoorlabError(f"unknown defense {name!r}; valid: {valid_names(REPAIRERS)}")
-    opts = _parse_options(options, name)
-    from .defenses.repair import repairer_config
-    from .pipeline import default_repair_options
-    repairer_config(name, **{**default_repair_options(name, dataset), **opts})  # bad values fail before the data loads
+    from .config import split_pairs
+    from .pipeline import default_repair_options, repair_run
+    repairers = _repairers()
+    repairers.entry(name)  # an unknown NAME fails first, in one line
+    opts = repairers.parse_options(name, split_pairs(options))
+    repairers.config(name, **{**default_repair_options(name, dataset), **opts})  # bad values fail before the data loads
     ds = _dataset(dataset, data_dir)
     atk = _make_attack(backdoor_spec, ds)
     report = repair_run(ds, name, list(model_dirs), budget, out, opts, backdoor=atk.backdoor if atk else None,
@@ -514,10 +469,10 @@ def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, as
 
     Neural Cleanse reverses a minimal trigger per label; the model is flagged when one label's trigger is an
     outlier (anomaly index > 2), and that label is the suspected target. Never reads the planted trigger."""
+    from .config import split_pairs
     from .defenses.neural_cleanse import NeuralCleanseConfig
     from .scan import scan_run
-    nc_defaults = {k: v for k, v in NeuralCleanseConfig().to_dict().items() if k != "seed"}
-    opts = _parse_options(options, "scan", nc_defaults)
+    opts = NeuralCleanseConfig.parse_options(split_pairs(options), owner="scan", exclude=("seed",))
     ds = _dataset(dataset, data_dir)
     result = scan_run(ds, model_dir, budget_size=budget, report_dir=report_dir, budget_seed=budget_seed,
                       progress=not no_progress, strip=strip, **opts)
@@ -634,7 +589,7 @@ def list_cmd(defaults):
     """List data sets, architectures, attacks and defenses."""
     from .attacks import MODEL_ATTACKS, TRAINING_ATTACKS
     from .data import list_datasets
-    from .defenses.repair import REPAIRERS, repairer_defaults
+    from .defenses.repair import REPAIRERS
     from .models import list_models
     click.echo("datasets:      " + ", ".join(list_datasets()))
     click.echo("architectures: " + ", ".join(list_models()))
@@ -646,7 +601,7 @@ def list_cmd(defaults):
     if defaults:
         from .defenses.neural_cleanse import NeuralCleanseConfig
         for name in REPAIRERS:
-            click.echo(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in repairer_defaults(name).items()))
+            click.echo(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in REPAIRERS.defaults(name).items()))
         click.echo("  scan (neural-cleanse): " + ", ".join(
             f"{k}={v}" for k, v in NeuralCleanseConfig().to_dict().items() if k != "seed"))
         click.echo("  (augment: `backdoorlab repair` sets it from the data set: the sanitizer's small-budget "

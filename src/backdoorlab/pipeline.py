@@ -410,10 +410,11 @@ def default_repair_options(name: str, dataset_name: str) -> dict:
     learn new features from the budget (the sanitizer's curve and second endpoint, FST's shifted features) use the
     sanitizer's small-budget augmentation; those that only adjust the suspect use its training augmentation."""
     from .augment import sanitizer_augmentation
-    from .defenses.repair import repairer_defaults
-    if "augment" not in repairer_defaults(name):
+    from .defenses.repair import REPAIRERS
+    entry = REPAIRERS.entry(name)
+    if "augment" not in entry.config.option_names():
         return {}
-    if name in ("mode-connectivity", "fst"):
+    if entry.traits["learns_features"]:
         return {"augment": sanitizer_augmentation(dataset_name)}
     return {"augment": TRAIN_DEFAULTS.get((dataset_name, "*"), {}).get("augment", "none")}
 
@@ -432,7 +433,7 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
     check_out_dir(out, "repair", model_dirs)
     loaded = [load_for(p, dataset) for p in model_dirs]
     metas = [m for _, m in loaded]
-    if name == "mode-connectivity" and options.get("bn_augment", "auto") == "auto":
+    if getattr(cfg, "bn_augment", None) == "auto":  # the suspect's training augmentation (resolve_bn_augment)
         options["bn_augment"] = resolve_bn_augment(cfg, metas[0]).bn_augment
     if len(loaded) == 2 and (metas[0]["arch"], metas[0]["arch_args"]) != (metas[1]["arch"], metas[1]["arch_args"]):
         raise BackdoorlabError(f"the two models have different architectures ({metas[0]['arch']} vs "

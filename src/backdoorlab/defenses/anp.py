@@ -30,7 +30,7 @@ running statistics, which are left untouched), so a small clean budget cannot sh
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -38,16 +38,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..budget import CleanBudget
+from ..config import Config
 from ..errors import BackdoorlabError
 from ..metrics import accuracy, predict
 from ..models.ensemble import Ensemble
 from ..train import seed_everything, to_float
 from ..augment import augment
 from .pruning import split_validation
+from .repair import REPAIRERS
 
 
 @dataclass
-class ANPConfig:
+class ANPConfig(Config):
     eps: float = 0.4
     step: float = 0.2
     perturb_steps: int = 1
@@ -63,7 +65,7 @@ class ANPConfig:
     augment: str = "none"
     seed: int = 0
 
-    def __post_init__(self):
+    def validate(self):
         if self.eps < 0 or self.step < 0:
             raise BackdoorlabError(f"ANP perturbation bound and step must be >= 0, got {self.eps}, {self.step}")
         if not 0 <= self.alpha <= 1:
@@ -72,9 +74,6 @@ class ANPConfig:
             raise BackdoorlabError("ANP needs at least one iteration and a batch size >= 1")
         if self.threshold != "auto" and not (isinstance(self.threshold, (int, float)) and 0 <= self.threshold <= 1):
             raise BackdoorlabError(f"ANP threshold must be 'auto' or a number in [0, 1], got {self.threshold!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def neuron_layers(model: nn.Module, include_linear: bool = True) -> list[tuple[str, nn.Module]]:
@@ -185,6 +184,9 @@ def prune_neurons(model: nn.Module, masks: list[torch.Tensor], count: int, inclu
     return model
 
 
+@REPAIRERS.register("anp", ANPConfig,
+                    "Adversarial neuron pruning (Wu and Wang 2021): prune the neurons whose perturbation "
+                    "most easily breaks the model.")
 def anp(model: nn.Module, budget: CleanBudget, cfg: ANPConfig | None = None, *,
         progress: bool = True) -> tuple[nn.Module, dict]:
     """Return (pruned copy of ``model``, info with the mask values, neurons pruned and the threshold used)."""

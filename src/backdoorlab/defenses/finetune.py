@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import Config
 from ..train import TrainConfig, fit, seed_everything
+from .repair import REPAIRERS
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(Config):
     """Plain fine-tuning on the whole clean budget."""
 
     steps: int = 1000
@@ -23,15 +25,12 @@ class FinetuneConfig:
     augment: str = "none"
     seed: int = 0
 
-    def __post_init__(self):
+    def validate(self):
         self.train_config()  # validates
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=0, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
                            weight_decay=self.weight_decay, augment=self.augment, seed=self.seed)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -67,3 +66,10 @@ def finetune(model: nn.Module, x, y, cfg: TrainConfig, *, progress: bool = True,
 
     fit(model.parameters(), loss_fn, x, y, cfg, progress=progress, desc=desc, generator=g, batch_hook=batch_hook)
     return model.eval()
+
+
+@REPAIRERS.register("finetune", FinetuneConfig,
+                    "Fine-tuning (the baseline): continue training the suspect on the clean budget.")
+def finetune_repairer(model: nn.Module, budget, cfg: FinetuneConfig, *, progress: bool = True) -> tuple[nn.Module, dict]:
+    """The repairer form of :func:`finetune`: the whole budget with ``cfg``'s recipe; info: the config."""
+    return finetune(model, budget.x, budget.y, cfg.train_config(), progress=progress), {"config": cfg.to_dict()}

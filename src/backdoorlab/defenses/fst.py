@@ -32,6 +32,7 @@ from torch.nn.utils import parametrize
 from ..budget import CleanBudget
 from ..errors import BackdoorlabError
 from .finetune import FinetuneConfig, finetune
+from .repair import REPAIRERS
 
 
 @dataclass
@@ -42,10 +43,10 @@ class FSTConfig(FinetuneConfig):
     alpha: float = 0.2
     reinit: bool = True
 
-    def __post_init__(self):
+    def validate(self):
         if self.alpha < 0 or not math.isfinite(self.alpha):
             raise BackdoorlabError(f"FST's alpha must be a finite number >= 0, got {self.alpha}")
-        super().__post_init__()
+        super().validate()
 
 
 class _FixedNorm(nn.Module):
@@ -68,6 +69,9 @@ def classifier_layer(model: nn.Module) -> nn.Linear:
     return fc
 
 
+@REPAIRERS.register("fst", FSTConfig,
+                    "Feature shift tuning (Min et al. 2023): a new classifier pushed away from the suspect's, "
+                    "and the features fine-tuned to serve it.", learns_features=True)
 def feature_shift_tuning(model: nn.Module, budget: CleanBudget, cfg: FSTConfig | None = None, *,
                          progress: bool = True) -> tuple[nn.Module, dict]:
     """Return (FST-tuned copy of ``model``, info) using the clean ``budget`` only."""

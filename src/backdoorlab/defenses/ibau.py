@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -36,12 +36,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..budget import CleanBudget
+from ..config import Config
 from ..errors import BackdoorlabError
 from ..train import seed_everything, to_float
+from .repair import REPAIRERS
 
 
 @dataclass
-class IBAUConfig:
+class IBAUConfig(Config):
     rounds: int = 5  # alternations of "find delta" and "unlearn delta"
     K: int = 5  # fixed-point iterations of the implicit hypergradient (0: the direct gradient only)
     batch_size: int = 100
@@ -53,7 +55,7 @@ class IBAUConfig:
     max_norm: float = 0.0  # > 0: project delta onto the L2 ball of this radius (pixel units); 0: no ball
     seed: int = 0
 
-    def __post_init__(self):
+    def validate(self):
         for name in ("rounds", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise BackdoorlabError(f"I-BAU's {name} must be >= 1, got {getattr(self, name)}")
@@ -69,9 +71,6 @@ class IBAUConfig:
             raise BackdoorlabError(f"I-BAU's max_norm must be a finite number >= 0 (0: no ball), got {self.max_norm}")
         if not 0 < self.portion <= 1:
             raise BackdoorlabError(f"I-BAU's portion must be in (0, 1], got {self.portion}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def universal_perturbation(model: nn.Module, batches, cfg: IBAUConfig) -> torch.Tensor:
@@ -115,6 +114,9 @@ def hypergradient(model: nn.Module, params: list, delta: torch.Tensor, xb: torch
     return [g + (0 if i is None else i.detach()) for g, i in zip(g_theta, indirect)], outer.item()
 
 
+@REPAIRERS.register("i-bau", IBAUConfig,
+                    "I-BAU (Zeng et al. 2022): unlearn the strongest universal perturbation of the clean "
+                    "budget, round after round.")
 def ibau(model: nn.Module, budget: CleanBudget, cfg: IBAUConfig | None = None, *,
          progress: bool = True) -> tuple[nn.Module, dict]:
     """Return (I-BAU-unlearned copy of ``model``, info with each round's perturbation norm and loss) using the

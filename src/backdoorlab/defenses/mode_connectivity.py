@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from ..budget import CleanBudget
 from ..curves import CURVES, Curve, reestimate_bn
+from ..config import Config
 from ..errors import BackdoorlabError, valid_names
 from ..metrics import accuracy, evaluate, predict_logits
 from ..models.ensemble import Ensemble
@@ -61,13 +62,14 @@ from ..train import TrainConfig, fit, seed_everything, to_float
 from ..symmetry import UnitGroups, find_unit_groups, match_units, permuted_copy
 from .backdoor_check import BackdoorCheck
 from .finetune import distillation_loss, finetune
+from .repair import REPAIRERS
 
 SECOND_ENDPOINTS = ("permuted", "scratch", "distill", "finetune")
 CONTROL_INITS = ("random", "scratch", "midpoint")
 
 
 @dataclass
-class SanitizerConfig:
+class SanitizerConfig(Config):
     """Hyperparameters of the sanitizer. Step counts are optimizer steps over the fit part of the budget."""
 
     curve: str = "bezier"
@@ -99,7 +101,7 @@ class SanitizerConfig:
     verify_threshold: float = 2.0  # anomaly index above which a checked model still carries the backdoor
     seed: int = 0
 
-    def __post_init__(self):
+    def validate(self):
         if self.curve not in CURVES:
             raise BackdoorlabError(f"unknown curve {self.curve!r}; valid: {valid_names(CURVES)}")
         if self.init not in CONTROL_INITS:
@@ -128,9 +130,6 @@ class SanitizerConfig:
         if self.bn_augment != "auto" and self.bn_augment not in AUGMENTATIONS:
             raise BackdoorlabError(f"unknown batch-norm augmentation {self.bn_augment!r}; "
                                    f"valid: {valid_names(AUGMENTATIONS)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def train_config(self, steps: int, lr: float, seed: int) -> TrainConfig:
         return TrainConfig(epochs=0, steps=steps, lr=lr, batch_size=self.batch_size, weight_decay=self.weight_decay,
@@ -547,3 +546,18 @@ def _num_classes(model: nn.Module, part: CleanBudget) -> int:
         out = model(to_float(part.x[:2]))
         model.train(was)
     return int(out.shape[1])
+
+
+@REPAIRERS.register("mode-connectivity", SanitizerConfig,
+                    "Mode-connectivity sanitizer (Zhao et al. 2020): a curve in weight space from the suspect, "
+                    "exported at a point away from it.", two_models=True, learns_features=True)
+def sanitize_as_repairer(model: nn.Module, budget: CleanBudget, cfg: SanitizerConfig, *, progress: bool = True,
+                         suspect_b: nn.Module | None = None, model_factory=None) -> tuple[nn.Module, dict]:
+    """The repairer form of :class:`ModeConnectivitySanitizer`: the sanitized model and what the sanitizer chose
+    (t, path, stages, verdict, ...)."""
+    result = ModeConnectivitySanitizer(cfg, model_factory, progress=progress).sanitize(model, budget, suspect_b)
+    return result.model, {"t": result.t, "ensemble": result.ensemble_ts, "second_endpoint": result.second_endpoint,
+                          "path": result.path, "stages": result.stages, "refined": result.refined,
+                          "refine_check": result.refine_check, "verdict": result.verdict,
+                          "unit_groups": result.unit_groups,
+                          "seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "config": cfg.to_dict()}

@@ -31,7 +31,7 @@ import contextlib
 import math
 import pathlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -39,10 +39,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..config import Config
 from ..errors import BackdoorlabError
 from ..io import atomic_path
 from ..train import TrainConfig, to_float
 from .finetune import FinetuneConfig, finetune
+from .repair import REPAIRERS
 
 MAD_CONSISTENCY = 1.4826  # makes the MAD a consistent estimator of the standard deviation for normal data
 
@@ -53,7 +55,7 @@ PAPER_DEFAULTS = dict(epochs=1000, batch_size=32, batches_per_epoch=None, lr=0.1
 
 
 @dataclass
-class NeuralCleanseConfig:
+class NeuralCleanseConfig(Config):
     """Hyperparameters of Neural Cleanse's trigger reverse engineering (see the module docstring).
 
     ``epochs``: optimisation epochs per label (paper: 1,000, early-stopped). ``batches_per_epoch``: mini-batches
@@ -79,7 +81,7 @@ class NeuralCleanseConfig:
     labels: list[int] | None = None
     seed: int = 0
 
-    def __post_init__(self):
+    def validate(self):
         if self.epochs < 1 or self.batch_size < 1 or (self.batches_per_epoch is not None and self.batches_per_epoch < 1):
             raise BackdoorlabError("Neural Cleanse needs epochs, batch size and batches per epoch >= 1")
         if self.lr <= 0 or self.init_cost < 0 or self.cost_multiplier <= 1 or self.patience < 1:
@@ -88,9 +90,6 @@ class NeuralCleanseConfig:
             raise BackdoorlabError(f"attack success threshold must lie in (0, 1], got {self.attack_success_threshold}")
         if self.anomaly_threshold <= 0:
             raise BackdoorlabError(f"anomaly threshold must be > 0, got {self.anomaly_threshold}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -583,7 +582,7 @@ class UnlearningConfig(FinetuneConfig):
     nc_patience: int = NeuralCleanseConfig.patience
     anomaly_threshold: float = NeuralCleanseConfig.anomaly_threshold
 
-    def __post_init__(self):
+    def validate(self):
         if not 0 < self.fraction <= 1:
             raise BackdoorlabError(f"the stamped fraction must lie in (0, 1], got {self.fraction}")
         if self.stamp not in UNLEARN_STAMPING:
@@ -598,7 +597,7 @@ class UnlearningConfig(FinetuneConfig):
             raise BackdoorlabError(f"unlearning needs at least 1 round, got {self.rounds}")
         if self.restarts < 1:
             raise BackdoorlabError(f"the trigger reversal needs at least 1 start, got {self.restarts}")
-        super().__post_init__()
+        super().validate()
         self.nc_config()
 
     def nc_config(self) -> NeuralCleanseConfig:
@@ -607,6 +606,9 @@ class UnlearningConfig(FinetuneConfig):
                                    patience=self.nc_patience, anomaly_threshold=self.anomaly_threshold, seed=self.seed)
 
 
+@REPAIRERS.register("nc-unlearning", UnlearningConfig,
+                    "Neural Cleanse unlearning (Wang et al. 2019): reverse-engineer the trigger, fine-tune "
+                    "with it stamped on clean images under their true labels.")
 def nc_unlearning(model: nn.Module, budget, cfg: UnlearningConfig | None = None, *, progress: bool = True,
                   num_classes: int | None = None) -> tuple[nn.Module, dict]:
     """The repairer form (``repair("nc-unlearning", ...)``): Neural Cleanse on the clean ``budget``, then

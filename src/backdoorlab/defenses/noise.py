@@ -15,36 +15,35 @@ slice). Batch-norm running statistics are kept (re-estimating them on the budget
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..budget import CleanBudget
 from ..curves import reestimate_bn
+from ..config import Config
 from ..errors import BackdoorlabError
 from ..metrics import accuracy, predict
 from .pruning import split_validation
+from .repair import REPAIRERS
 
 
 @dataclass
-class NoiseConfig:
-    sigmas: tuple = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+class NoiseConfig(Config):
+    sigmas: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
     draws: int = 3
     max_accuracy_drop: float = 0.02
     val_fraction: float = 0.1
     reestimate_bn: bool = False
     seed: int = 0
 
-    def __post_init__(self):
+    def validate(self):
         self.sigmas = tuple(float(s) for s in self.sigmas)
         if not self.sigmas or any(s <= 0 for s in self.sigmas):
             raise BackdoorlabError(f"noise scales must be positive, got {list(self.sigmas)}")
         if self.draws < 1:
             raise BackdoorlabError(f"noise needs at least one draw per scale, got {self.draws}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @torch.no_grad()
@@ -58,6 +57,9 @@ def add_weight_noise(model: nn.Module, sigma: float, generator: torch.Generator)
     return noisy
 
 
+@REPAIRERS.register("noise", NoiseConfig,
+                    "Gaussian weight noise (the baseline of Zhao et al. 2020): the largest noise scale that "
+                    "keeps validation accuracy.")
 def gaussian_noise(model: nn.Module, budget: CleanBudget, cfg: NoiseConfig | None = None, *,
                    progress: bool = True) -> tuple[nn.Module, dict]:
     """Return (noisy copy of ``model``, info with the chosen relative scale and the validation accuracies)."""

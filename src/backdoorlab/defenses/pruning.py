@@ -22,17 +22,19 @@ unpruned model (the paper prunes until validation accuracy drops by 4%).
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..budget import CleanBudget
+from ..config import Config
 from ..errors import BackdoorlabError
 from ..metrics import accuracy, predict
 from ..train import TrainConfig, to_float
 from .finetune import finetune
+from .repair import REPAIRERS
 
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 ZERO_PRESERVING = POOLS + (nn.Flatten, nn.ReLU, nn.Dropout, nn.Identity)
@@ -108,7 +110,7 @@ def mean_channel_activation(model: nn.Module, module: nn.Module, x: torch.Tensor
 
 
 @dataclass
-class FinePruningConfig:
+class FinePruningConfig(Config):
     """``max_accuracy_drop``: validation-accuracy drop (fraction) allowed while pruning (the paper's 4%);
     ``max_prune_fraction``: never prune more than this fraction of the channels; ``finetune_steps``/``lr``: the
     clean fine-tuning afterwards (0 steps: pruning only)."""
@@ -123,7 +125,7 @@ class FinePruningConfig:
     augment: str = "none"
     seed: int = 0
 
-    def __post_init__(self):
+    def validate(self):
         if not 0 <= self.max_accuracy_drop < 1:
             raise BackdoorlabError(f"max accuracy drop must lie in [0, 1), got {self.max_accuracy_drop}")
         if not 0 < self.max_prune_fraction < 1:
@@ -132,9 +134,6 @@ class FinePruningConfig:
             raise BackdoorlabError(f"validation fraction must lie in (0, 1), got {self.val_fraction}")
         if self.finetune_steps < 0:
             raise BackdoorlabError(f"fine-tuning steps must be >= 0, got {self.finetune_steps}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def split_validation(budget: CleanBudget, fraction: float, minimum: int = 20) -> tuple[CleanBudget, CleanBudget]:
@@ -146,6 +145,9 @@ def split_validation(budget: CleanBudget, fraction: float, minimum: int = 20) ->
     return budget.split(n_val)
 
 
+@REPAIRERS.register("fine-pruning", FinePruningConfig,
+                    "Fine-pruning (Liu et al. 2018): prune the last conv layer's channels that clean images "
+                    "leave dormant, then fine-tune.")
 def fine_prune(model: nn.Module, budget: CleanBudget, cfg: FinePruningConfig | None = None, *,
                progress: bool = True) -> tuple[nn.Module, dict]:
     """Return (pruned and fine-tuned copy of ``model``, info dict with the layer, channels pruned, accuracies)."""

@@ -18,7 +18,7 @@ rate / detection rate on triggered inputs (when a backdoor is known, for evaluat
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..config import Config
 from ..errors import BackdoorlabError, valid_names
 from ..train import to_float
 
@@ -33,7 +34,7 @@ STRIP_MODES = ("add", "blend")
 
 
 @dataclass
-class StripConfig:
+class StripConfig(Config):
     """``n_overlays``: clean images superimposed per input (paper: 100). ``mode``/``alpha``: see the module
     docstring. ``frr``: false-rejection rate the clean-data threshold is set for (default 1%). ``batch_size``:
     inputs per forward batch (each expands to ``n_overlays`` images)."""
@@ -45,7 +46,7 @@ class StripConfig:
     batch_size: int = 20
     seed: int = 0
 
-    def __post_init__(self):
+    def validate(self):
         if self.mode not in STRIP_MODES:
             raise BackdoorlabError(f"unknown STRIP superimposition {self.mode!r}; valid: {valid_names(STRIP_MODES)}")
         if self.n_overlays < 1 or self.batch_size < 1:
@@ -54,9 +55,6 @@ class StripConfig:
             raise BackdoorlabError(f"STRIP blend alpha must lie in (0, 1], got {self.alpha}")
         if not 0 < self.frr < 1:
             raise BackdoorlabError(f"STRIP false-rejection rate must lie in (0, 1), got {self.frr}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @torch.no_grad()

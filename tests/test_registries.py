@@ -1,0 +1,73 @@
+"""The plugin registries (repairers, training-time attacks, detectors): every entry has a description and a
+config, unknown names are one-line errors listing the valid ones, and the CLI's choices, help and ``list``
+come from them."""
+
+import dataclasses
+import json
+import re
+
+import pytest
+
+from backdoorlab.cli import main
+from backdoorlab.config import Config
+from backdoorlab.defenses.repair import REPAIRERS
+from backdoorlab.errors import BackdoorlabError
+
+REGISTRIES = {"defense": REPAIRERS}
+
+
+@pytest.mark.parametrize("kind", REGISTRIES)
+def test_every_entry_has_a_description_and_a_config_with_valid_defaults(kind):
+    registry = REGISTRIES[kind]
+    assert len(registry) > 0
+    for e in registry.entries():
+        assert e.description and "\n" not in e.description and e.description.endswith("."), e.name
+        assert issubclass(e.config, Config) and dataclasses.is_dataclass(e.config), e.name
+        assert callable(e.run) and set(e.traits) == set(registry.traits), e.name
+        json.dumps(registry.defaults(e.name))  # the defaults construct, validate and are JSON-ready
+
+
+@pytest.mark.parametrize("kind", REGISTRIES)
+def test_unknown_name_is_one_line_listing_the_valid_names(kind):
+    registry = REGISTRIES[kind]
+    with pytest.raises(BackdoorlabError, match=f"^unknown {kind} 'nope'; valid: ") as e:
+        registry.entry("nope")
+    assert "\n" not in str(e.value) and all(repr(n) in str(e.value) for n in registry)
+
+
+def _help_section(text: str, title: str) -> list[str]:
+    """The entry names listed under ``title`` in a command's help."""
+    section = text.split(title + ":\n", 1)[1].split("\n\n", 1)[0]
+    return re.findall(r"^  (\S+)", section, flags=re.M)
+
+
+def test_repair_cli_offers_exactly_the_registered_repairers(capsys):
+    assert main(["repair", "--help"]) == 0
+    assert _help_section(capsys.readouterr().out, "Defenses (NAME)") == list(REPAIRERS)
+    assert main(["list", "--defaults"]) == 0
+    out = capsys.readouterr().out
+    assert "defenses:      " + ", ".join(REPAIRERS) + " (" in out
+    for name in REPAIRERS:
+        assert f"  {name}: " + ", ".join(f"{k}={v}" for k, v in REPAIRERS.defaults(name).items()) in out
+
+
+def test_repairer_traits_answer_what_was_special_cased_by_name():
+    from backdoorlab.pipeline import default_repair_options
+
+    assert REPAIRERS.names(two_models=True) == ["mode-connectivity"]
+    assert REPAIRERS.names(learns_features=True) == ["fst", "mode-connectivity"]
+    assert default_repair_options("fst", "mnist") == {"augment": "affine"}  # the sanitizer's augmentation
+    assert default_repair_options("finetune", "cifar10") == {"augment": "crop-flip-jpeg"}  # the training one
+    assert default_repair_options("i-bau", "mnist") == {}  # no augment option
+
+
+def test_repairer_options_are_typed_after_the_config_fields():
+    assert REPAIRERS.parse_options("noise", {"sigmas": "0.1,0.5", "draws": "2", "reestimate_bn": "yes"}) == {
+        "sigmas": (0.1, 0.5), "draws": 2, "reestimate_bn": True}
+    assert REPAIRERS.parse_options("nc-unlearning", {"labels": "3", "nc_batches_per_epoch": "none"}) == {
+        "labels": [3], "nc_batches_per_epoch": None}
+    assert REPAIRERS.parse_options("anp", {"threshold": "0.3"}) == {"threshold": 0.3}
+    with pytest.raises(BackdoorlabError, match=r"^unknown option 'bogus' for anp; valid: .*'eps'"):
+        REPAIRERS.parse_options("anp", {"bogus": "1"})
+    with pytest.raises(BackdoorlabError, match=r"^option iterations='many' for anp: expected a value like 2000$"):
+        REPAIRERS.parse_options("anp", {"iterations": "many"})
