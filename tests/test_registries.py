@@ -8,12 +8,13 @@ import re
 
 import pytest
 
+from backdoorlab.attacks import TRAINING_ATTACKS, build_attack, make_poisoning_attack
 from backdoorlab.cli import main
 from backdoorlab.config import Config
 from backdoorlab.defenses.repair import REPAIRERS
 from backdoorlab.errors import BackdoorlabError
 
-REGISTRIES = {"defense": REPAIRERS}
+REGISTRIES = {"defense": REPAIRERS, "attack": TRAINING_ATTACKS}
 
 
 @pytest.mark.parametrize("kind", REGISTRIES)
@@ -71,3 +72,43 @@ def test_repairer_options_are_typed_after_the_config_fields():
         REPAIRERS.parse_options("anp", {"bogus": "1"})
     with pytest.raises(BackdoorlabError, match=r"^option iterations='many' for anp: expected a value like 2000$"):
         REPAIRERS.parse_options("anp", {"iterations": "many"})
+
+
+def test_train_cli_offers_exactly_the_registered_attacks(capsys):
+    assert main(["train", "--help"]) == 0
+    assert _help_section(capsys.readouterr().out, "Attacks (--attack)") == list(TRAINING_ATTACKS)
+    assert main(["list"]) == 0
+    assert "attacks:       " + ", ".join(TRAINING_ATTACKS) + " (" in capsys.readouterr().out
+
+
+def test_every_attack_flag_of_the_cli_sets_a_config_field():
+    from backdoorlab.cli import TRIGGER_KEYS, train
+
+    train_flags = {o for p in train.params for o in p.opts}
+    config_flags = {flag for e in TRAINING_ATTACKS.entries() for flag in e.config.flags()}
+    assert {"--" + k.replace("_", "-") for k in TRIGGER_KEYS} <= config_flags <= train_flags
+
+
+def test_build_attack_parses_options_and_checks_them_against_the_data():
+    atk = build_attack("badnets", target=3, size="2", position="2,2", image_shape=(1, 8, 8), num_classes=10)
+    assert atk.to_dict()["trigger"] == {"kind": "patch", "size": 2, "position": [2, 2], "value": 1.0, "margin": 1}
+    assert atk.to_dict() == make_poisoning_attack("badnets", target=3, size=2, position=(2, 2)).to_dict()
+    dyn = build_attack("dynamic", target=1, locations="1,1;2,2", image_shape=(1, 8, 8), num_classes=10)
+    assert dyn.backdoor.trigger.locations == [(1, 1), (2, 2)]
+    assert build_attack("triggerless", target=2, dropout="0.5").to_dict()["dropout"] == 0.5
+    for kwargs, match in [
+        (dict(name="badnets", alpha=0.3), r"^unknown option 'alpha' for badnets; valid: 'margin', 'position', "),
+        (dict(name="badnets", size="big"), r"^option size='big' for badnets: expected a value like 3$"),
+        (dict(name="badnets", target=12, num_classes=10), "target label 12 is out of range"),
+        (dict(name="badnets", size=9, image_shape=(1, 8, 8)), "does not fit a 8x8 image"),
+        (dict(name="blended", target=[0, 1]), "several target labels need the dynamic attack"),
+        (dict(name="dynamic", target=1, locations="1,1|2,2"), "1 target needs 1 location set, got 2"),
+        (dict(name="triggerless", poison_rate=0.2), "the triggerless attack poisons no data"),
+        (dict(name="triggerless", target=[0, 1]), "one target label and no all-to-all mode"),
+        (dict(name="nope"), r"^unknown attack 'nope'; valid: 'badnets', 'blended', 'dynamic', 'triggerless'$"),
+    ]:
+        with pytest.raises(BackdoorlabError, match=match) as e:
+            build_attack(**kwargs)
+        assert "\n" not in str(e.value)
+    with pytest.raises(BackdoorlabError, match="triggerless is not a data-poisoning attack; valid: 'badnets'"):
+        make_poisoning_attack("triggerless")

@@ -30,8 +30,10 @@ def _pct(v) -> str:
     return "   -  " if v is None else f"{100 * v:6.2f}%"
 
 
-BACKDOOR_KEYS = ("attack", "target", "all_to_all", "trigger_size", "trigger_position", "trigger_value", "alpha",
-                 "test_alpha", "blend_pattern", "dynamic_pattern", "locations")
+# the backdoor options that set a field of an attack's config (the field names its flag; see attacks.build)
+TRIGGER_KEYS = ("trigger_size", "trigger_position", "trigger_value", "alpha", "test_alpha", "blend_pattern",
+                "dynamic_pattern", "locations")
+BACKDOOR_KEYS = ("attack", "target", "all_to_all", *TRIGGER_KEYS)
 
 
 def _backdoor_options(f, trigger_flag: bool = False):
@@ -40,8 +42,8 @@ def _backdoor_options(f, trigger_flag: bool = False):
     kind = (click.option("--trigger", "attack", default="badnets", show_default=True,
                          help="Trigger to implant: badnets (patch), blended or dynamic.") if trigger_flag else
             click.option("--attack", default=None,
-                         help="Backdoor to plant (train) or to evaluate: badnets, blended, dynamic (train also: "
-                              "triggerless)."))
+                         help="Backdoor to plant (train) or to evaluate: one of the attacks `backdoorlab train "
+                              "--help` lists (those that poison no data, such as triggerless, with train only)."))
     options = [
         kind,
         click.option("--target", default="0", show_default=True,
@@ -72,9 +74,8 @@ def _backdoor_options(f, trigger_flag: bool = False):
     return wrapper
 
 
-ATTACK_ONLY_OPTIONS = {"trigger_size": ("badnets", "dynamic"), "trigger_position": ("badnets",),
-                       "trigger_value": ("badnets",), "alpha": ("blended",), "test_alpha": ("blended",),
-                       "blend_pattern": ("blended",), "dynamic_pattern": ("dynamic",), "locations": ("dynamic",)}
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
 
 
 def _parse_targets(text: str) -> list[int]:
@@ -84,67 +85,36 @@ def _parse_targets(text: str) -> list[int]:
         raise BackdoorlabError(f"--target must be a label or comma-separated labels, got {text!r}")
 
 
-def _parse_locations(text: str):
-    from .triggers import parse_position
-    sets = [[parse_position(p.strip()) for p in group.split(";") if p.strip()] for group in text.split("|")]
-    if any(not s for s in sets):
-        raise BackdoorlabError(f"--locations has an empty set: {text!r}")
-    return sets
-
-
-def _make_attack(spec: dict, ds, poison_rate: float = 0.1, stamp: str = "data", training: dict | None = None):
-    """Build the attack described by the backdoor options (None without --attack), checked against the data set
-    ``ds``: target labels in range, triggers that fit its images."""
-    import torch
-
-    from .attacks import TRAINING_ATTACKS, TriggerlessAttack, make_poisoning_attack
-    from .triggers import parse_position
+def _make_attack(spec: dict, ds, poison_rate: float | None = None, stamp: str | None = None,
+                 training: dict | None = None):
+    """Build the attack described by the backdoor options (None without --attack) with
+    :func:`attacks.build_attack`, checked against the data set ``ds``: target labels in range, triggers that fit
+    its images. ``training``: the train command's settings of an attack that poisons no data (None elsewhere)."""
+    from .attacks import TRAINING_ATTACKS, build_attack
     name = spec["attack"]
+    given = {_flag(k): spec[k] for k in TRIGGER_KEYS if spec[k] is not None}
     if name is None:
-        given = [k for k in ATTACK_ONLY_OPTIONS if spec[k] is not None]
         if given:
-            raise BackdoorlabError(f"--{given[0].replace('_', '-')} needs --attack")
+            raise BackdoorlabError(f"{next(iter(given))} needs --attack")
         return None
-    if name not in TRAINING_ATTACKS:
-        raise BackdoorlabError(f"unknown attack {name!r}; valid: {valid_names(TRAINING_ATTACKS)}")
-    for k, names in ATTACK_ONLY_OPTIONS.items():
-        if spec[k] is not None and name not in names:
-            raise BackdoorlabError(f"--{k.replace('_', '-')} does not apply to the {name} attack "
-                                   f"(it is for {', '.join(names)})")
+    entry = TRAINING_ATTACKS.entry(name)
+    fields = entry.config.flags()
+    for flag in given:
+        if flag not in fields:
+            owners = [n for n in TRAINING_ATTACKS if flag in TRAINING_ATTACKS.entry(n).config.flags()]
+            raise BackdoorlabError(f"{flag} does not apply to the {name} attack (it is for {', '.join(owners)})")
     targets = _parse_targets(spec["target"])
     mode = "all-to-all" if spec["all_to_all"] else "all-to-one"
-    if name == "triggerless":
-        if training is None:
-            raise BackdoorlabError("the triggerless backdoor is planted by `backdoorlab train --attack triggerless`; "
-                                   "its target neurons are recorded in the model's sidecar, so give no --attack here")
-        if spec["all_to_all"] or len(targets) != 1:
-            raise BackdoorlabError("the triggerless backdoor has one target label and no all-to-all mode")
-        atk = TriggerlessAttack(target=targets[0], **training)
-        atk.backdoor.check(ds.num_classes)
-        return atk
-    if training:
-        raise BackdoorlabError(f"--{next(iter(training)).replace('_', '-')} is for --attack triggerless")
-    args: dict = {}
-    if name == "badnets":
-        args = {k: v for k, v in dict(size=spec["trigger_size"], value=spec["trigger_value"]).items() if v is not None}
-        if spec["trigger_position"] is not None:
-            args["position"] = parse_position(spec["trigger_position"])
-    elif name == "blended":
-        args = {k: v for k, v in dict(alpha=spec["alpha"], test_alpha=spec["test_alpha"],
-                                      pattern=spec["blend_pattern"]).items() if v is not None}
-    else:
-        args = {k: v for k, v in dict(size=spec["trigger_size"], pattern=spec["dynamic_pattern"]).items()
-                if v is not None}
-        if spec["locations"] is not None:
-            sets = _parse_locations(spec["locations"])
-            args["locations"] = sets[0] if len(targets) == 1 and len(sets) == 1 else sets
-    image_shape = (ds.in_channels, *ds.image_size)
-    atk = make_poisoning_attack(name, target=targets if len(targets) > 1 else targets[0], mode=mode,
-                                poison_rate=poison_rate, stamp=stamp, image_shape=image_shape, **args)
-    atk.backdoor.check(ds.num_classes)
-    for part in atk.backdoor.parts:  # a trigger that does not fit the images fails here, before any training
-        part.trigger.apply(torch.zeros(1, *image_shape))
-    return atk
+    if not entry.traits["poisons_data"] and training is None:
+        raise BackdoorlabError(f"the {name} backdoor is planted by `backdoorlab train --attack {name}`; what it "
+                               f"planted is recorded in the model's sidecar, so give no --attack here")
+    if entry.traits["poisons_data"] and training:
+        raise BackdoorlabError(f"{_flag(next(iter(training)))} is for --attack "
+                               f"{' or '.join(TRAINING_ATTACKS.names(poisons_data=False))}")
+    options = {fields[flag]: value for flag, value in given.items()}
+    return build_attack(name, target=targets if len(targets) > 1 else targets[0], mode=mode, poison_rate=poison_rate,
+                        stamp=stamp, image_shape=(ds.in_channels, *ds.image_size), num_classes=ds.num_classes,
+                        **options, **(training or {}))
 
 
 def _backdoor_options_trigger(f):
@@ -162,7 +132,12 @@ def cli():
     """Plant, measure and remove backdoors in neural networks."""
 
 
-@cli.command()
+def _attacks():
+    from .attacks import TRAINING_ATTACKS
+    return TRAINING_ATTACKS
+
+
+@cli.command(cls=RegistryCommand, listings=[("Attacks (--attack)", lambda: _attacks().entries())])
 @click.option("--dataset", required=True, help="mnist, fashion-mnist, cifar10 or digits.")
 @click.option("--arch", required=True, help="small-cnn, resnet20, preact-resnet18 or vgg16-bn.")
 @_backdoor_options
@@ -190,8 +165,9 @@ def cli():
 @progress_option
 def train(dataset, arch, backdoor_spec, poison_rate, stamp, dropout, target_neurons, backdoor_fraction, epochs, lr,
           batch_size, schedule, weight_decay, augment, seed, out, as_json, data_dir, no_progress):
-    """Train a model, optionally with a backdoor planted by data poisoning (badnets, blended, dynamic) or by the
-    training procedure (triggerless); writes OUT/model.safetensors + model.json."""
+    """Train a model, optionally with a backdoor planted by data poisoning or by the training procedure (the
+    attacks are listed below); writes OUT/model.safetensors + model.json."""
+    from .attacks import TRAINING_ATTACKS
     from .models import list_models
     from .pipeline import train_config, train_run
     if arch not in list_models():
@@ -199,17 +175,21 @@ def train(dataset, arch, backdoor_spec, poison_rate, stamp, dropout, target_neur
     attack = backdoor_spec["attack"]
     if attack is None and (poison_rate != 0.1 or stamp != "data"):
         raise BackdoorlabError("--poison-rate and --stamp need --attack")
-    if attack == "triggerless" and (poison_rate != 0.1 or stamp != "data"):
-        raise BackdoorlabError("the triggerless attack poisons no data: --poison-rate and --stamp do not apply")
+    poisons_data = attack is None or TRAINING_ATTACKS.entry(attack).traits["poisons_data"]
+    if not poisons_data and (poison_rate != 0.1 or stamp != "data"):
+        raise BackdoorlabError(f"the {attack} attack poisons no data: --poison-rate and --stamp do not apply")
     training = {k: v for k, v in dict(dropout=dropout, n_neurons=target_neurons,
                                       backdoor_fraction=backdoor_fraction).items() if v is not None}
     model_args = {}
-    if attack != "triggerless":
+    if poisons_data:
         if "dropout" in training:
             model_args["dropout"] = training.pop("dropout")
         if training:
-            raise BackdoorlabError("--target-neurons and --backdoor-fraction are for --attack triggerless")
+            raise BackdoorlabError(f"--target-neurons and --backdoor-fraction are for --attack "
+                                   f"{' or '.join(TRAINING_ATTACKS.names(poisons_data=False))}")
         training = None
+    else:
+        poison_rate, stamp = None, None  # at their defaults (checked above), which do not apply
     ds = _dataset(dataset, data_dir)
     atk = _make_attack(backdoor_spec, ds, poison_rate, stamp, training)
     cfg = train_config(ds.name, arch, epochs, lr, batch_size, augment, schedule=schedule,
@@ -534,7 +514,7 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
         options["awp"] = WeightPerturbationConfig(epsilon=epsilon, steps=300 if steps is None else steps,
                                                   step_size=step_size, seed=seed)
     else:
-        given = [k for k in ATTACK_ONLY_OPTIONS if backdoor_spec[k] is not None]
+        given = [k for k in TRIGGER_KEYS if backdoor_spec[k] is not None]
         if given or backdoor_spec["attack"] != "badnets" or backdoor_spec["all_to_all"]:
             raise BackdoorlabError(f"trigger options do not apply to {name}; it flips chosen images, with no trigger")
         targets = _parse_targets(backdoor_spec["target"]) if backdoor_spec["target"] != "0" else None

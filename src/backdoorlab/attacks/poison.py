@@ -1,18 +1,12 @@
 """Data-poisoning attacks: return a poisoned copy of a training set and the indices that were poisoned.
 
-One class, :class:`PoisoningAttack`, does the poisoning for every trigger; the named attacks differ in their
-trigger and their paper:
+One class, :class:`PoisoningAttack`, does the poisoning for every trigger; the named attacks (``badnets``,
+``blended``, ``dynamic``, each in its own module, registered in :data:`.build.TRAINING_ATTACKS` and built by
+:func:`.build.make_poisoning_attack`) differ in their trigger and their paper.
 
-- ``badnets`` (Gu et al. 2017): a solid square patch, default 3x3 white at the bottom-right.
-- ``blended`` (Chen et al. 2017, "Targeted Backdoor Attacks on Deep Learning Systems Using Data Poisoning"):
-  x' = (1 - alpha) x + alpha k with a key pattern k (seeded noise or an image file), with separate alphas for
-  poisoning and for test time.
-- ``dynamic`` (Salem et al., "Dynamic Backdoor Attacks Against Machine Learning Models", random backdoor): a
-  pattern drawn at random for every poisoned image, pasted at a location drawn from an allowed set; one or
-  several target labels, each with its own set of locations.
-
-Threat model of all three: the attacker controls part of the training data, not the training procedure (unless
-``stamp="augmented"``, see :class:`PoisoningAttack`). Every attack also works all-to-all (label i -> i+1 mod K).
+Threat model of all of them: the attacker controls part of the training data, not the training procedure
+(unless ``stamp="augmented"``, see :class:`PoisoningAttack`). Every attack also works all-to-all (label i ->
+i+1 mod K).
 """
 
 from __future__ import annotations
@@ -22,8 +16,6 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import BackdoorlabError, valid_names
-from ..triggers import BlendTrigger, PatchTrigger, RandomPatchTrigger, border_locations, deal_locations
-from .backdoor import Backdoor, MultiBackdoor
 
 
 @dataclass
@@ -121,55 +113,8 @@ class PoisoningAttack:
         return {"name": self.name, "poison_rate": self.poison_rate, "stamp": self.stamp, **self.backdoor.to_dict()}
 
 
-POISONING_ATTACKS = ("badnets", "blended", "dynamic")
-
-
 class BadNets(PoisoningAttack):
     """BadNets (Gu et al. 2017) with any trigger; see :class:`PoisoningAttack`."""
 
     def __init__(self, backdoor, poison_rate: float = 0.1, stamp: str = "data"):
         super().__init__("badnets", backdoor, poison_rate, stamp)
-
-
-def make_poisoning_attack(name: str, *, target: int | list[int] = 0, mode: str = "all-to-one",
-                          poison_rate: float = 0.1, trigger=None, stamp: str = "data",
-                          image_shape: tuple[int, int, int] | None = None, **trigger_args) -> PoisoningAttack:
-    """Create a poisoning attack by name.
-
-    Default triggers: ``badnets`` a 3x3 white square at the bottom-right; ``blended`` seeded uniform noise,
-    alpha 0.2; ``dynamic`` a random 4x4 pattern at one of the four corners for one target, or, with several
-    targets, at one of the target's own positions around the image border (``image_shape`` (C, H, W) needed).
-    ``trigger_args`` go to the default trigger's constructor. ``target`` may be a list for ``dynamic``.
-    """
-    if name not in POISONING_ATTACKS:
-        raise BackdoorlabError(f"unknown attack {name!r}; valid: {valid_names(POISONING_ATTACKS)}")
-    targets = [int(t) for t in target] if isinstance(target, (list, tuple)) else [int(target)]
-    if len(targets) > 1 and (name != "dynamic" or mode != "all-to-one"):
-        raise BackdoorlabError("several target labels need the dynamic attack in all-to-one mode")
-    if trigger is not None and trigger_args:
-        raise BackdoorlabError("give either a trigger or trigger arguments, not both")
-    if name == "badnets":
-        backdoor = Backdoor(trigger or PatchTrigger(**trigger_args), mode, targets[0])
-    elif name == "blended":
-        backdoor = Backdoor(trigger or BlendTrigger(**trigger_args), mode, targets[0])
-    elif len(targets) == 1:
-        backdoor = Backdoor(trigger or RandomPatchTrigger(**trigger_args), mode, targets[0])
-    else:
-        if trigger is not None:
-            raise BackdoorlabError("a multi-target dynamic attack makes its own triggers; pass trigger arguments")
-        if image_shape is None and "locations" not in trigger_args:
-            raise BackdoorlabError("a multi-target dynamic attack needs the image shape to place its triggers")
-        size, margin = int(trigger_args.get("size", 4)), int(trigger_args.get("margin", 1))
-        if "locations" in trigger_args:
-            sets = list(trigger_args["locations"])
-            if len(sets) != len(targets):
-                raise BackdoorlabError(f"{len(targets)} targets need {len(targets)} location sets, got {len(sets)}")
-        else:
-            sets = deal_locations(border_locations(image_shape[1], image_shape[2], size, margin), len(targets))
-        parts = []
-        for i, t in enumerate(targets):
-            args = dict(trigger_args, locations=sets[i])
-            args["seed"] = int(args.get("seed", 0)) + i
-            parts.append(Backdoor(RandomPatchTrigger(**args), "all-to-one", t))
-        backdoor = MultiBackdoor(parts)
-    return PoisoningAttack(name, backdoor, poison_rate, stamp)

@@ -19,10 +19,14 @@ the target (it should be close to p^k * ASR plus the clean error into the target
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from ..config import Config, option
 from ..errors import BackdoorlabError
 from .backdoor import register_backdoor_kind
+from .build import TRAINING_ATTACKS
 
 
 def feature_dropout(model: torch.nn.Module):
@@ -160,3 +164,24 @@ class TriggerlessAttack:
     def to_dict(self) -> dict:
         return {"name": self.name, "dropout": self.dropout, "backdoor_fraction": self.backdoor_fraction,
                 **self.backdoor.to_dict()}
+
+
+@dataclass
+class TriggerlessConfig(Config):
+    """The training settings of :class:`TriggerlessAttack` (its arguments besides the target)."""
+
+    dropout: float = option(0.3, flag="--dropout")
+    n_neurons: int = option(3, flag="--target-neurons")
+    neurons: list[int] | None = None
+    backdoor_fraction: float = option(0.1, flag="--backdoor-fraction")
+    seed: int = 0
+
+
+@TRAINING_ATTACKS.register("triggerless", TriggerlessConfig,
+                           "Triggerless backdoor (Salem et al. 2020): the target label when chosen neurons are "
+                           "dropped by dropout kept at inference; no input trigger.", poisons_data=False)
+def triggerless(cfg: TriggerlessConfig, *, targets: list[int], mode: str, poison_rate=None, stamp=None,
+                image_shape=None) -> TriggerlessAttack:
+    if mode != "all-to-one" or len(targets) != 1:
+        raise BackdoorlabError("the triggerless backdoor has one target label and no all-to-all mode")
+    return TriggerlessAttack(targets[0], cfg.dropout, cfg.n_neurons, cfg.neurons, cfg.backdoor_fraction, cfg.seed)
