@@ -3,6 +3,7 @@ config, unknown names are one-line errors listing the valid ones, and the CLI's 
 come from them."""
 
 import dataclasses
+import inspect
 import json
 import re
 
@@ -11,10 +12,11 @@ import pytest
 from backdoorlab.attacks import TRAINING_ATTACKS, build_attack, make_poisoning_attack
 from backdoorlab.cli import main
 from backdoorlab.config import Config
+from backdoorlab.defenses.detectors import DETECTORS, LEVELS
 from backdoorlab.defenses.repair import REPAIRERS
 from backdoorlab.errors import BackdoorlabError
 
-REGISTRIES = {"defense": REPAIRERS, "attack": TRAINING_ATTACKS}
+REGISTRIES = {"defense": REPAIRERS, "attack": TRAINING_ATTACKS, "detector": DETECTORS}
 
 
 @pytest.mark.parametrize("kind", REGISTRIES)
@@ -112,3 +114,25 @@ def test_build_attack_parses_options_and_checks_them_against_the_data():
         assert "\n" not in str(e.value)
     with pytest.raises(BackdoorlabError, match="triggerless is not a data-poisoning attack; valid: 'badnets'"):
         make_poisoning_attack("triggerless")
+
+
+def test_scan_cli_and_list_show_the_registered_detectors(capsys):
+    assert main(["scan", "--help"]) == 0
+    scanned = DETECTORS.names(level="model") + DETECTORS.names(level="input")
+    assert _help_section(capsys.readouterr().out, "Detectors") == scanned == ["neural-cleanse", "strip"]
+    assert main(["list"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("detectors:"))
+    assert re.findall(r"[a-z]+(?:-[a-z]+)+|strip", line.split("(Python API")[0]) == list(DETECTORS)
+
+
+def test_detector_levels_and_configs_match_their_entry_points():
+    assert all(e.traits["level"] in LEVELS for e in DETECTORS.entries())
+    for e in DETECTORS.entries(level="training-set"):  # called with **cfg.to_dict(): the same names and defaults
+        params = inspect.signature(e.run).parameters
+        keywords = {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k != "progress"}
+        assert keywords == e.config().to_dict(), e.name
+    with pytest.raises(BackdoorlabError, match=r"^unknown reduction 'svd'; valid: 'ica', 'pca'$"):
+        DETECTORS.config("activation-clustering", reduction="svd")
+    with pytest.raises(BackdoorlabError, match=r"^poison_fraction must be in \(0, 1\), got 2.0$"):
+        DETECTORS.config("spectral-signatures", **DETECTORS.parse_options("spectral-signatures",
+                                                                           {"poison_fraction": "2"}))

@@ -428,7 +428,13 @@ def repair(name, model_dirs, dataset, budget, out, options, backdoor_spec, budge
     click.echo(f"  {'repaired':<20} {_pct(a.get('clean_accuracy')):>8} {_pct(a.get('attack_success_rate')):>8}")
 
 
-@cli.command()
+def _detectors():
+    from .defenses.detectors import DETECTORS
+    return DETECTORS
+
+
+@cli.command(cls=RegistryCommand, listings=[("Detectors", lambda: [
+    e for level in ("model", "input") for e in _detectors().entries(level=level)])])
 @click.argument("model_dir", type=click.Path())
 @click.option("--dataset", required=True, help="Data set the model was trained on (the budget comes from it).")
 @click.option("--clean-budget", "budget", default=1000, show_default=True, type=int,
@@ -450,9 +456,9 @@ def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, as
     Neural Cleanse reverses a minimal trigger per label; the model is flagged when one label's trigger is an
     outlier (anomaly index > 2), and that label is the suspected target. Never reads the planted trigger."""
     from .config import split_pairs
-    from .defenses.neural_cleanse import NeuralCleanseConfig
     from .scan import scan_run
-    opts = NeuralCleanseConfig.parse_options(split_pairs(options), owner="scan", exclude=("seed",))
+    nc = _detectors().entry("neural-cleanse").config  # the seed comes from --budget-seed
+    opts = nc.parse_options(split_pairs(options), owner="scan", exclude=("seed",))
     ds = _dataset(dataset, data_dir)
     result = scan_run(ds, model_dir, budget_size=budget, report_dir=report_dir, budget_seed=budget_seed,
                       progress=not no_progress, strip=strip, **opts)
@@ -569,6 +575,7 @@ def list_cmd(defaults):
     """List data sets, architectures, attacks and defenses."""
     from .attacks import MODEL_ATTACKS, TRAINING_ATTACKS
     from .data import list_datasets
+    from .defenses.detectors import DETECTORS
     from .defenses.repair import REPAIRERS
     from .models import list_models
     click.echo("datasets:      " + ", ".join(list_datasets()))
@@ -576,14 +583,16 @@ def list_cmd(defaults):
     click.echo("attacks:       " + ", ".join(TRAINING_ATTACKS) + " (backdoorlab train --attack NAME)")
     click.echo("model attacks: " + ", ".join(MODEL_ATTACKS) + " (backdoorlab attack NAME MODEL_DIR)")
     click.echo("defenses:      " + ", ".join(REPAIRERS) + " (backdoorlab repair NAME MODEL_DIR; sanitize)")
-    click.echo("detectors:     neural-cleanse, strip (backdoorlab scan MODEL_DIR); activation-clustering, "
-               "spectral-signatures (Python API: backdoorlab.defenses.poison_detection)")
+    scanned = DETECTORS.names(level="model") + DETECTORS.names(level="input")
+    offline = DETECTORS.entries(level="training-set")
+    click.echo("detectors:     " + ", ".join(scanned) + " (backdoorlab scan MODEL_DIR); "
+               + ", ".join(e.name for e in offline)
+               + f" (Python API: {', '.join(sorted({e.run.__module__ for e in offline}))})")
     if defaults:
-        from .defenses.neural_cleanse import NeuralCleanseConfig
         for name in REPAIRERS:
             click.echo(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in REPAIRERS.defaults(name).items()))
         click.echo("  scan (neural-cleanse): " + ", ".join(
-            f"{k}={v}" for k, v in NeuralCleanseConfig().to_dict().items() if k != "seed"))
+            f"{k}={v}" for k, v in DETECTORS.defaults("neural-cleanse").items() if k != "seed"))
         click.echo("  (augment: `backdoorlab repair` sets it from the data set: the sanitizer's small-budget "
                    "augmentation for fst and mode-connectivity (affine for greyscale data, crop-flip-jpeg for "
                    "cifar10), the data set's training augmentation for the others (none for greyscale data, "

@@ -10,7 +10,6 @@ per label) and ``index.html`` showing all of them; every file is written atomica
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import pathlib
 import time
@@ -22,16 +21,12 @@ from . import __version__
 from .budget import clean_budget, default_holdout
 from .defenses.neural_cleanse import NeuralCleanseConfig, NeuralCleanseResult, neural_cleanse
 from .defenses.strip import StripConfig, StripDetector
-from .errors import BackdoorlabError, valid_names
+from .errors import BackdoorlabError
 from .io import atomic_path, atomic_write_json, atomic_write_text
 
 
 def _nc_config(options: dict, seed: int) -> NeuralCleanseConfig:
-    fields = {f.name for f in dataclasses.fields(NeuralCleanseConfig)}
-    unknown = sorted(set(options) - fields)
-    if unknown:
-        raise BackdoorlabError(f"unknown Neural Cleanse option(s) {', '.join(map(repr, unknown))}; valid: "
-                               f"{valid_names(fields)}")
+    NeuralCleanseConfig.check_keys(options, owner="scan", noun="Neural Cleanse option")
     options = {k: v for k, v in options.items() if v is not None}
     options.setdefault("seed", seed)
     return NeuralCleanseConfig(**options)

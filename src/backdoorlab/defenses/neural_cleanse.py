@@ -43,6 +43,7 @@ from ..config import Config
 from ..errors import BackdoorlabError
 from ..io import atomic_path
 from ..train import TrainConfig, to_float
+from .detectors import DETECTORS
 from .finetune import FinetuneConfig, finetune
 from .repair import REPAIRERS
 
@@ -441,6 +442,9 @@ def grow_trigger(model: nn.Module, x: torch.Tensor, trigger: ReversedTrigger, *,
     return grown, added
 
 
+@DETECTORS.register("neural-cleanse", NeuralCleanseConfig,
+                    "Neural Cleanse (Wang et al. 2019): reverse-engineer the smallest trigger per label; a label "
+                    "whose trigger is an outlier is the backdoor's target.", level="model")
 def neural_cleanse(model: nn.Module, x: torch.Tensor, num_classes: int, cfg: NeuralCleanseConfig | None = None,
                    *, progress: bool = True) -> NeuralCleanseResult:
     """Run Neural Cleanse on ``model`` with clean images ``x`` (uint8 or float (N, C, H, W)).

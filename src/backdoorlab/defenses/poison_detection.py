@@ -50,8 +50,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..config import Config, option
 from ..errors import BackdoorlabError, valid_names
 from ..train import to_float
+from .detectors import DETECTORS
 
 AC_ANALYSES = ("size", "silhouette", "clean")
 AC_REDUCTIONS = ("ica", "pca")
@@ -142,6 +144,24 @@ def _silhouette(z: np.ndarray, assign: np.ndarray, seed: int, sample: int = 2000
     return float(silhouette_score(z, assign, sample_size=min(sample, len(z)), random_state=seed))
 
 
+@dataclass
+class ActivationClusteringConfig(Config):
+    """The settings of :func:`activation_clustering` (see its docstring; ``analysis`` None: ``"clean"`` when
+    clean images are given, else ``"size"``)."""
+
+    analysis: str | None = option(None, choices=(None, *AC_ANALYSES))
+    reduction: str = option("ica", choices=AC_REDUCTIONS)
+    n_components: int = option(10, check=(lambda v: v >= 1, ">= 1"))
+    size_threshold: float = option(0.35, check=(lambda v: 0 < v < 1, "in (0, 1)"))
+    silhouette_threshold: float = 0.15
+    clean_ratio: float = option(0.2, check=(lambda v: v > 0, "> 0"))
+    min_clean: int = 5
+    seed: int = 0
+
+
+@DETECTORS.register("activation-clustering", ActivationClusteringConfig,
+                    "Activation clustering (Chen et al. 2018): split each label's penultimate activations in two; "
+                    "the cluster clean images avoid is poisoned.", level="training-set")
 def activation_clustering(features, labels, clean_features=None, clean_labels=None, *, analysis: str | None = None,
                           reduction: str = "ica", n_components: int = 10, size_threshold: float = 0.35,
                           silhouette_threshold: float = 0.15, clean_ratio: float = 0.2, min_clean: int = 5,
@@ -219,6 +239,23 @@ def activation_clustering(features, labels, clean_features=None, clean_labels=No
     return PoisonDetection("activation-clustering", scores, flagged_idx, per_label, config, time.time() - tick)
 
 
+@dataclass
+class SpectralSignaturesConfig(Config):
+    """The settings of :func:`spectral_signatures` (see its docstring; ``rule`` None: ``"clean"`` when clean
+    images are given, else ``"paper"``)."""
+
+    rule: str | None = option(None, choices=(None, *SPECTRAL_RULES))
+    poison_fraction: float = option(0.1, check=(lambda v: 0 < v < 1, "in (0, 1)"))
+    removal_factor: float = option(1.5, check=(lambda v: v > 0, "> 0"))
+    clean_quantile: float = option(0.999, check=(lambda v: 0 < v < 1, "in (0, 1)"))
+    n_directions: int = option(10, check=(lambda v: v >= 1, ">= 1"))
+    min_clean: int = 5
+    seed: int = 0
+
+
+@DETECTORS.register("spectral-signatures", SpectralSignaturesConfig,
+                    "Spectral signatures (Tran et al. 2018): samples far out along a label's top singular "
+                    "direction of penultimate features are poisoned.", level="training-set")
 def spectral_signatures(features, labels, clean_features=None, clean_labels=None, *, rule: str | None = None,
                         poison_fraction: float = 0.1, removal_factor: float = 1.5, clean_quantile: float = 0.999,
                         n_directions: int = 10, min_clean: int = 5, seed: int = 0, progress: bool = False

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..errors import BackdoorlabError, valid_names
 from ..train import to_float
+from .detectors import DETECTORS
 
 STRIP_MODES = ("add", "blend")
 
@@ -98,6 +99,9 @@ def _auc(neg_scores, pos_scores) -> float:
     return float(roc_auc_score(truth, np.r_[neg_scores, pos_scores]))
 
 
+@DETECTORS.register("strip", StripConfig,
+                    "STRIP (Gao et al. 2019): an input whose predictions stay certain under superimposed clean "
+                    "images carries a trigger.", level="input")
 class StripDetector:
     """STRIP with a threshold fitted on clean data.
 
