@@ -35,7 +35,8 @@ from backdoorlab.defenses.poison_detection import (activation_clustering, detect
 from backdoorlab.defenses.strip import StripConfig, StripDetector
 from backdoorlab.pipeline import backdoor_of, load_for, train_defaults, train_run
 from backdoorlab.scan import scan_run
-from backdoorlab.train import TrainConfig, to_float
+from backdoorlab.tensors import to_float
+from backdoorlab.train import TrainConfig
 from common import machine, open_results
 
 ORDER = ("clean", "badnets", "blended", "dynamic", "weight-perturbation", "fault-injection", "single-bias",

@@ -22,7 +22,8 @@ from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import accuracy, predict
 from backdoorlab.models import create_model
 from backdoorlab.pipeline import train_defaults, train_run
-from backdoorlab.train import TrainConfig, to_float
+from backdoorlab.tensors import to_float
+from backdoorlab.train import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,8 @@ from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import evaluate
 from backdoorlab.pipeline import train_run
 from backdoorlab.scan import scan_run
-from backdoorlab.train import TrainConfig, to_float
+from backdoorlab.tensors import to_float
+from backdoorlab.train import TrainConfig
 
 TARGET = 3
 # small and fast on 8x8 digits: 30 epochs of 5 batches of 32 per label, lambda updated every 3 epochs

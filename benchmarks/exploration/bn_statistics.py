@@ -25,7 +25,7 @@ from backdoorlab.curves import reestimate_bn
 from backdoorlab.data import load_dataset
 from backdoorlab.metrics import accuracy, evaluate, predict
 from backdoorlab.pipeline import backdoor_of, load_for
-from backdoorlab.train import to_float
+from backdoorlab.tensors import to_float
 
 
 def main():

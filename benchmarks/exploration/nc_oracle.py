@@ -42,7 +42,7 @@ def main():
     from backdoorlab.defenses.repair import REPAIRERS, repairer_config
     from backdoorlab.errors import BackdoorlabError
     from backdoorlab.metrics import evaluate
-    from backdoorlab.train import to_float
+    from backdoorlab.tensors import to_float
     import torch.nn.functional as F
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     from common import load_patch_suspect

@@ -20,7 +20,8 @@ from backdoorlab.budget import clean_budget, default_holdout, holdout_split
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses.finetune import finetune
 from backdoorlab.models import create_model
-from backdoorlab.train import TrainConfig, to_float
+from backdoorlab.tensors import to_float
+from backdoorlab.train import TrainConfig
 
 
 def random_erase(images, g, p=0.5, area=(0.1, 0.3)):

@@ -22,7 +22,7 @@ from backdoorlab.models import create_model
 from backdoorlab.pipeline import backdoor_of, load_for, resolve_bn_augment
 from backdoorlab.augment import sanitizer_augmentation
 from backdoorlab.symmetry import find_unit_groups, match_units, permuted_copy
-from backdoorlab.train import to_float
+from backdoorlab.tensors import to_float
 
 
 def show(title, rows):

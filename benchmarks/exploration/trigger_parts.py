@@ -29,7 +29,7 @@ def main():
     import torch
     from backdoorlab.defenses.neural_cleanse import ReversedTrigger, trigger_gaps
     from backdoorlab.errors import BackdoorlabError
-    from backdoorlab.train import to_float
+    from backdoorlab.tensors import to_float
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     from common import load_patch_suspect
 

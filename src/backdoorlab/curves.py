@@ -20,7 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .errors import BackdoorlabError, valid_names
-from .train import channels_last, model_channels_last, to_float
+from .tensors import channels_last, model_channels_last, to_float
 
 CURVES = ("bezier", "polychain")
 INITS = ("random", "midpoint")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .train import channels_last, model_channels_last, to_float
+from .tensors import channels_last, model_channels_last, to_float
 
 
 def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256, transform=None) -> torch.Tensor:

@@ -32,7 +32,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .errors import BackdoorlabError
-from .train import to_float
+from .tensors import to_float
 
 
 @dataclass(frozen=True)

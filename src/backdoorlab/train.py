@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from .augment import AUGMENTATIONS, augment
 from .errors import BackdoorlabError, valid_names
+from .tensors import channels_last, model_channels_last, to_float
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 
@@ -54,24 +55,6 @@ def seed_everything(seed: int) -> torch.Generator:
     """Seed torch's global generator (weight init, dropout) and return a generator for data order/augmentation."""
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float in [0, 1]; float images pass through."""
-    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
-
-
-def channels_last(x: torch.Tensor) -> torch.Tensor:
-    """An image batch (N, C, H, W) in channels-last memory order (other tensors pass through). With a model
-    whose convolution weights are channels-last too (:func:`model_channels_last`), oneDNN's CPU convolutions
-    train small-cnn about 1.5x faster than in the default order (docs/benchmarks.md, "Channels-last
-    convolutions"); values are the same up to float rounding."""
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
-
-
-def model_channels_last(model: torch.nn.Module) -> torch.nn.Module:
-    """Put ``model``'s 4-d parameters and buffers in channels-last order, in place (a no-op for the others)."""
-    return model.to(memory_format=torch.channels_last)
 
 
 def _scheduler(opt, cfg: TrainConfig, total_steps: int):

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from ..errors import BackdoorlabError, valid_names
 from ..metrics import predict
-from ..train import to_float
+from ..tensors import to_float
 from .backdoor import register_backdoor_kind
 
 

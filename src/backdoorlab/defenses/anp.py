@@ -42,7 +42,8 @@ from ..config import Config
 from ..errors import BackdoorlabError
 from ..metrics import accuracy, predict
 from ..models.ensemble import Ensemble
-from ..train import seed_everything, to_float
+from ..tensors import to_float
+from ..train import seed_everything
 from ..augment import augment
 from .pruning import split_validation
 from .repair import REPAIRERS

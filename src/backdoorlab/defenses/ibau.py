@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 from ..budget import CleanBudget
 from ..config import Config
 from ..errors import BackdoorlabError
-from ..train import seed_everything, to_float
+from ..tensors import to_float
+from ..train import seed_everything
 from .repair import REPAIRERS
 
 

@@ -58,7 +58,8 @@ from ..errors import BackdoorlabError, valid_names
 from ..metrics import accuracy, evaluate, predict_logits
 from ..models.ensemble import Ensemble
 from ..augment import AUGMENTATIONS, augment
-from ..train import TrainConfig, fit, seed_everything, to_float
+from ..tensors import to_float
+from ..train import TrainConfig, fit, seed_everything
 from ..symmetry import UnitGroups, find_unit_groups, match_units, permuted_copy
 from .backdoor_check import BackdoorCheck
 from .finetune import distillation_loss, finetune

@@ -42,7 +42,8 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..errors import BackdoorlabError
 from ..io import atomic_path
-from ..train import TrainConfig, to_float
+from ..tensors import to_float
+from ..train import TrainConfig
 from .detectors import DETECTORS
 from .finetune import FinetuneConfig, finetune
 from .repair import REPAIRERS

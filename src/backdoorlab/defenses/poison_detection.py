@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config, option
 from ..errors import BackdoorlabError, valid_names
-from ..train import to_float
+from ..tensors import to_float
 from .detectors import DETECTORS
 
 AC_ANALYSES = ("size", "silhouette", "clean")

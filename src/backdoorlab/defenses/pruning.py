@@ -32,7 +32,8 @@ from ..budget import CleanBudget
 from ..config import Config
 from ..errors import BackdoorlabError
 from ..metrics import accuracy, predict
-from ..train import TrainConfig, to_float
+from ..tensors import to_float
+from ..train import TrainConfig
 from .finetune import finetune
 from .repair import REPAIRERS
 

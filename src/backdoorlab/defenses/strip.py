@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..errors import BackdoorlabError, valid_names
-from ..train import to_float
+from ..tensors import to_float
 from .detectors import DETECTORS
 
 STRIP_MODES = ("add", "blend")

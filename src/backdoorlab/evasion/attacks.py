@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BackdoorlabError, valid_names
-from ..train import to_float
+from ..tensors import to_float
 
 NORMS = ("linf", "l2")
 LOSSES = ("ce", "margin")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BackdoorlabError
-from ..train import to_float
+from ..tensors import to_float
 from .attacks import eval_mode
 
 
