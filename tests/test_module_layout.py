@@ -29,3 +29,12 @@ def test_save_png_writes_the_image_upscaled(tmp_path):
     save_png(torch.rand(3, 4, 5), tmp_path / "rgb.png", scale=1)
     with Image.open(tmp_path / "rgb.png") as im:
         assert im.size == (5, 4) and im.mode == "RGB"
+
+
+def test_evasion_attacks_module_offers_the_names_of_the_former_module():
+    from backdoorlab.evasion import attacks, base, fgsm, one_pixel, patch, pgd, robustness
+
+    assert attacks.PGD is pgd.PGD and attacks.FGSM is fgsm.FGSM and attacks.OnePixel is one_pixel.OnePixel
+    assert attacks.AdversarialPatch is patch.AdversarialPatch and attacks.robust_accuracy is robustness.robust_accuracy
+    for name in ("Attack", "NORMS", "LOSSES", "parse_eps", "eval_mode", "frozen", "margin_loss", "attack_loss"):
+        assert getattr(attacks, name) is getattr(base, name), name

@@ -1,6 +1,8 @@
 """Evasion: adversarial examples at inference time, their defenses, and robustness along a curve.
 
-- ``attacks``: FGSM, PGD (l-inf, l2), adversarial patch, one-pixel attack; ``robust_accuracy``.
+- attacks, one per module: ``fgsm``, ``pgd`` (l-inf, l2), ``patch`` (adversarial patch), ``one_pixel``; what
+  they share (the ``Attack`` base class, losses, epsilon parsing) in ``base``; ``attacks.make_attack`` builds one
+  by name; ``robustness.robust_accuracy`` measures clean and robust accuracy under any of them.
 - ``defenses``: PGD adversarial training, JPEG compression (with BPDA), defensive distillation.
 - ``hessian``: the largest eigenvalue of the input Hessian of the loss (power iteration on Hessian-vector
   products).

@@ -25,7 +25,8 @@ from torch import nn
 
 from ..errors import BackdoorlabError, valid_names
 from ..train import TrainConfig, fit, seed_everything, train_model
-from .attacks import NORMS, PGD, parse_eps
+from .base import NORMS, parse_eps
+from .pgd import PGD
 
 # ------------------------------------------------------------------------------------ adversarial training
 
@@ -118,7 +119,7 @@ def train_and_save(dataset, arch: str, cfg: TrainConfig, out: str | None, *, adv
     from ..metrics import evaluate
     from ..models import save_checkpoint
     from ..pipeline import check_out_dir, new_model
-    from .attacks import robust_accuracy
+    from .robustness import robust_accuracy
 
     if adv is not None and distill_temperature is not None:
         raise BackdoorlabError("choose one defense: adversarial training or defensive distillation")

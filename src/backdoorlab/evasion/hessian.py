@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import BackdoorlabError
 from ..tensors import to_float
-from .attacks import eval_mode
+from .base import eval_mode
 
 
 def _ce_sum(logits, labels):

@@ -18,8 +18,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import BackdoorlabError
-from .attacks import PGD, robust_accuracy
 from .hessian import input_hessian_top_eigenvalue
+from .pgd import PGD
+from .robustness import robust_accuracy
 
 
 def pearson(a, b) -> float:
