@@ -17,7 +17,7 @@ import json
 import pathlib
 import time
 
-from backdoorlab.attacks import (FaultInjectionConfig, TriggerlessAttack, WeightPerturbationConfig,
+from backdoorlab.attacks import (MODEL_ATTACKS, FaultInjectionConfig, TriggerlessAttack, WeightPerturbationConfig,
                                  make_poisoning_attack)
 from backdoorlab.augment import sanitizer_augmentation
 from backdoorlab.budget import default_holdout
@@ -42,7 +42,6 @@ TRAINED = {  # name -> attack factory given the image shape and the trigger stam
                                                                       stamp=st),
     "triggerless": lambda s, st="data": TriggerlessAttack(target=0, dropout=0.3, n_neurons=3, backdoor_fraction=0.1),
 }
-MODEL_ATTACKS = ("weight-perturbation", "fault-injection", "single-bias")
 ALL = ("badnets", "blended", "dynamic", "weight-perturbation", "fault-injection", "single-bias", "triggerless",
        "dynamic-3-targets", "badnets-all-to-all", "blended-all-to-all", "dynamic-all-to-all")
 
@@ -106,7 +105,7 @@ def main():
         tick = time.time()
         if name in MODEL_ATTACKS:
             kw = {}
-            if name == "weight-perturbation":
+            if MODEL_ATTACKS[name].traits["trigger"]:
                 kw = dict(backdoor=make_poisoning_attack("badnets", target=0).backdoor,
                           awp=WeightPerturbationConfig(epsilon=args.epsilon, seed=args.seed))
             else:  # Liu et al.'s single bias attack flips one image; the gradient attack a few

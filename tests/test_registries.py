@@ -9,14 +9,16 @@ import re
 
 import pytest
 
-from backdoorlab.attacks import TRAINING_ATTACKS, build_attack, make_poisoning_attack
+from backdoorlab.attacks import MODEL_ATTACKS, TRAINING_ATTACKS, build_attack, make_poisoning_attack
 from backdoorlab.cli import main
 from backdoorlab.config import Config
 from backdoorlab.defenses.detectors import DETECTORS, LEVELS
 from backdoorlab.defenses.repair import REPAIRERS
 from backdoorlab.errors import BackdoorlabError
+from backdoorlab.evasion import EVASION_ATTACKS
 
-REGISTRIES = {"defense": REPAIRERS, "attack": TRAINING_ATTACKS, "detector": DETECTORS}
+REGISTRIES = {"defense": REPAIRERS, "attack": TRAINING_ATTACKS, "detector": DETECTORS, "model attack": MODEL_ATTACKS,
+              "evasion attack": EVASION_ATTACKS}
 
 
 @pytest.mark.parametrize("kind", REGISTRIES)
@@ -136,3 +138,46 @@ def test_detector_levels_and_configs_match_their_entry_points():
     with pytest.raises(BackdoorlabError, match=r"^poison_fraction must be in \(0, 1\), got 2.0$"):
         DETECTORS.config("spectral-signatures", **DETECTORS.parse_options("spectral-signatures",
                                                                            {"poison_fraction": "2"}))
+
+
+def test_attack_and_robustness_cli_offer_exactly_the_registered_attacks(capsys):
+    assert main(["attack", "--help"]) == 0
+    assert _help_section(capsys.readouterr().out, "Model attacks (NAME)") == list(MODEL_ATTACKS)
+    assert main(["list"]) == 0
+    assert "model attacks: " + ", ".join(MODEL_ATTACKS) + " (" in capsys.readouterr().out
+    assert main(["robustness", "--help"]) == 0
+    assert _help_section(capsys.readouterr().out, "Attacks (--attack)") == list(EVASION_ATTACKS)
+    assert sorted(MODEL_ATTACKS) == ["fault-injection", "single-bias", "weight-perturbation"]
+    assert sorted(EVASION_ATTACKS) == ["fgsm", "one-pixel", "patch", "pgd", "pgd-l2"]
+
+
+def test_every_flag_an_attack_config_names_is_an_option_of_its_command():
+    from backdoorlab.cli import attack
+    from backdoorlab.cli import cli as group
+
+    attack_flags = {o for p in attack.params for o in p.opts}
+    robustness_flags = {o for p in group.commands["robustness"].params for o in p.opts}
+    for e in MODEL_ATTACKS.entries():
+        assert set(e.config.flags()) <= attack_flags, e.name
+        assert e.traits["settings"] in ("awp", "fault"), e.name
+    for e in EVASION_ATTACKS.entries():
+        assert set(e.config.flags()) <= robustness_flags, e.name
+
+
+def test_evasion_attack_configs_match_the_constructors_defaults():
+    """A config's defaults are its attack's: built from the defaults alone, the attack records the same settings."""
+    import torch
+
+    from backdoorlab.evasion import make_attack
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    for e in EVASION_ATTACKS.entries():
+        cfg = EVASION_ATTACKS.defaults(e.name) | ({"target": 1} if e.traits["targeted_only"] else {})
+        atk = make_attack(e.name, model, 0.1 if e.traits["eps"] else None, **cfg)
+        built = atk.config()
+        for key, value in cfg.items():
+            if key in built and value is not None:  # None: derived (the step size from eps)
+                assert built[key] == (list(value) if isinstance(value, tuple) else value), (e.name, key)
+    assert make_attack("pgd-l2", model, 0.5).norm == "l2" and make_attack("fgsm", model, 0.1, steps=9).steps == 1
+    with pytest.raises(BackdoorlabError, match="^the patch attack has no epsilon; --eps applies to pgd, pgd-l2 and fgsm"):
+        make_attack("patch", model, 0.1, target=0)

@@ -473,7 +473,12 @@ def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, as
         click.echo(f"report: {report_dir}/index.html")
 
 
-@cli.command()
+def _model_attacks():
+    from .attacks import MODEL_ATTACKS
+    return MODEL_ATTACKS.entries()
+
+
+@cli.command(cls=RegistryCommand, listings=[("Model attacks (NAME)", _model_attacks)])
 @click.argument("name")
 @click.argument("model_dir", type=click.Path())
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
@@ -498,27 +503,26 @@ def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, as
 @progress_option
 def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_images, layer, n_images, lr,
            backdoor_spec, seed, as_json, data_dir, no_progress):
-    """Attack a trained model by changing its weights: weight-perturbation, fault-injection or single-bias.
+    """Attack a trained model by changing its weights (the attacks are listed below).
 
     Writes OUT/model.safetensors + model.json (the attacked model, the attack recorded in its provenance, so that
     `backdoorlab evaluate OUT` measures it) and OUT/config.json. The trigger options (--trigger, --target, ...)
     are for weight-perturbation; --target fixes the chosen images' label for the fault attacks (default: a random
     label per image; one shared random label for single-bias).
     """
-    from .attacks import MODEL_ATTACKS, FaultInjectionConfig, WeightPerturbationConfig
+    from .attacks import MODEL_ATTACKS
     from .models import load_checkpoint
     from .pipeline import model_attack_run
     if name not in MODEL_ATTACKS:
         raise BackdoorlabError(f"unknown model attack {name!r}; valid: {valid_names(MODEL_ATTACKS)} (data poisoning "
                                f"and triggerless attacks are planted with `backdoorlab train --attack NAME`)")
+    entry = MODEL_ATTACKS.entry(name)
     _, meta = load_checkpoint(model_dir, dataset=dataset)
     ds = _dataset(meta["dataset"], data_dir)
     options = {}
-    if name == "weight-perturbation":
+    if entry.traits["trigger"]:
         atk = _make_attack(backdoor_spec, ds)
         options["backdoor"] = atk.backdoor
-        options["awp"] = WeightPerturbationConfig(epsilon=epsilon, steps=300 if steps is None else steps,
-                                                  step_size=step_size, seed=seed)
     else:
         given = [k for k in TRIGGER_KEYS if backdoor_spec[k] is not None]
         if given or backdoor_spec["attack"] != "badnets" or backdoor_spec["all_to_all"]:
@@ -526,9 +530,13 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
         targets = _parse_targets(backdoor_spec["target"]) if backdoor_spec["target"] != "0" else None
         if targets is not None and len(targets) != 1:
             raise BackdoorlabError("fault attacks take one --target label")
-        options.update(target=targets[0] if targets else None, n_images=n_images,
-                       fault=FaultInjectionConfig(layer=layer, steps=10000 if steps is None else steps, lr=lr,
-                                                  seed=seed))
+        options.update(target=targets[0] if targets else None, n_images=n_images)
+    # the settings from the flags its config declares; a flag left unset keeps the config's default
+    flag_values = {"--epsilon": epsilon, "--steps": steps, "--step-size": step_size, "--layer": layer, "--lr": lr,
+                   "--seed": seed}
+    settings = {field: flag_values[flag] for flag, field in entry.config.flags().items()
+                if flag_values[flag] is not None}
+    options[entry.traits["settings"]] = entry.config.from_dict(settings, owner=name)
     summary = model_attack_run(ds, name, model_dir, out, attacker_images=attacker_images, seed=seed,
                                progress=not no_progress, **options)
     if as_json:

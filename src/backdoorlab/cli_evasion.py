@@ -14,7 +14,8 @@ import time
 
 import click
 
-from .errors import BackdoorlabError, valid_names
+from .cli_listing import RegistryCommand
+from .errors import BackdoorlabError
 
 _data_dir = click.option("--data-dir", default=None, type=click.Path(file_okay=False),
                          help="Data directory (default: $BACKDOORLAB_DATA, else a per-user cache directory).")
@@ -117,10 +118,10 @@ def robustness(model_dir, dataset, attack, eps, steps, step_size, restarts, loss
     --bpda attacks it with the identity as the transform's gradient (Athalye et al.), the honest evaluation."""
     import torch
 
-    from .evasion import ATTACKS, JpegDefense, make_attack, parse_eps, robust_accuracy
+    from .evasion import EVASION_ATTACKS, JpegDefense, make_attack, parse_eps, robust_accuracy
+    from .evasion.build import names_text
 
-    if attack not in ATTACKS:
-        raise BackdoorlabError(f"unknown evasion attack {attack!r}; valid: {valid_names(ATTACKS)}")
+    entry = EVASION_ATTACKS.entry(attack)
     if defense not in ("none", "jpeg"):
         raise BackdoorlabError(f"unknown input defense {defense!r}; valid: 'jpeg', 'none'")
     if bpda and defense == "none":
@@ -128,37 +129,37 @@ def robustness(model_dir, dataset, attack, eps, steps, step_size, restarts, loss
     for v, name in ((steps, "--steps"), (restarts, "--restarts"), (n_images, "--n-images"),
                     (batch_size, "--batch-size"), (pixels, "--pixels"), (patch_steps, "--patch-steps")):
         _positive(v, name)
-    if attack in ("fgsm", "pgd", "pgd-l2"):
+    if entry.traits["eps"]:
         if eps is None:
             raise BackdoorlabError(f"the {attack} attack needs --eps (e.g. 0.3 or 8/255)")
         eps = parse_eps(eps)
     elif eps is not None:
-        raise BackdoorlabError(f"--eps does not apply to the {attack} attack (it is for fgsm, pgd and pgd-l2)")
-    if attack == "patch" and target is None:
-        raise BackdoorlabError("the patch attack is targeted: give --target")
+        raise BackdoorlabError(f"--eps does not apply to the {attack} attack (it is for "
+                               f"{names_text(EVASION_ATTACKS.names(eps=True))})")
+    if entry.traits["targeted_only"] and target is None:
+        raise BackdoorlabError(f"the {attack} attack is targeted: give --target")
     model, meta, ds = _load_model(model_dir, dataset, data_dir)
     if target is not None and not 0 <= target < ds.num_classes:
         raise BackdoorlabError(f"target label {target} is out of range for {ds.num_classes} classes")
     victim = JpegDefense(model, jpeg_quality) if defense == "jpeg" else model
     attacked = victim.attackable(True) if bpda else victim
-    kw: dict = {"target": target, "seed": seed}
-    if attack in ("pgd", "pgd-l2"):
-        kw.update(steps=steps, step_size=parse_eps(step_size) if step_size is not None else None, restarts=restarts,
-                  loss=loss, batch_size=batch_size)
-    elif attack == "fgsm":
-        kw.update(loss=loss, batch_size=batch_size)
-    elif attack == "patch":
-        kw.update(size=patch_size, steps=patch_steps, progress=not no_progress)
-    else:
-        kw.update(pixels=pixels, max_iter=max_iter, popsize=popsize)
+    # the attack's settings from the flags its config declares (--step-size is parsed like an epsilon)
+    flag_values = {"--steps": steps, "--step-size": step_size, "--restarts": restarts, "--loss": loss,
+                   "--target": target, "--batch-size": batch_size, "--patch-size": patch_size,
+                   "--patch-steps": patch_steps, "--pixels": pixels, "--max-iter": max_iter, "--popsize": popsize,
+                   "--seed": seed}
+    kw = entry.config.parse_options({field: flag_values[flag] for flag, field in entry.config.flags().items()},
+                                    owner=attack)
+    if entry.traits["fitted"]:
+        kw["progress"] = not no_progress
     atk = make_attack(attack, attacked, eps, **kw)
     n = len(ds.test_y) if n_images is None else min(n_images, len(ds.test_y))
-    if attack == "one-pixel" and n_images is None:
-        n = min(100, len(ds.test_y))
+    if entry.traits["default_images"] is not None and n_images is None:
+        n = min(entry.traits["default_images"], len(ds.test_y))
     x, y = ds.test_x[:n], ds.test_y[:n]
     tick = time.time()
     extra = {}
-    if attack == "patch":
+    if entry.traits["fitted"]:
         from .budget import training_part
         xt, yt = training_part(ds, (meta.get("holdout") or {}).get("size"))
         pick = torch.randperm(len(yt), generator=torch.Generator().manual_seed(seed))[:patch_images]
@@ -236,15 +237,24 @@ def path_robustness(model_a, model_b, dataset, out, eps, pgd_steps, step_size, c
                f"(t = {b['robust_loss']['at_t']:.2f})")
 
 
-def _command(group: click.Group, name: str, fn, options) -> None:
-    """Register ``fn`` under ``name`` with ``options`` (click decorators), on a fresh wrapper each time."""
+def _command(group: click.Group, name: str, fn, options, listings=None) -> None:
+    """Register ``fn`` under ``name`` with ``options`` (click decorators), on a fresh wrapper each time; with
+    ``listings``, its help ends with those registries' entries (see :class:`cli_listing.RegistryCommand`)."""
     @functools.wraps(fn)
     def wrapper(**kwargs):
         return fn(**kwargs)
 
     for opt in reversed(options):
         wrapper = opt(wrapper)
-    group.command(name)(wrapper)
+    if listings:
+        group.command(name, cls=RegistryCommand, listings=listings)(wrapper)
+    else:
+        group.command(name)(wrapper)
+
+
+def _evasion_attacks():
+    from .evasion import EVASION_ATTACKS
+    return EVASION_ATTACKS.entries()
 
 
 def _train_option_list(extra):
@@ -292,7 +302,7 @@ def register(cli_group: click.Group) -> click.Group:
     _command(cli_group, "robustness", robustness, [
         click.argument("model_dir", type=click.Path()),
         click.option("--dataset", default=None, help="Data set (default: the one in the model's sidecar)."),
-        click.option("--attack", default="pgd", show_default=True, help="fgsm, pgd, pgd-l2, patch or one-pixel."),
+        click.option("--attack", default="pgd", show_default=True, help="One of the attacks listed below."),
         click.option("--eps", default=None, help="Radius in pixel units ([0, 1] images): 0.3, 8/255, ..."),
         click.option("--steps", default=40, show_default=True, type=int, help="pgd: steps per restart."),
         click.option("--step-size", default=None, help="pgd: step size (default 2.5 * eps / steps)."),
@@ -317,7 +327,7 @@ def register(cli_group: click.Group) -> click.Group:
                      help="Write robustness.json (and patch.png) here."),
         click.option("--seed", default=0, show_default=True, type=int),
         _json, _data_dir, _no_progress,
-    ])
+    ], listings=[("Attacks (--attack)", _evasion_attacks)])
     _command(cli_group, "path-robustness", path_robustness, [
         click.argument("model_a", type=click.Path()),
         click.argument("model_b", type=click.Path()),

@@ -353,8 +353,7 @@ def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=N
     """Attack a trained checkpoint by changing its weights (``weight-perturbation``, ``fault-injection`` or
     ``single-bias``); write the attacked checkpoint and ``config.json`` to ``out``; return a summary with the
     metrics before and after, the agreement with the original model and the relative weight change."""
-    from .attacks import (FaultBackdoor, MODEL_ATTACKS, adversarial_weight_perturbation, agreement,
-                          choose_fault_targets, fault_injection, single_bias_attack)
+    from .attacks import MODEL_ATTACKS, ModelAttackData, agreement
 
     if name not in MODEL_ATTACKS:
         raise BackdoorlabError(f"unknown model attack {name!r}; valid: {', '.join(MODEL_ATTACKS)}")
@@ -370,21 +369,11 @@ def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=N
     xa, ya = x_train[pick], y_train[pick]
     test_x, test_y, k = dataset.test_x, dataset.test_y, dataset.num_classes
     tick = time.time()
-    if name == "weight-perturbation":
-        if backdoor is None or awp is None:
-            raise BackdoorlabError("weight-perturbation needs a backdoor (trigger and target) and its settings")
-        attacked, report = adversarial_weight_perturbation(model, backdoor, xa, ya, k, awp, progress)
-    else:
-        if fault is None:
-            raise BackdoorlabError(f"{name} needs its settings")
-        if name == "single-bias" and target is None:
-            target = int(torch.randint(k, (1,), generator=torch.Generator().manual_seed(seed)))
-        idx, targets = choose_fault_targets(model, test_x, test_y, n_images, k, target, seed)
-        if name == "fault-injection":
-            attacked, report = fault_injection(model, test_x[idx], targets, xa, fault, progress)
-        else:
-            attacked, report = single_bias_attack(model, test_x[idx], targets[0], fault.layer)
-        backdoor = FaultBackdoor(idx, targets, len(test_y))
+    entry = MODEL_ATTACKS.entry(name)
+    settings = {"awp": awp, "fault": fault}[entry.traits["settings"]]
+    data = ModelAttackData(xa, ya, test_x, test_y, k, backdoor=backdoor, target=target, n_images=n_images, seed=seed,
+                           progress=progress)
+    attacked, report, backdoor = entry.run(model, settings, data)
     seconds = time.time() - tick
     before = evaluate(model, test_x, test_y, backdoor, k)
     after = evaluate(attacked, test_x, test_y, backdoor, k)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..config import Config, option
 from ..errors import BackdoorlabError, valid_names
 from ..metrics import predict
 from ..tensors import to_float
@@ -59,7 +60,7 @@ def relative_change(before: dict, after: dict) -> dict:
 
 
 @dataclass
-class WeightPerturbationConfig:
+class WeightPerturbationConfig(Config):
     """Hyperparameters of :func:`adversarial_weight_perturbation`.
 
     ``epsilon``: l-infinity radius around the original weights (absolute, in weight units). ``step_size``:
@@ -67,14 +68,14 @@ class WeightPerturbationConfig:
     quarter of the clean agreement on MNIST). ``trigger_weight``: weight of the backdoor cross-entropy.
     """
 
-    epsilon: float = 0.01
-    steps: int = 300
-    step_size: float | None = None
+    epsilon: float = option(0.01, flag="--epsilon")
+    steps: int = option(300, flag="--steps")
+    step_size: float | None = option(None, flag="--step-size")
     batch_size: int = 128
     trigger_weight: float = 1.0
-    seed: int = 0
+    seed: int = option(0, flag="--seed")
 
-    def __post_init__(self):
+    def validate(self):
         if not self.epsilon > 0:
             raise BackdoorlabError(f"epsilon must be > 0, got {self.epsilon}")
         if self.steps < 1 or self.batch_size < 1:
@@ -236,21 +237,21 @@ def default_fault_layer(model: torch.nn.Module) -> str:
 
 
 @dataclass
-class FaultInjectionConfig:
+class FaultInjectionConfig(Config):
     """Hyperparameters of :func:`fault_injection`: the ``layer`` to alter (default: the last hidden layer with a
     weight matrix or kernel), Adam ``lr`` on its parameters, at most ``steps`` steps; hinge ``kappa`` (logit
     margin required of the chosen images); ``chosen_weight`` multiplies their hinge; the other images' loss is
     cross-entropy to the original predictions, ``batch_size`` of them per step."""
 
-    layer: str | None = None
-    steps: int = 10000
-    lr: float = 1e-5
+    layer: str | None = option(None, flag="--layer")
+    steps: int = option(10000, flag="--steps")
+    lr: float = option(1e-5, flag="--lr")
     kappa: float = 1.0
     chosen_weight: float = 0.1
     batch_size: int = 256
-    seed: int = 0
+    seed: int = option(0, flag="--seed")
 
-    def __post_init__(self):
+    def validate(self):
         if self.steps < 1 or self.batch_size < 1 or not self.lr > 0 or self.kappa < 0 or self.chosen_weight <= 0:
             raise BackdoorlabError("fault injection needs steps >= 1, batch size >= 1, lr > 0, kappa >= 0 and a "
                                    "positive chosen-image weight")

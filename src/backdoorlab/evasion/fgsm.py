@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
+from ..config import Config, option
+from .base import LOSSES, NORMS
+from .build import EVASION_ATTACKS
 from .pgd import PGD
 
 
@@ -20,3 +25,23 @@ class FGSM(PGD):
 
     def config(self) -> dict:
         return {"attack": "fgsm", "eps": self.eps, "norm": self.norm, "loss": self.loss, "target": self.target}
+
+
+@dataclass
+class FGSMConfig(Config):
+    """The settings of :class:`FGSM` other than epsilon; ``flag``: the ``backdoorlab robustness`` option that sets
+    a field."""
+
+    norm: str = option("linf", choices=NORMS)
+    loss: str = option("ce", choices=LOSSES, flag="--loss")
+    target: int | None = option(None, flag="--target")
+    batch_size: int = option(500, flag="--batch-size")
+    seed: int = option(0, flag="--seed")
+
+
+@EVASION_ATTACKS.register("fgsm", FGSMConfig, "Fast gradient sign method: one signed-gradient step of size eps "
+                          "(Goodfellow et al. 2015).", eps=True)
+def build_fgsm(model: nn.Module, eps, **kwargs) -> FGSM:
+    """FGSM ignores the iterative attacks' settings (steps, restarts, ...), so one set of options builds either."""
+    keep = {k: v for k, v in kwargs.items() if k in ("loss", "target", "batch_size", "seed", "norm")}
+    return FGSM(model, eps, **keep)

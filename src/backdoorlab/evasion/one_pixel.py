@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import Config, option
 from .base import Attack, _check_positive_int
+from .build import EVASION_ATTACKS
 
 
 class OnePixel(Attack):
@@ -83,3 +87,22 @@ class OnePixel(Attack):
                 res = differential_evolution(objective, bounds, seed=de_seed, **kw)
             out[i] = self.perturb(xi, res.x[None])[0]
         return out
+
+
+@dataclass
+class OnePixelConfig(Config):
+    """The settings of :class:`OnePixel` (see its docstring); ``flag``: the ``backdoorlab robustness`` option that
+    sets a field."""
+
+    pixels: int = option(1, flag="--pixels")
+    max_iter: int = option(75, flag="--max-iter")
+    popsize: int = option(80, flag="--popsize")
+    target: int | None = option(None, flag="--target")
+    seed: int = option(0, flag="--seed")
+    batch_size: int = 500
+
+
+@EVASION_ATTACKS.register("one-pixel", OnePixelConfig, "One-pixel attack: differential evolution over a few "
+                          "pixels' positions and colours (Su et al. 2019); slow.", default_images=100)
+def build_one_pixel(model: nn.Module, **kwargs) -> OnePixel:
+    return OnePixel(model, **kwargs)

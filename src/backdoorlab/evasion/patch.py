@@ -4,14 +4,17 @@ placements, rotations and scales."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import Config, option
 from ..errors import BackdoorlabError
 from ..png import save_png
 from .base import Attack, _check_positive_int, _images, eval_mode
+from .build import EVASION_ATTACKS
 
 
 def _patch_transforms(n: int, image_hw, patch_side: int, scale, max_rotation: float, g: torch.Generator):
@@ -141,3 +144,24 @@ class AdversarialPatch(Attack):
         if self.patch is None:
             raise BackdoorlabError("the patch is not fitted yet")
         save_png(self.patch, path, scale=max(1, 128 // self.size))
+
+
+@dataclass
+class PatchConfig(Config):
+    """The settings of :class:`AdversarialPatch` (see its docstring); ``flag``: the ``backdoorlab robustness``
+    option that sets a field."""
+
+    size: int = option(8, flag="--patch-size")
+    steps: int = option(500, flag="--patch-steps")
+    lr: float = 0.05
+    scale: tuple[float, float] = (0.8, 1.2)
+    max_rotation: float = 20.0
+    batch_size: int = 128
+    target: int | None = option(None, flag="--target")
+    seed: int = option(0, flag="--seed")
+
+
+@EVASION_ATTACKS.register("patch", PatchConfig, "Universal targeted adversarial patch, trained on training images "
+                          "(Brown et al. 2017).", targeted_only=True, fitted=True)
+def build_patch(model: nn.Module, **kwargs) -> AdversarialPatch:
+    return AdversarialPatch(model, **kwargs)

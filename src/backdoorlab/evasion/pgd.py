@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from ..config import Config, option
 from .base import LOSSES, NORMS, Attack, _check_choice, _check_positive_int, _norm, attack_loss, parse_eps
+from .build import EVASION_ATTACKS
 
 
 class PGD(Attack):
@@ -97,3 +101,39 @@ class PGD(Attack):
             idx = todo[better]
             best[idx], best_loss[idx], done[idx] = adv[better], loss[better], ok[better]
         return best
+
+
+@dataclass
+class PGDConfig(Config):
+    """The settings of :class:`PGD` other than epsilon (see its docstring); ``flag``: the ``backdoorlab
+    robustness`` option that sets a field."""
+
+    steps: int = option(40, flag="--steps")
+    step_size: float | None = option(None, flag="--step-size", parse=parse_eps)
+    norm: str = option("linf", choices=NORMS)
+    random_start: bool = True
+    restarts: int = option(1, flag="--restarts")
+    loss: str = option("ce", choices=LOSSES, flag="--loss")
+    target: int | None = option(None, flag="--target")
+    batch_size: int = option(500, flag="--batch-size")
+    seed: int = option(0, flag="--seed")
+
+
+@dataclass
+class PGDL2Config(PGDConfig):
+    """:class:`PGDConfig` in the l2 ball."""
+
+    norm: str = option("l2", choices=NORMS)
+
+
+@EVASION_ATTACKS.register("pgd", PGDConfig, "Projected gradient descent in the l-inf ball (Madry et al. 2018).",
+                          eps=True)
+def build_pgd(model: nn.Module, eps, **kwargs) -> PGD:
+    return PGD(model, eps, **kwargs)
+
+
+@EVASION_ATTACKS.register("pgd-l2", PGDL2Config, "Projected gradient descent in the l2 ball (Madry et al. 2018).",
+                          eps=True)
+def build_pgd_l2(model: nn.Module, eps, **kwargs) -> PGD:
+    kwargs["norm"] = "l2"
+    return PGD(model, eps, **kwargs)
