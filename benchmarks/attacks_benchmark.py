@@ -20,9 +20,9 @@ import time
 from backdoorlab.attacks import (MODEL_ATTACKS, FaultInjectionConfig, TriggerlessAttack, WeightPerturbationConfig,
                                  make_poisoning_attack)
 from backdoorlab.augment import sanitizer_augmentation
-from backdoorlab.budget import default_holdout
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses import SanitizerConfig
+from backdoorlab.models.sidecar import holdout_size
 from backdoorlab.pipeline import (SECOND_ENDPOINT_DIR, backdoor_of, load_for, model_attack_run, sanitize_run,
                                  second_endpoint_record, train_defaults, train_run)
 from backdoorlab.train import TrainConfig
@@ -150,8 +150,7 @@ def main():
 
 def reusable_second_endpoint(roots, budget: int, meta: dict, ds, cfg) -> str | None:
     """The first ``ROOT/sanitized-*-BUDGET/second-endpoint`` made for this budget, architecture and recipe."""
-    record = second_endpoint_record(meta, ds.name, budget, 0, (meta.get("holdout") or {}).get(
-        "size", default_holdout(ds.name)), cfg)
+    record = second_endpoint_record(meta, ds.name, budget, 0, holdout_size(meta, ds.name), cfg)
     for root in roots:
         for d in sorted(root.glob(f"sanitized-*-{budget}/{SECOND_ENDPOINT_DIR}")):
             saved = json.loads((d / "model.json").read_text()).get("provenance", {}).get("second_endpoint")

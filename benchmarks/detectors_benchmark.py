@@ -28,11 +28,12 @@ import time
 import torch
 
 from backdoorlab.attacks import make_poisoning_attack
-from backdoorlab.budget import clean_budget, default_holdout
+from backdoorlab.budget import clean_budget
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses.poison_detection import (activation_clustering, detection_metrics, penultimate_features,
                                                    poisoned_training_set, spectral_signatures)
 from backdoorlab.defenses.strip import StripConfig, StripDetector
+from backdoorlab.models.sidecar import holdout_size, planted_attack, provenance
 from backdoorlab.pipeline import backdoor_of, load_for, train_defaults, train_run
 from backdoorlab.scan import scan_run
 from backdoorlab.tensors import to_float
@@ -45,7 +46,7 @@ ORDER = ("clean", "badnets", "blended", "dynamic", "weight-perturbation", "fault
 
 def planted_targets(meta: dict):
     """The planted all-to-one target label(s), 'all-to-all', or None (clean model)."""
-    attack = (meta.get("provenance") or {}).get("attack")
+    attack = planted_attack(meta)
     if not attack:
         return None
     if attack.get("kind") == "multi":
@@ -82,7 +83,7 @@ def poison_eval(model, meta, ds, budget, progress: bool) -> dict:
     feats = penultimate_features(model, data.x, progress=progress)
     clean = penultimate_features(model, budget.x)
     feat_s = time.time() - tick
-    poison_rate = meta["provenance"]["attack"]["poison_rate"]
+    poison_rate = planted_attack(meta)["poison_rate"]
     # the paper's epsilon bounds the poisoned share of a label; an all-to-one attack concentrates the poison in the
     # target label, so the overall rate understates it. The oracle row gives the rule the true largest share.
     y = torch.as_tensor(data.y)
@@ -196,7 +197,7 @@ def main():
         entry = results["models"].setdefault(name, {})
         entry["planted"] = planted_targets(meta)
         entry["metrics"] = {k: meta["metrics"].get(k) for k in ("clean_accuracy", "attack_success_rate")}
-        holdout = (meta.get("holdout") or {}).get("size", default_holdout(ds.name))
+        holdout = holdout_size(meta, ds.name)
         budget = clean_budget(ds, args.budget, seed=args.budget_seed, holdout=holdout)
         if "nc" not in entry and "nc" not in args.skip:
             r = scan_run(ds, str(mdir), budget_size=args.budget, report_dir=str(out / f"scan-{name}"),
@@ -207,14 +208,14 @@ def main():
                   f"AI={r['anomaly_index']:.2f} ({r['seconds']['neural_cleanse']:.0f} s)", flush=True)
             save()
         if "strip" not in entry and "strip" not in args.skip:
-            attack = (meta.get("provenance") or {}).get("attack") or {}
+            attack = planted_attack(meta) or {}
             if not attack or attack.get("kind") in (None, "multi"):  # trigger backdoors and the clean model
                 entry["strip"] = strip_eval(model, meta, ds, budget, args.strip_test, args.budget_seed, args.progress)
                 print(f"{name}: STRIP {entry['strip']}", flush=True)
                 save()
         if "poison" not in entry and "poison" not in args.skip:
-            attack = (meta.get("provenance") or {}).get("attack") or {}
-            if "poison_rate" in attack and "poison_seed" in meta["provenance"]:
+            attack = planted_attack(meta) or {}
+            if "poison_rate" in attack and "poison_seed" in provenance(meta):
                 entry["poison"] = poison_eval(model, meta, ds, budget, args.progress)
                 print(f"{name}: poison detection {entry['poison']}", flush=True)
                 save()

@@ -26,6 +26,7 @@ from backdoorlab.defenses.mode_connectivity import ModeConnectivitySanitizer, Sa
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import predict
 from backdoorlab.models.checkpoint import load_checkpoint
+from backdoorlab.models.sidecar import planted_attack
 from backdoorlab.pipeline import check_model_fits, resolve_bn_augment
 
 
@@ -54,7 +55,7 @@ def main():
         cfg = resolve_bn_augment(SanitizerConfig(seed=args.seed), meta)
         clean = copy.deepcopy(model)
         reestimate_bn(clean, ModeConnectivitySanitizer(cfg, progress=False).bn_data(fit))
-        attack = (meta.get("provenance") or {}).get("attack") or {}
+        attack = planted_attack(meta) or {}
         target = attack.get("target", "-") if attack.get("mode", "all-to-one") == "all-to-one" else "all-to-all"
         k = ds.num_classes
         for tag, x in (("budget", score.x), ("test", ds.test_x)):

@@ -24,6 +24,7 @@ from backdoorlab.budget import clean_budget, training_part
 from backdoorlab.curves import reestimate_bn
 from backdoorlab.data import load_dataset
 from backdoorlab.metrics import accuracy, evaluate, predict
+from backdoorlab.models.sidecar import planted_attack
 from backdoorlab.pipeline import backdoor_of, load_for
 from backdoorlab.tensors import to_float
 
@@ -67,7 +68,7 @@ def main():
     train_x, _ = training_part(ds, meta["holdout"]["size"])
     xs = augment(to_float(train_x), "crop-flip-jpeg", g)
     report(reestimated(xs), f"training part x1 ({len(xs)})")
-    rate = ((meta.get("provenance") or {}).get("attack") or {}).get("poison_rate", 0.1)
+    rate = (planted_attack(meta) or {}).get("poison_rate", 0.1)
     stamped = torch.randperm(len(xs), generator=g)[:round(rate * len(xs))]
     parts = backdoor.parts  # several for the dynamic backdoor: the stamped images are dealt out between them
     for i, part in enumerate(parts):

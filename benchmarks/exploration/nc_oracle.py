@@ -35,7 +35,8 @@ def main():
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
 
-    from backdoorlab.budget import clean_budget, default_holdout
+    from backdoorlab.budget import clean_budget
+    from backdoorlab.models.sidecar import holdout_size
     from backdoorlab.defenses.neural_cleanse import (ReversedTrigger, complete_trigger, grow_trigger, neural_cleanse,
                                                      neural_cleanse_unlearn, trigger_gaps, trigger_success)
     from backdoorlab.config import split_pairs
@@ -66,7 +67,7 @@ def main():
     grown = ReversedTrigger(target, grown_mask, grown_pattern, float(grown_mask.sum()), 1.0, True, 0, 0.0)
     others = to_float(dataset.test_x[dataset.test_y != target])
     real = mask[0, 0] > 0
-    holdout = (meta.get("holdout") or {}).get("size", default_holdout(dataset.name))
+    holdout = holdout_size(meta, dataset.name)
     test = (dataset.test_x, dataset.test_y)
     rows = []
     for seed in args.seeds:

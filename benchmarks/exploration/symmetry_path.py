@@ -14,11 +14,12 @@ import json
 import pathlib
 import time
 
-from backdoorlab.budget import clean_budget, default_holdout
+from backdoorlab.budget import clean_budget
 from backdoorlab.config import split_pairs
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
 from backdoorlab.models import create_model
+from backdoorlab.models.sidecar import holdout_size
 from backdoorlab.pipeline import backdoor_of, load_for, resolve_bn_augment
 from backdoorlab.augment import sanitizer_augmentation
 from backdoorlab.symmetry import find_unit_groups, match_units, permuted_copy
@@ -51,7 +52,7 @@ def main():
     ds = load_dataset(args.dataset)
     model, meta = load_for(args.model, ds)
     backdoor = backdoor_of(meta)
-    holdout = (meta.get("holdout") or {}).get("size", default_holdout(ds.name))
+    holdout = holdout_size(meta, ds.name)
     budget = clean_budget(ds, args.budget, seed=0, holdout=holdout)
     base = dict(augment=sanitizer_augmentation(ds.name))
     cfg = SanitizerConfig(**{**base, **SanitizerConfig.parse_options(split_pairs(args.overrides), "the sanitizer")})

@@ -1,6 +1,7 @@
 import sys, time, torch, json
 from backdoorlab.data import load_dataset
 from backdoorlab.models import create_model, save_checkpoint, load_checkpoint
+from backdoorlab.models.sidecar import build_sidecar
 from backdoorlab.attacks import make_poisoning_attack
 from backdoorlab.budget import training_part, clean_budget
 from backdoorlab.train import TrainConfig, train_model
@@ -20,4 +21,4 @@ for seed in [1, 2]:
     h = train_model(m, pdata.x, pdata.y, TrainConfig(epochs=3, lr=0.05, seed=seed), progress=False)
     r = evaluate(m, d.test_x, d.test_y, atk.backdoor, 10)
     print(seed, time.time() - t, r, flush=True)
-    save_checkpoint(m, path, {"arch": "small-cnn", "arch_args": dict(num_classes=10, in_channels=1, input_size=[28,28], mean=list(d.mean), std=list(d.std)), "dataset": "mnist"})
+    save_checkpoint(m, path, build_sidecar("small-cnn", dict(num_classes=10, in_channels=1, input_size=[28,28], mean=list(d.mean), std=list(d.std)), "mnist"))

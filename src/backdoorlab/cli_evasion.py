@@ -161,7 +161,8 @@ def robustness(model_dir, dataset, attack, eps, steps, step_size, restarts, loss
     extra = {}
     if entry.traits["fitted"]:
         from .budget import training_part
-        xt, yt = training_part(ds, (meta.get("holdout") or {}).get("size"))
+        from .models.sidecar import holdout_size
+        xt, yt = training_part(ds, holdout_size(meta, ds.name))
         pick = torch.randperm(len(yt), generator=torch.Generator().manual_seed(seed))[:patch_images]
         atk.fit(xt[pick], yt[pick])
         if out is not None:

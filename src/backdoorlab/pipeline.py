@@ -16,13 +16,16 @@ import safetensors.torch
 
 from . import __version__
 from .attacks import backdoor_from_dict
-from .budget import SPLIT_SEED, clean_budget, default_holdout, training_part
+from .budget import clean_budget, default_holdout, training_part
 from .defenses import ModeConnectivitySanitizer, SanitizerConfig, finetune
 from .errors import BackdoorlabError, valid_names
 from .io import atomic_path, atomic_write_json
 from .metrics import evaluate
 from .models import Ensemble, create_model, list_models, load_checkpoint, save_checkpoint
 from .models.checkpoint import META_FILE, read_meta
+from .models.sidecar import (SECOND_ENDPOINT_ORDER, build_sidecar, dataset_fields, derived_sidecar, holdout_record,
+                             holdout_size, inherited_fields, planted_attack, provenance as provenance_of,
+                             training as training_of, training_record)
 from .report import plot_path, plot_stages
 from .train import TrainConfig, train_model
 
@@ -78,7 +81,7 @@ def check_model_fits(meta: dict, dataset, where: str) -> None:
 
 def backdoor_of(meta: dict):
     """The backdoor recorded in a checkpoint's provenance, or None."""
-    attack = (meta.get("provenance") or {}).get("attack")
+    attack = planted_attack(meta)
     return backdoor_from_dict(attack) if attack else None
 
 
@@ -106,11 +109,9 @@ def train_run(dataset, arch: str, cfg: TrainConfig, attack=None, out: str | None
     seconds = time.time() - tick
     backdoor = attack.backdoor if attack is not None else None
     metrics = evaluate(model, dataset.test_x, dataset.test_y, backdoor, dataset.num_classes)
-    meta = {"arch": arch, "arch_args": model.arch_args, "dataset": dataset.name,
-            "class_names": list(dataset.class_names), "input_shape": [dataset.in_channels, *dataset.image_size],
-            "seed": cfg.seed, "training": {**cfg.to_dict(), "train_images": len(y), "seconds": round(seconds, 1),
-                                           "final_loss": history["loss"][-1] if history["loss"] else None},
-            "holdout": {"size": holdout, "split_seed": SPLIT_SEED}, "provenance": provenance, "metrics": metrics}
+    meta = build_sidecar(arch, model.arch_args, dataset.name, **dataset_fields(dataset), seed=cfg.seed,
+                         training=training_record(cfg, len(y), seconds, history), holdout=holdout_record(holdout),
+                         provenance=provenance, metrics=metrics)
     if out is not None:
         save_checkpoint(model, out, meta)
     return model, meta
@@ -125,8 +126,7 @@ def written_by(out_dir: pathlib.Path, meta: dict) -> str:
         command = None
     if command in ("sanitize", "repair", "attack"):
         return command
-    provenance = meta.get("provenance") or {}
-    return "sanitize" if "second_endpoint" in provenance else "train"
+    return "sanitize" if "second_endpoint" in provenance_of(meta) else "train"
 
 
 def check_out_dir(out: str | os.PathLike | None, command: str, inputs=()) -> None:
@@ -179,7 +179,7 @@ def resolve_bn_augment(cfg: SanitizerConfig, meta: dict) -> SanitizerConfig:
     if cfg.bn_augment != "auto":
         return cfg
     from .augment import AUGMENTATIONS
-    trained = ((meta.get("training") or {}).get("augment")) or "none"
+    trained = training_of(meta).get("augment") or "none"
     return dataclasses.replace(cfg, bn_augment=trained if trained in AUGMENTATIONS else "none")
 
 
@@ -204,7 +204,7 @@ def load_second_endpoint(path: str, dataset, record: dict) -> torch.nn.Module:
     if (d / SECOND_ENDPOINT_DIR / "model.json").exists():  # the sanitize run's directory
         d = d / SECOND_ENDPOINT_DIR
     model, meta = load_for(str(d), dataset)
-    saved = (meta.get("provenance") or {}).get("second_endpoint")
+    saved = provenance_of(meta).get("second_endpoint")
     if saved is None:
         raise BackdoorlabError(f"{d} is not a second endpoint saved by sanitize (no provenance.second_endpoint "
                                f"record in its model.json)")
@@ -232,7 +232,7 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
     if len(loaded) == 2 and (metas[0]["arch"], metas[0]["arch_args"]) != (metas[1]["arch"], metas[1]["arch_args"]):
         raise BackdoorlabError(f"the two models have different architectures ({metas[0]['arch']} vs "
                                f"{metas[1]['arch']}); a curve needs two models of the same architecture")
-    holdout = (metas[0].get("holdout") or {}).get("size", default_holdout(dataset.name))
+    holdout = holdout_size(metas[0], dataset.name)
     budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
     if backdoor is None:
         backdoor = backdoor_of(metas[0])
@@ -273,24 +273,20 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
                "reused_second_endpoint": config["reused_second_endpoint"], "unit_groups": result.unit_groups,
                "seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "path": result.path,
                "stages": result.stages}
-    meta = {"arch": saved_arch, "arch_args": saved_args, "dataset": dataset.name,
-            "class_names": metas[0].get("class_names"), "input_shape": metas[0].get("input_shape"), "seed": cfg.seed,
-            "holdout": metas[0].get("holdout"),
-            "provenance": {**(metas[0].get("provenance") or {}),
-                           "sanitized": {"method": "mode-connectivity", "from": [str(p) for p in model_dirs],
-                                         "t": result.t, "ensemble": result.ensemble_ts, "curve": cfg.curve,
-                                         "clean_budget": budget_size,
-                                         "second_endpoint": result.second_endpoint,
-                                         "refined_steps": refined_steps,
-                                         "refine_check": result.refine_check}},
-            "metrics": final}
+    inherited = inherited_fields(metas[0])
+    sanitized = {"method": "mode-connectivity", "from": [str(p) for p in model_dirs], "t": result.t,
+                 "ensemble": result.ensemble_ts, "curve": cfg.curve, "clean_budget": budget_size,
+                 "second_endpoint": result.second_endpoint, "refined_steps": refined_steps,
+                 "refine_check": result.refine_check}
+    meta = build_sidecar(saved_arch, saved_args, dataset.name, **inherited, seed=cfg.seed,
+                         provenance={**provenance_of(metas[0]), "sanitized": sanitized}, metrics=final)
     save_checkpoint(result.model, out_dir, meta)
     if result.second_model is not None and cfg.second_endpoint == "scratch":  # reusable on the same budget
         save_checkpoint(result.second_model, out_dir / SECOND_ENDPOINT_DIR,
-                        {"arch": arch, "arch_args": args}
-                        | {k: meta[k] for k in ("dataset", "class_names", "input_shape", "holdout")}
-                        | {"seed": cfg.seed, "provenance": {"second_endpoint": record},
-                           "metrics": {k: v for k, v in endpoints[-1].items() if k != "made_by"}})
+                        build_sidecar(arch, args, dataset.name, **inherited, seed=cfg.seed,
+                                      provenance={"second_endpoint": record},
+                                      metrics={k: v for k, v in endpoints[-1].items() if k != "made_by"},
+                                      order=SECOND_ENDPOINT_ORDER))
     control = {k: v.detach().contiguous() for k, v in zip(result.curve.names, result.curve.control)}
     with atomic_path(out_dir / "curve.safetensors") as tmp:
         safetensors.torch.save_file(control, str(tmp), metadata={"curve": cfg.curve})
@@ -341,7 +337,7 @@ def finetune_run(dataset, model_dir: str, budget_size: int, cfg: TrainConfig, ba
                  progress: bool = True) -> dict:
     """Fine-tuning baseline on the same clean budget (for comparison tables)."""
     model, meta = load_for(model_dir, dataset)
-    holdout = (meta.get("holdout") or {}).get("size", default_holdout(dataset.name))
+    holdout = holdout_size(meta, dataset.name)
     budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
     tuned = finetune(model, budget.x, budget.y, cfg, progress=progress)
     return evaluate(tuned, dataset.test_x, dataset.test_y, backdoor or backdoor_of(meta), dataset.num_classes)
@@ -359,7 +355,7 @@ def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=N
         raise BackdoorlabError(f"unknown model attack {name!r}; valid: {', '.join(MODEL_ATTACKS)}")
     check_out_dir(out, "attack", [model_dir])
     model, meta = load_for(model_dir, dataset)
-    holdout = (meta.get("holdout") or {}).get("size", default_holdout(dataset.name))
+    holdout = holdout_size(meta, dataset.name)
     x_train, y_train = training_part(dataset, holdout)
     if attacker_images is None:
         attacker_images = min(1000, len(y_train))
@@ -379,10 +375,10 @@ def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=N
     after = evaluate(attacked, test_x, test_y, backdoor, k)
     after["agreement"] = agreement(model, attacked, test_x)
     attack_spec = {"name": name, **backdoor.to_dict()}
-    new_meta = {**meta, "seed": seed, "metrics": after,
-                "provenance": {"attack": attack_spec, "attacked_from": str(model_dir),
-                               "original_provenance": meta.get("provenance"),
-                               "report": {k2: v for k2, v in report.items() if k2 != "config"}}}
+    new_meta = derived_sidecar(meta, seed=seed, metrics=after,
+                               provenance={"attack": attack_spec, "attacked_from": str(model_dir),
+                                           "original_provenance": meta.get("provenance"),
+                                           "report": {k2: v for k2, v in report.items() if k2 != "config"}})
     save_checkpoint(attacked, out, new_meta)
     config = {"command": "attack", "attack": name, "model": str(model_dir), "dataset": dataset.name,
               "settings": report.get("config", {"layer": report.get("layer")}),
@@ -427,7 +423,7 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
     if len(loaded) == 2 and (metas[0]["arch"], metas[0]["arch_args"]) != (metas[1]["arch"], metas[1]["arch_args"]):
         raise BackdoorlabError(f"the two models have different architectures ({metas[0]['arch']} vs "
                                f"{metas[1]['arch']})")
-    holdout = (metas[0].get("holdout") or {}).get("size", default_holdout(dataset.name))
+    holdout = holdout_size(metas[0], dataset.name)
     budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
     if backdoor is None:
         backdoor = backdoor_of(metas[0])
@@ -445,14 +441,10 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
         out_dir = pathlib.Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
         saved_arch, saved_args = model_arch(model, arch, args)
-        meta = {"arch": saved_arch, "arch_args": saved_args, "dataset": dataset.name,
-                "class_names": metas[0].get("class_names"), "input_shape": metas[0].get("input_shape"),
-                "seed": cfg.seed, "holdout": metas[0].get("holdout"),
-                "provenance": {**(metas[0].get("provenance") or {}),
-                               "repaired": {"defense": name, "from": [str(p) for p in model_dirs],
-                                            "clean_budget": budget_size,
-                                            "info": {k: v for k, v in info.items() if k not in ("path", "config")}}},
-                "metrics": after}
+        repaired = {"defense": name, "from": [str(p) for p in model_dirs], "clean_budget": budget_size,
+                    "info": {k: v for k, v in info.items() if k not in ("path", "config")}}
+        meta = build_sidecar(saved_arch, saved_args, dataset.name, **inherited_fields(metas[0]), seed=cfg.seed,
+                             provenance={**provenance_of(metas[0]), "repaired": repaired}, metrics=after)
         save_checkpoint(model, out_dir, meta)
         atomic_write_json(out_dir / "report.json", report)
         atomic_write_json(out_dir / "config.json", {

@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from . import __version__
-from .budget import clean_budget, default_holdout
+from .budget import clean_budget
 from .defenses.neural_cleanse import NeuralCleanseConfig, NeuralCleanseResult, neural_cleanse
 from .defenses.strip import StripConfig, StripDetector
 from .errors import BackdoorlabError
 from .io import atomic_path, atomic_write_json, atomic_write_text
+from .models.sidecar import holdout_size
 
 
 def _nc_config(options: dict, seed: int) -> NeuralCleanseConfig:
@@ -52,7 +53,7 @@ def scan_run(dataset, model_dir: str, budget_size: int = 1000, report_dir: str |
         raise BackdoorlabError(f"STRIP needs at least 2 calibration images and 1 overlay, got {strip_images} "
                                f"and {strip_overlays}")
     model, meta = load_for(model_dir, dataset)
-    holdout = (meta.get("holdout") or {}).get("size", default_holdout(dataset.name))
+    holdout = holdout_size(meta, dataset.name)
     budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
     if budget_size < cfg.batch_size:
         raise BackdoorlabError(f"clean budget of {budget_size} images is smaller than Neural Cleanse's batch of "

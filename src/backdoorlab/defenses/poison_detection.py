@@ -385,15 +385,16 @@ def poisoned_training_set(dataset, meta: dict):
     ``budget.training_part`` with the checkpoint's held-out pool, poisoned as in ``pipeline.train_run``.
     Returns a ``PoisonedData`` (x, y, poisoned indices); raises when the checkpoint records no data poisoning."""
     from ..attacks import PoisoningAttack, backdoor_from_dict
-    from ..budget import default_holdout, training_part
+    from ..budget import training_part
+    from ..models.sidecar import holdout_size, provenance
 
-    prov = meta.get("provenance") or {}
+    prov = provenance(meta)
     attack = prov.get("attack")
     if not attack or "poison_rate" not in attack or "poison_seed" not in prov:
         name = (attack or {}).get("name", "none")
         raise BackdoorlabError(f"the checkpoint records no data-poisoning attack (attack: {name}); training-set "
                                "detectors need the poisoned training set")
-    holdout = (meta.get("holdout") or {}).get("size", default_holdout(dataset.name))
+    holdout = holdout_size(meta, dataset.name)
     x, y = training_part(dataset, holdout)
     atk = PoisoningAttack(attack.get("name", "poisoning"), backdoor_from_dict(attack), attack["poison_rate"],
                           attack.get("stamp", "data"))

@@ -115,9 +115,10 @@ def train_and_save(dataset, arch: str, cfg: TrainConfig, out: str | None, *, adv
     Evaluates clean accuracy on the test set and, with ``eval_attack`` (PGD keyword arguments, e.g.
     ``{"eps": 0.3, "steps": 40}``), robust accuracy on the first ``eval_images`` test images; saves a checkpoint
     to ``out`` whose provenance records the defense."""
-    from ..budget import SPLIT_SEED, default_holdout, training_part
+    from ..budget import default_holdout, training_part
     from ..metrics import evaluate
     from ..models import save_checkpoint
+    from ..models.sidecar import build_sidecar, dataset_fields, holdout_record, training_record
     from ..pipeline import check_out_dir, new_model
     from .robustness import robust_accuracy
 
@@ -144,12 +145,9 @@ def train_and_save(dataset, arch: str, cfg: TrainConfig, out: str | None, *, adv
         r = robust_accuracy(model, PGD(model, **eval_attack), dataset.test_x[:n], dataset.test_y[:n])
         metrics["pgd"] = {**PGD(model, **eval_attack).config(), "n": n, "clean_accuracy": r["clean_accuracy"],
                           "robust_accuracy": r["robust_accuracy"]}
-    meta = {"arch": arch, "arch_args": model.arch_args, "dataset": dataset.name,
-            "class_names": list(dataset.class_names), "input_shape": [dataset.in_channels, *dataset.image_size],
-            "seed": cfg.seed, "training": {**cfg.to_dict(), "train_images": len(y), "seconds": round(seconds, 1),
-                                           "final_loss": history["loss"][-1] if history["loss"] else None},
-            "holdout": {"size": holdout, "split_seed": SPLIT_SEED},
-            "provenance": {"attack": None, "evasion_defense": defense}, "metrics": metrics}
+    meta = build_sidecar(arch, model.arch_args, dataset.name, **dataset_fields(dataset), seed=cfg.seed,
+                         training=training_record(cfg, len(y), seconds, history), holdout=holdout_record(holdout),
+                         provenance={"attack": None, "evasion_defense": defense}, metrics=metrics)
     if out is not None:
         save_checkpoint(model, out, meta)
     return model, meta

@@ -144,11 +144,12 @@ def path_robustness_run(dataset, model_a: str, model_b: str, out: str, *, eps: f
     import safetensors.torch
 
     from .. import __version__
-    from ..budget import default_holdout, training_part
+    from ..budget import training_part
     from ..curves import Curve
     from ..defenses import ModeConnectivitySanitizer, SanitizerConfig
     from ..io import atomic_path, atomic_write_json
     from ..models import create_model
+    from ..models.sidecar import holdout_size
     from ..pipeline import load_for
 
     (a, meta_a), (b, meta_b) = load_for(model_a, dataset), load_for(model_b, dataset)
@@ -159,7 +160,7 @@ def path_robustness_run(dataset, model_a: str, model_b: str, out: str, *, eps: f
         raise BackdoorlabError(f"--n-images must be >= 2, got {n_images}")
     out_dir = pathlib.Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    x_train, y_train = training_part(dataset, (meta_a.get("holdout") or {}).get("size", default_holdout(dataset.name)))
+    x_train, y_train = training_part(dataset, holdout_size(meta_a, dataset.name))
     cfg = SanitizerConfig(curve=curve, steps=curve_steps, lr=curve_lr, augment=curve_augment, seed=seed)
     curve_spec = {"models": [str(model_a), str(model_b)], "curve": curve, "steps": curve_steps, "lr": curve_lr,
                   "augment": curve_augment, "seed": seed, "train_images": len(y_train)}

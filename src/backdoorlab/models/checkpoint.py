@@ -2,7 +2,8 @@
 
 ``model.json`` is the caller's metadata (``arch``, ``arch_args``, ``dataset`` and any JSON-serialisable extras)
 plus ``format``, ``format_version``, ``created``, ``backdoorlab_version`` and ``weights_sha256`` (the hash of
-``model.safetensors``, so a weights file that does not belong to its sidecar is detected on load).
+``model.safetensors``, so a weights file that does not belong to its sidecar is detected on load). What the
+caller's metadata holds (field names, order, types) is :mod:`backdoorlab.models.sidecar`'s schema.
 
 Saves are atomic: both files are written to temporary files in the directory first, then renamed onto the
 final names, safetensors first and JSON last.
