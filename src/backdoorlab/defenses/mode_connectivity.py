@@ -19,7 +19,9 @@ What this implementation does, and why (details and measurements in docs/sanitiz
 - The backdoor check (``verify``, :mod:`.backdoor_check`): Neural Cleanse on the suspect(s) once; the rule's
   choice is then checked by reverse-engineering the suspect's flagged label(s) on it, and while the mask found
   is still anomalous among the suspect's labels the choice moves one grid step further from the suspect(s).
-  The refined model is checked too. What the rule could not achieve is in the verdict.
+  The refined model is checked too, and where Neural Cleanse flags nothing on the suspect there is nothing to
+  check it with, so the refine is left out: fine-tuning near a suspect can pull its backdoor back
+  (docs/sanitizer.md). What the rule could not achieve is in the verdict.
 - With one suspect model, the second endpoint is the suspect itself with its hidden units permuted
   (``second_endpoint="permuted"``, TSC, Peng et al. 2025; :mod:`backdoorlab.symmetry`): the same function far
   away in weight space, so both ends are the suspect and the rule keeps away from both, and the curve's
@@ -510,6 +512,9 @@ class ModeConnectivitySanitizer:
             seconds["backdoor_check"] += time.time() - tick
         interior = 0.0 < t < 1.0 or (two_stages and t == 1.0)  # stage 2's t = 1 is stage 1's curve point
         refined, refine_record = cfg.refine_steps > 0 and interior, None
+        if refined and check is not None and not check.targets:  # a refine could not be checked: leave it out
+            refined, refine_record = False, {"accepted": False, "rejected_by": "no backdoor check (Neural Cleanse "
+                                                                               "flags no label of the suspect)"}
         if refined:  # the validation slice has chosen t; now every budget image can train the chosen model
             # An ensemble is refined as one model: the loss is that of its averaged output.
             # Only inside the path: t = 0 is a suspect, and t = 1 is a suspect or an endpoint already trained
