@@ -631,3 +631,18 @@ def test_backdoor_check_places_a_candidate_mask_among_the_suspects_labels():
     assert f.index(8.0) == pytest.approx(52 / (1.4826 * 5))
     assert f.index(70.0) == 0.0  # a mask at least as large as the median label's is no anomaly
     assert SuspectFinding([0], 60.0, 0.0, 1e6, {}).index(10.0) == float("inf")
+
+
+def test_no_refine_when_nothing_on_the_suspect_could_check_it(suspect, budget, monkeypatch):
+    from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig, mode_connectivity
+    model = suspect[0]
+    cfg = SanitizerConfig(steps=20, grid=3, batch_size=64, refine_steps=10, refine_guard=False)
+    stub = _StubCheck(set(), targets=())
+    monkeypatch.setattr(mode_connectivity.BackdoorCheck, "from_suspects", lambda *a, **k: stub)
+    result = ModeConnectivitySanitizer(cfg, progress=False).sanitize(model, budget)
+    assert result.t == 0.5 and not result.refined
+    assert result.refine_check["accepted"] is False and "no backdoor check" in result.refine_check["rejected_by"]
+    # with a target to check, the same configuration refines
+    stub = _StubCheck(set())
+    result = ModeConnectivitySanitizer(cfg, progress=False).sanitize(model, budget)
+    assert result.refined

@@ -221,16 +221,29 @@ def test_select_guarded_keeps_the_tolerance_rule_where_it_keeps_its_distance():
                                  suspect_ends=(0,), tolerance=0.04, min_distance=0.2)
     assert ts == [1] and verdict["within_tolerance"] is True
     # two suspects, a weak middle: t = 0.2 and 0.8 are the candidates, equally far
-    acc = [0.84, 0.86, 0.84, 0.80, 0.76, 0.59, 0.79, 0.82, 0.84, 0.87, 0.84]
+    acc = [0.84, 0.86, 0.84, 0.79, 0.76, 0.59, 0.79, 0.79, 0.84, 0.87, 0.84]
     ts, verdict = select_guarded(_rows(acc), tolerance=0.04, min_distance=0.2)
     assert sorted(ts) == [0.2, 0.8] and verdict["within_tolerance"] is True
 
 
+def test_select_guarded_anchors_the_tolerance_on_the_points_it_may_take():
+    from backdoorlab.defenses.mode_connectivity import select_guarded
+    # the suspects' own accuracy (0.927) would hang the window so high that it stops 0.3 from them; anchored on
+    # the best point 0.2 or more away (0.907 at t = 0.7), the window reaches the middle
+    acc = [0.927, 0.923, 0.903, 0.890, 0.873, 0.883, 0.877, 0.907, 0.903, 0.917, 0.927]
+    ts, verdict = select_guarded(_rows(acc), tolerance=0.04, min_distance=0.2)
+    assert ts == [0.5] and verdict["within_tolerance"] is True
+    # a suspect that scores far above every allowed point does not move the choice, only the verdict
+    acc_high = [0.999] + acc[1:-1] + [0.999]
+    ts_high, verdict_high = select_guarded(_rows(acc_high), tolerance=0.04, min_distance=0.2)
+    assert ts_high == [0.5] and verdict_high["within_tolerance"] is False
+
+
 def test_select_guarded_gives_up_accuracy_not_distance():
     from backdoorlab.defenses.mode_connectivity import select_guarded
-    # the tolerance alone would stop one step from the suspects (t = 0.1, 0.9): the floor keeps 0.2 away, and
-    # with 0.2 and 0.8 outside the tolerance the most accurate allowed point is taken, with the verdict
-    acc = [0.94, 0.94, 0.89, 0.86, 0.85, 0.85, 0.85, 0.86, 0.88, 0.93, 0.94]
+    # the tolerance alone would stop one step from the suspects (t = 0.1, 0.9): the floor keeps 0.2 away, the
+    # window hangs from the best allowed point (0.89), and the verdict says that costs more than the tolerance
+    acc = [0.94, 0.94, 0.89, 0.84, 0.84, 0.84, 0.84, 0.84, 0.84, 0.93, 0.94]
     ts, verdict = select_guarded(_rows(acc), tolerance=0.04, min_distance=0.2)
     assert ts == [0.2] and verdict["within_tolerance"] is False and "0.20 or more" in verdict["note"]
     assert select_guarded(_rows(acc), tolerance=0.04, min_distance=0.1)[0] == [0.1, 0.9]

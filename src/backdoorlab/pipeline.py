@@ -304,9 +304,9 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
 
 def rule_text(cfg: SanitizerConfig, two_suspects: bool) -> str:
     """The sanitizer's rule for t, in words, as its configuration sets it."""
-    text = (f"farthest t from the suspect endpoint(s) with validation accuracy within {cfg.ca_tolerance:.3f} of the "
-            f"best on the path, at least {cfg.min_distance:.2f} from every suspect end (the most accurate such t "
-            "when none is within the tolerance)")
+    text = (f"farthest t from the suspect endpoint(s) among those at least {cfg.min_distance:.2f} from every suspect "
+            f"end, with validation accuracy within {cfg.ca_tolerance:.3f} of the best of them (a warning when that "
+            "best is more than the tolerance under the best on the path)")
     if cfg.verify:
         text += ("; then one grid step further from the suspect(s) while Neural Cleanse still finds the suspect's "
                  f"target on the chosen model (anomaly index above {cfg.verify_threshold:g} among the suspect's labels)")
@@ -328,7 +328,7 @@ def sanitize_warnings(verdict: dict, cfg: SanitizerConfig) -> list[str]:
         warnings.append(f"the backdoor may remain: Neural Cleanse still finds the suspect's target on every point "
                         f"checked, up to {last['model']} ({found}; threshold {cfg.verify_threshold:g})")
     if not verdict.get("within_tolerance", True):
-        warnings.append(f"the exported model lies outside the accuracy tolerance ({cfg.ca_tolerance:.1%} under the "
+        warnings.append(f"the exported model costs more than the accuracy tolerance ({cfg.ca_tolerance:.1%} under the "
                         f"best validation accuracy on the path): {verdict.get('note', '')}")
     return warnings
 

@@ -19,7 +19,9 @@ What this implementation does, and why (details and measurements in docs/sanitiz
 - The backdoor check (``verify``, :mod:`.backdoor_check`): Neural Cleanse on the suspect(s) once; the rule's
   choice is then checked by reverse-engineering the suspect's flagged label(s) on it, and while the mask found
   is still anomalous among the suspect's labels the choice moves one grid step further from the suspect(s).
-  The refined model is checked too. What the rule could not achieve is in the verdict.
+  The refined model is checked too, and where Neural Cleanse flags nothing on the suspect there is nothing to
+  check it with, so the refine is left out: fine-tuning near a suspect can pull its backdoor back
+  (docs/sanitizer.md). What the rule could not achieve is in the verdict.
 - With one suspect model, the second endpoint is the suspect itself with its hidden units permuted
   (``second_endpoint="permuted"``, TSC, Peng et al. 2025; :mod:`backdoorlab.symmetry`): the same function far
   away in weight space, so both ends are the suspect and the rule keeps away from both, and the curve's
@@ -197,16 +199,19 @@ def select_ts_from_rows(rows: list[dict], suspect_ends=(0, 1), tolerance: float 
 
 def select_guarded(rows: list[dict], suspect_ends=(0, 1), tolerance: float = 0.04, min_distance: float = 0.2
                    ) -> tuple[list[float], dict]:
-    """The sanitizer's rule: :func:`select_ts`'s choice among the grid points at least ``min_distance`` (in t)
-    from every suspect end, and a verdict on it. Returns the ts to export (the tie-breaks' choice first, then
-    an equally far mirror) and ``{"within_tolerance", "tolerance", "min_distance", "note"}``.
+    """The sanitizer's rule: among the grid points at least ``min_distance`` (in t) from every suspect end, the
+    farthest from the suspects whose validation accuracy is within ``tolerance`` of the best of *those* points
+    (:func:`select_ts`'s tie-breaks), and a verdict on it. Returns the ts to export (the tie-breaks' choice
+    first, then an equally far mirror) and ``{"within_tolerance", "tolerance", "min_distance", "note"}``.
 
     Why a floor: the backdoor fades with the distance from a suspect, at a rate the clean data does not show.
-    One grid step (0.1) from a suspect every CIFAR-10 and MNIST path measured still obeyed the trigger (50-83% ASR
-    on CIFAR-10), so the tolerance alone, which anchors on the suspect's own accuracy, may stop there when the
-    middle of the path is weak. When no point that far from the suspects is within ``tolerance`` of the best
-    validation accuracy on the path (the suspects' own included), the most accurate of them is taken and
-    ``within_tolerance`` is false: the rule gives up accuracy before it goes back towards a suspect.
+    One grid step (0.1) from a suspect every path measured still obeyed the trigger, so the rule never goes
+    nearer. Why the tolerance is anchored on the allowed points and not on the whole path: the best validation
+    accuracy on a path is usually a suspect's own, which on a backdoored model cannot be trusted, and a window
+    hung from it stops on the suspect's side wherever the path's middle is a few points weaker (an untuned
+    Fashion-MNIST suspect: 0.3 from the suspects, still 8% ASR). ``within_tolerance`` is false when even the
+    best allowed point is more than ``tolerance`` under the best on the path (the suspects' own included): the
+    export then costs more clean accuracy than the tolerance allows, and the verdict says so.
     """
     by_t = {r["t"]: r for r in rows}
     dist = {t: round(min(abs(t - e) for e in suspect_ends), 9) for t in by_t}
@@ -216,12 +221,13 @@ def select_guarded(rows: list[dict], suspect_ends=(0, 1), tolerance: float = 0.0
                                f"{list(suspect_ends)}: use a finer grid or a smaller minimum distance")
     best = max(r["val_accuracy"] for r in rows)
     reach = max(r["val_accuracy"] for r in allowed)
-    slack = tolerance - (best - reach)  # the tolerance left once the best allowed point is counted
-    verdict = {"within_tolerance": slack >= -1e-12, "tolerance": tolerance, "min_distance": min_distance}
-    ts = select_ts_from_rows(allowed, suspect_ends, max(slack, 0.0))
-    verdict["note"] = ("the farthest point from the suspect(s) within the tolerance" if verdict["within_tolerance"]
-                       else f"no point {min_distance:.2f} or more from the suspect(s) is within the tolerance: the "
-                            f"most accurate of them, {best - reach:.1%} under the best on the path")
+    verdict = {"within_tolerance": best - reach <= tolerance + 1e-12, "tolerance": tolerance,
+               "min_distance": min_distance}
+    ts = select_ts_from_rows(allowed, suspect_ends, tolerance)
+    verdict["note"] = ("the farthest point from the suspect(s) within the tolerance of the best point "
+                       f"{min_distance:.2f} or more from them" if verdict["within_tolerance"]
+                       else f"every point {min_distance:.2f} or more from the suspect(s) is more than the tolerance "
+                            f"under the best on the path (the best of them by {best - reach:.1%})")
     return ts, verdict
 
 
@@ -403,7 +409,7 @@ class ModeConnectivitySanitizer:
         cfg = self.config
         by_t = {r["t"]: r for r in rows}
         dist = {t: round(min(abs(t - e) for e in suspect_ends), 9) for t in by_t}
-        best = max(r["val_accuracy"] for r in rows)
+        best = max(r["val_accuracy"] for t, r in by_t.items() if dist[t] >= cfg.min_distance - 1e-9)  # the rule's anchor
         groups = [ts]
         for d in sorted({d for d in dist.values() if d > dist[ts[0]]}):
             same = sorted((t for t in by_t if dist[t] == d),
@@ -510,6 +516,9 @@ class ModeConnectivitySanitizer:
             seconds["backdoor_check"] += time.time() - tick
         interior = 0.0 < t < 1.0 or (two_stages and t == 1.0)  # stage 2's t = 1 is stage 1's curve point
         refined, refine_record = cfg.refine_steps > 0 and interior, None
+        if refined and check is not None and not check.targets:  # a refine could not be checked: leave it out
+            refined, refine_record = False, {"accepted": False, "rejected_by": "no backdoor check (Neural Cleanse "
+                                                                               "flags no label of the suspect)"}
         if refined:  # the validation slice has chosen t; now every budget image can train the chosen model
             # An ensemble is refined as one model: the loss is that of its averaged output.
             # Only inside the path: t = 0 is a suspect, and t = 1 is a suspect or an endpoint already trained
