@@ -171,6 +171,17 @@ def select_t(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.04, val_loss
     return select_ts(ts, val_acc, suspect_ends, tolerance, val_loss)[0]
 
 
+def distance_from_suspects(t: float, suspect_ends) -> float:
+    """How far ``t`` lies from the nearest suspect end, rounded so that grid points compare exactly."""
+    return round(min(abs(t - e) for e in suspect_ends), 9)
+
+
+def allowed_rows(rows: list[dict], suspect_ends, min_distance: float) -> list[dict]:
+    """The path rows the rule may take: at least ``min_distance`` from every suspect end. Their best validation
+    accuracy is what the tolerance is counted from (:func:`select_guarded`, and the backdoor check's moves)."""
+    return [r for r in rows if distance_from_suspects(r["t"], suspect_ends) >= min_distance - 1e-9]
+
+
 def select_ts(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.04, val_loss=None) -> list[float]:
     """Every grid point :func:`select_t`'s rule could take before its tie-breaks: within ``tolerance`` of the
     best validation accuracy and as far from the suspect endpoint(s) as any such point. The one the tie-breaks
@@ -180,7 +191,7 @@ def select_ts(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.04, val_los
     loss = [0.0] * len(ts) if val_loss is None else list(map(float, val_loss))
     best = max(val_acc)
     ok = [i for i, a in enumerate(val_acc) if a >= best - tolerance - 1e-12]
-    dist = [round(min(abs(t - e) for e in suspect_ends), 9) for t in ts]
+    dist = [distance_from_suspects(t, suspect_ends) for t in ts]
     far = [i for i in ok if dist[i] == max(dist[j] for j in ok)]
     first = max(far, key=lambda i: (val_acc[i], -round(loss[i], 9), -ts[i]))
     return [ts[first]] + sorted(ts[i] for i in far if i != first)
@@ -213,9 +224,7 @@ def select_guarded(rows: list[dict], suspect_ends=(0, 1), tolerance: float = 0.0
     best allowed point is more than ``tolerance`` under the best on the path (the suspects' own included): the
     export then costs more clean accuracy than the tolerance allows, and the verdict says so.
     """
-    by_t = {r["t"]: r for r in rows}
-    dist = {t: round(min(abs(t - e) for e in suspect_ends), 9) for t in by_t}
-    allowed = [by_t[t] for t in by_t if dist[t] >= min_distance - 1e-9]
+    allowed = allowed_rows(rows, suspect_ends, min_distance)
     if not allowed:
         raise BackdoorlabError(f"no point of the t grid lies {min_distance} or more from the suspect end(s) "
                                f"{list(suspect_ends)}: use a finer grid or a smaller minimum distance")
@@ -408,8 +417,8 @@ class ModeConnectivitySanitizer:
         ``backdoor_check`` true when a checked model was clean, false when none was (the farthest is kept)."""
         cfg = self.config
         by_t = {r["t"]: r for r in rows}
-        dist = {t: round(min(abs(t - e) for e in suspect_ends), 9) for t in by_t}
-        best = max(r["val_accuracy"] for t, r in by_t.items() if dist[t] >= cfg.min_distance - 1e-9)  # the rule's anchor
+        dist = {t: distance_from_suspects(t, suspect_ends) for t in by_t}
+        best = max(r["val_accuracy"] for r in allowed_rows(rows, suspect_ends, cfg.min_distance))  # the rule's anchor
         groups = [ts]
         for d in sorted({d for d in dist.values() if d > dist[ts[0]]}):
             same = sorted((t for t in by_t if dist[t] == d),
