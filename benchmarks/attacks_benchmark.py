@@ -23,8 +23,10 @@ from backdoorlab.augment import sanitizer_augmentation
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses import SanitizerConfig
 from backdoorlab.models.sidecar import holdout_size
-from backdoorlab.pipeline import (SECOND_ENDPOINT_DIR, backdoor_of, load_for, model_attack_run, sanitize_run,
-                                 second_endpoint_record, train_defaults, train_run)
+from backdoorlab.attacks import backdoor_of
+from backdoorlab.models import load_for
+from backdoorlab.runs import SECOND_ENDPOINT_DIR, model_attack_run, sanitize_run, train_defaults, train_run
+from backdoorlab.runs.sanitize import second_endpoint_record
 from backdoorlab.train import TrainConfig
 from common import machine, open_results
 

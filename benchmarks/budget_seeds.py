@@ -74,7 +74,7 @@ def main():
     from backdoorlab.data import load_dataset
     from backdoorlab.defenses.repair import repairer_config
     from backdoorlab.errors import BackdoorlabError
-    from backdoorlab.pipeline import repair_run
+    from backdoorlab.runs import repair_run
 
     for v in variants:  # an unknown defense or option fails here, before any work
         try:

@@ -84,7 +84,8 @@ def load_saved_curve(run, bn_augment: str = "auto", progress: bool = False):
     from backdoorlab.data import load_dataset
     from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
     from backdoorlab.models import create_model
-    from backdoorlab.pipeline import load_for, resolve_bn_augment
+    from backdoorlab.models import load_for
+    from backdoorlab.runs import resolve_bn_augment
 
     run = pathlib.Path(run)
     config = json.loads((run / "config.json").read_text())
@@ -117,7 +118,8 @@ def load_patch_suspect(model_dir: str, dataset_name: str):
     ``mask_and_pattern``), the oracle the exploration scripts compare against; a BackdoorlabError otherwise."""
     from backdoorlab.data import load_dataset
     from backdoorlab.errors import BackdoorlabError
-    from backdoorlab.pipeline import backdoor_of, load_for
+    from backdoorlab.attacks import backdoor_of
+    from backdoorlab.models import load_for
     dataset = load_dataset(dataset_name)
     model, meta = load_for(model_dir, dataset)
     backdoor = backdoor_of(meta)

@@ -105,7 +105,9 @@ def main():
     from backdoorlab.augment import sanitizer_augmentation
     from backdoorlab.data import load_dataset
     from backdoorlab.defenses import SanitizerConfig
-    from backdoorlab.pipeline import backdoor_of, load_for, repair_run, sanitize_run, train_defaults, train_run
+    from backdoorlab.attacks import backdoor_of
+    from backdoorlab.models import load_for
+    from backdoorlab.runs import repair_run, sanitize_run, train_defaults, train_run
     from backdoorlab.train import TrainConfig
 
     out, results, save = open_results(args.out)

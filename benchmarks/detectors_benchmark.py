@@ -34,8 +34,10 @@ from backdoorlab.defenses.poison_detection import (activation_clustering, detect
                                                    poisoned_training_set, spectral_signatures)
 from backdoorlab.defenses.strip import StripConfig, StripDetector
 from backdoorlab.models.sidecar import holdout_size, planted_attack, provenance
-from backdoorlab.pipeline import backdoor_of, load_for, train_defaults, train_run
-from backdoorlab.scan import scan_run
+from backdoorlab.attacks import backdoor_of
+from backdoorlab.models import load_for
+from backdoorlab.runs import train_defaults, train_run
+from backdoorlab.runs import scan_run
 from backdoorlab.tensors import to_float
 from backdoorlab.train import TrainConfig
 from common import machine, open_results

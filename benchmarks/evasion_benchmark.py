@@ -69,7 +69,8 @@ def main():
     ds = load_dataset(args.dataset)
     test_x, test_y = ds.test_x, ds.test_y
 
-    from backdoorlab.evasion import FGSM, PGD, AdvTrainConfig, JpegDefense, robust_accuracy, train_and_save
+    from backdoorlab.evasion import FGSM, PGD, AdvTrainConfig, JpegDefense, robust_accuracy
+    from backdoorlab.runs import defended_train_run
 
     paths = {k: out / k for k in ("standard", "adversarial", "distilled")}
     if "models" in stages:
@@ -86,7 +87,7 @@ def main():
             if name not in args.models or (paths[name] / "model.json").exists():
                 continue
             tick = time.time()
-            _, meta = train_and_save(ds, args.arch, spec.pop("cfg"), str(paths[name]), progress=args.progress,
+            _, meta = defended_train_run(ds, args.arch, spec.pop("cfg"), str(paths[name]), progress=args.progress,
                                      **spec)
             results["models"][name] = {"clean_accuracy": meta["metrics"]["clean_accuracy"],
                                        "train_seconds": meta["training"]["seconds"],
@@ -161,7 +162,7 @@ def main():
             record(f"standard/pgd-ce-eps{eps}-defense-subset", sm, PGD(sm, eps, steps=args.eval_steps), x, y)
 
     if "path" in stages and args.path_name not in results:
-        from backdoorlab.evasion.path import path_robustness_run
+        from backdoorlab.runs import path_robustness_run
         tick = time.time()
         first = out / "path" / "curve.safetensors"
         curve_dir = str(first.parent) if args.path_name != "path" and first.exists() else None

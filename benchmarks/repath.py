@@ -29,7 +29,7 @@ def main():
 
     from backdoorlab.io import atomic_write_json
     from backdoorlab.metrics import evaluate
-    from backdoorlab.pipeline import backdoor_of
+    from backdoorlab.attacks import backdoor_of
     from backdoorlab.report import chosen_text
 
     saved = load_saved_curve(args.run, args.bn_augment, args.progress)

@@ -18,7 +18,7 @@ from backdoorlab.config import split_pairs
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses import SanitizerConfig
 from backdoorlab.errors import BackdoorlabError
-from backdoorlab.pipeline import finetune_run, sanitize_run, train_defaults, train_run
+from backdoorlab.runs import finetune_run, sanitize_run, train_defaults, train_run
 from backdoorlab.train import TrainConfig
 from common import machine, open_results
 

@@ -16,7 +16,7 @@ from backdoorlab.cli import main
 from backdoorlab.data import load_dataset
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.models import create_model
-from backdoorlab.pipeline import train_defaults, train_run
+from backdoorlab.runs import train_defaults, train_run
 from backdoorlab.train import TrainConfig
 from backdoorlab.triggers import (BlendTrigger, PatchTrigger, RandomPatchTrigger, border_locations, deal_locations,
                                  trigger_from_dict)

@@ -21,7 +21,7 @@ from backdoorlab.defenses.repair import REPAIRERS, repair, repairer_config
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import accuracy, predict
 from backdoorlab.models import create_model
-from backdoorlab.pipeline import train_defaults, train_run
+from backdoorlab.runs import train_defaults, train_run
 from backdoorlab.tensors import to_float
 from backdoorlab.train import TrainConfig
 
@@ -313,7 +313,7 @@ def test_repair_cli_checks_option_values_before_loading_data(tmp_path, capsys, m
 
 def test_bn_reestimation_data_follows_training_augmentation(budget):
     from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
-    from backdoorlab.pipeline import resolve_bn_augment
+    from backdoorlab.runs import resolve_bn_augment
     assert resolve_bn_augment(SanitizerConfig(), {"training": {"augment": "crop-flip-jpeg"}}).bn_augment == \
         "crop-flip-jpeg"
     assert resolve_bn_augment(SanitizerConfig(), {}).bn_augment == "none"
@@ -605,7 +605,7 @@ def test_sanitizer_moves_away_while_the_check_still_finds_the_backdoor(suspect, 
     stub = _StubCheck({"t = 0.25 + 0.75", "t = 0.50"})
     result = ModeConnectivitySanitizer(cfg, progress=False).sanitize(model, budget)
     assert result.t == 0.5 and result.verdict["backdoor_check"] is False
-    from backdoorlab.pipeline import sanitize_warnings
+    from backdoorlab.runs import sanitize_warnings
     assert any("the backdoor may remain" in w for w in sanitize_warnings(result.verdict, cfg))
     # nothing flagged on the suspect: nothing to check, and the verdict says so
     stub = _StubCheck(set(), targets=())

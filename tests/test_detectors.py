@@ -18,8 +18,8 @@ from backdoorlab.defenses.poison_detection import (activation_clustering, detect
 from backdoorlab.defenses.strip import StripConfig, StripDetector, strip_entropy
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import evaluate
-from backdoorlab.pipeline import train_run
-from backdoorlab.scan import scan_run
+from backdoorlab.runs import train_run
+from backdoorlab.runs import scan_run
 from backdoorlab.tensors import to_float
 from backdoorlab.train import TrainConfig
 

@@ -10,7 +10,8 @@ from torch import nn
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.evasion import (FGSM, PGD, AdversarialPatch, AdvTrainConfig, JpegDefense, OnePixel,
                                  input_hessian_top_eigenvalue, jpeg_compress, jpeg_pillow, make_attack, margin_loss,
-                                 parse_eps, robust_accuracy, train_and_save)
+                                 parse_eps, robust_accuracy)
+from backdoorlab.runs import defended_train_run
 from backdoorlab.evasion.path import barrier, pearson
 from backdoorlab.train import TrainConfig
 
@@ -27,7 +28,7 @@ def digits():
 def standard(digits, tmp_path_factory):
     """A normally trained digits model (about 98% clean accuracy), saved as a checkpoint."""
     out = tmp_path_factory.mktemp("evasion") / "standard"
-    model, _ = train_and_save(digits, "small-cnn", CFG, str(out), progress=False)
+    model, _ = defended_train_run(digits, "small-cnn", CFG, str(out), progress=False)
     return model, out
 
 
@@ -131,7 +132,7 @@ def test_bpda_breaks_jpeg(standard, test_set):
 
 def test_distillation_masks_ce_gradients_but_not_margin(digits, test_set):
     x, y = test_set
-    model, meta = train_and_save(digits, "small-cnn", CFG, None, distill_temperature=100.0, progress=False)
+    model, meta = defended_train_run(digits, "small-cnn", CFG, None, distill_temperature=100.0, progress=False)
     assert meta["metrics"]["clean_accuracy"] > 0.9
     assert meta["provenance"]["evasion_defense"]["method"] == "defensive-distillation"
     ce = robust_accuracy(model, PGD(model, 0.2, steps=20), x, y)
@@ -142,7 +143,7 @@ def test_distillation_masks_ce_gradients_but_not_margin(digits, test_set):
 def test_adversarial_training_buys_robustness(digits, standard, test_set):
     x, y = test_set
     cfg = TrainConfig(epochs=12, lr=0.05, batch_size=64, seed=0)
-    robust, meta = train_and_save(digits, "small-cnn", cfg, None, adv=AdvTrainConfig(eps=0.2, steps=3, warmup=0.1),
+    robust, meta = defended_train_run(digits, "small-cnn", cfg, None, adv=AdvTrainConfig(eps=0.2, steps=3, warmup=0.1),
                                   progress=False)
     assert meta["provenance"]["evasion_defense"]["method"] == "pgd-adversarial-training"
     attack = dict(eps=0.2, steps=20)

@@ -57,7 +57,7 @@ def test_repair_cli_offers_exactly_the_registered_repairers(capsys):
 
 
 def test_repairer_traits_answer_what_was_special_cased_by_name():
-    from backdoorlab.pipeline import default_repair_options
+    from backdoorlab.runs import default_repair_options
 
     assert REPAIRERS.names(two_models=True) == ["mode-connectivity"]
     assert REPAIRERS.names(learns_features=True) == ["fst", "mode-connectivity"]

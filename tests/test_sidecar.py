@@ -120,7 +120,7 @@ def test_provenance_attack_and_training_accessors():
 def test_a_bad_sidecar_field_is_a_one_line_cli_error(tmp_path, capsys):
     """A checkpoint whose sidecar holds a malformed held-out pool: `repair` says so in one line."""
     from backdoorlab.models import save_checkpoint
-    from backdoorlab.pipeline import new_model
+    from backdoorlab.models import new_model
     from backdoorlab.data import load_dataset
     ds = load_dataset("digits")
     model = new_model("small-cnn", ds)

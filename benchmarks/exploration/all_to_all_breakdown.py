@@ -17,7 +17,8 @@ import json
 from backdoorlab.data import load_dataset
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import predict
-from backdoorlab.pipeline import backdoor_of, load_for
+from backdoorlab.attacks import backdoor_of
+from backdoorlab.models import load_for
 
 
 def breakdown(model, backdoor, x, y, num_classes: int) -> dict:

@@ -27,7 +27,8 @@ from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import predict
 from backdoorlab.models.checkpoint import load_checkpoint
 from backdoorlab.models.sidecar import planted_attack
-from backdoorlab.pipeline import check_model_fits, resolve_bn_augment
+from backdoorlab.models import check_model_fits
+from backdoorlab.runs import resolve_bn_augment
 
 
 def shares(pred: torch.Tensor, k: int) -> torch.Tensor:

@@ -25,7 +25,8 @@ from backdoorlab.curves import reestimate_bn
 from backdoorlab.data import load_dataset
 from backdoorlab.metrics import accuracy, evaluate, predict
 from backdoorlab.models.sidecar import planted_attack
-from backdoorlab.pipeline import backdoor_of, load_for
+from backdoorlab.attacks import backdoor_of
+from backdoorlab.models import load_for
 from backdoorlab.tensors import to_float
 
 

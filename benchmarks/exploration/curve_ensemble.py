@@ -21,7 +21,7 @@ from common import load_saved_curve  # noqa: E402
 
 from backdoorlab.metrics import accuracy, evaluate, predict  # noqa: E402
 from backdoorlab.models import Ensemble  # noqa: E402
-from backdoorlab.pipeline import backdoor_of  # noqa: E402
+from backdoorlab.runs import backdoor_of  # noqa: E402
 
 
 def main():

@@ -29,7 +29,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from common import load_saved_curve  # noqa: E402
 
 from backdoorlab.metrics import accuracy, evaluate, predict  # noqa: E402
-from backdoorlab.pipeline import backdoor_of  # noqa: E402
+from backdoorlab.runs import backdoor_of  # noqa: E402
 from backdoorlab.report import chosen_text  # noqa: E402
 
 

@@ -20,7 +20,9 @@ from backdoorlab.data import load_dataset
 from backdoorlab.defenses import ModeConnectivitySanitizer, SanitizerConfig
 from backdoorlab.models import create_model
 from backdoorlab.models.sidecar import holdout_size
-from backdoorlab.pipeline import backdoor_of, load_for, resolve_bn_augment
+from backdoorlab.attacks import backdoor_of
+from backdoorlab.models import load_for
+from backdoorlab.runs import resolve_bn_augment
 from backdoorlab.augment import sanitizer_augmentation
 from backdoorlab.symmetry import find_unit_groups, match_units, permuted_copy
 from backdoorlab.tensors import to_float

@@ -20,7 +20,8 @@ import torch
 from backdoorlab.data import load_dataset
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import predict
-from backdoorlab.pipeline import backdoor_of, load_for
+from backdoorlab.attacks import backdoor_of
+from backdoorlab.models import load_for
 from backdoorlab.tensors import to_float
 
 BANDS = [(0.0, 0.02), (0.02, 0.05), (0.05, 0.1), (0.1, float("inf"))]

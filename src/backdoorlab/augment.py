@@ -90,7 +90,7 @@ def random_jpeg(images: torch.Tensor, generator: torch.Generator, p: float = 0.5
     """Re-encode each image as JPEG with probability ``p``, at a quality drawn uniformly from ``quality``.
 
     Makes a model robust to compression artefacts (test images that went through JPEG, as in the shared CIFAR-10
-    test set, or photos from the web). Uses Pillow's codec on CPU: about 0.1 ms per 32x32 image."""
+    test set, or photos from the web). Uses Pillow's codec on CPU."""
     from PIL import Image
 
     n = images.shape[0]

@@ -169,7 +169,7 @@ def train(dataset, arch, backdoor_spec, poison_rate, stamp, dropout, target_neur
     attacks are listed below); writes OUT/model.safetensors + model.json."""
     from .attacks import TRAINING_ATTACKS
     from .models import list_models
-    from .pipeline import train_config, train_run
+    from .runs import train_config, train_run
     if arch not in list_models():
         raise BackdoorlabError(f"unknown architecture {arch!r}; valid: {valid_names(list_models())}")
     attack = backdoor_spec["attack"]
@@ -231,9 +231,9 @@ def _print_metrics(m: dict) -> None:
 @data_dir_option
 def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
     """Measure CA, and ASR and RA for the attack given (or the one recorded in the model's sidecar)."""
+    from .attacks import backdoor_of
     from .metrics import evaluate as evaluate_model
-    from .models import load_checkpoint
-    from .pipeline import backdoor_of, check_model_fits
+    from .models import check_model_fits, load_checkpoint
     model, meta = load_checkpoint(model_dir, dataset=dataset)
     ds = _dataset(meta["dataset"], data_dir)
     check_model_fits(meta, ds, f"checkpoint {model_dir}")
@@ -298,6 +298,10 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
               help="Exit with status 3 when the exported model falls short (a warning: outside the accuracy "
                    "tolerance, or the backdoor still found); the model is still written, with the warnings in "
                    "path.json.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Any other setting of the sanitizer (repeatable; `backdoorlab list --defaults` shows them under "
+                   "mode-connectivity); it overrides the flags above. `backdoorlab repair mode-connectivity` is the "
+                   "same run with the same settings.")
 @_backdoor_options
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
@@ -305,7 +309,7 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
 @data_dir_option
 @progress_option
 def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_size, augment, second_endpoint, stages,
-             reuse, tolerance, grid, refine_steps, refine_guard, ensemble, min_distance, verify, strict,
+             reuse, tolerance, grid, refine_steps, refine_guard, ensemble, min_distance, verify, strict, options,
              backdoor_spec, seed, budget_seed, as_json, data_dir, no_progress):
     """Remove a backdoor from one or two suspect models with a learned curve in weight space.
 
@@ -315,24 +319,27 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
     on the same budget). The trigger is never used to choose the model; --attack only adds the ASR column to the
     report.
     """
-    from .augment import sanitizer_augmentation
-    from .defenses import SanitizerConfig
-    from .pipeline import sanitize_run
+    from .config import split_pairs
     from .report import chosen_text
+    from .runs import repair_run
     if len(model_dirs) > 2:
         raise BackdoorlabError(f"sanitize takes one or two model directories, got {len(model_dirs)}")
     if steps < 1:
         raise BackdoorlabError(f"--steps must be >= 1, got {steps}")
+    repairers = _repairers()
+    settings = dict(curve=curve, init=init, steps=steps, lr=lr, batch_size=batch_size, second_endpoint=second_endpoint,
+                    stages=stages, ca_tolerance=tolerance, grid=grid, refine_steps=refine_steps,
+                    refine_guard=refine_guard, ensemble=ensemble, min_distance=min_distance, verify=verify, seed=seed)
+    if augment is not None:
+        settings["augment"] = augment
+    settings.update(repairers.parse_options("mode-connectivity", split_pairs(options)))
+    repairers.config("mode-connectivity", **settings)  # bad values fail before the data loads
     ds = _dataset(dataset, data_dir)
-    if augment is None:
-        augment = sanitizer_augmentation(ds.name)
-    cfg = SanitizerConfig(curve=curve, init=init, steps=steps, second_steps=steps, lr=lr, batch_size=batch_size,
-                          augment=augment, second_endpoint=second_endpoint, stages=stages, ca_tolerance=tolerance,
-                          grid=grid, refine_steps=refine_steps, refine_guard=refine_guard, ensemble=ensemble,
-                          min_distance=min_distance, verify=verify, seed=seed)
     atk = _make_attack(backdoor_spec, ds)
-    summary = sanitize_run(ds, list(model_dirs), budget, out, cfg, backdoor=atk.backdoor if atk else None,
-                           budget_seed=budget_seed, progress=not no_progress, reuse_second_endpoint=reuse)
+    report = repair_run(ds, "mode-connectivity", list(model_dirs), budget, out, settings,
+                        backdoor=atk.backdoor if atk else None, budget_seed=budget_seed, progress=not no_progress,
+                        reuse_second_endpoint=reuse, command="sanitize")
+    summary = report["summary"]
     if as_json:
         click.echo(json.dumps({k: summary[k] for k in ("t", "ensemble", "clean_accuracy", "attack_success_rate",
                                                        "path", "stages", "refined_steps", "refine_check", "verdict",
@@ -407,7 +414,7 @@ def repair(name, model_dirs, dataset, budget, out, options, backdoor_spec, budge
     the ASR to the report when the checkpoint does not record its backdoor.
     """
     from .config import split_pairs
-    from .pipeline import default_repair_options, repair_run
+    from .runs import default_repair_options, repair_run
     repairers = _repairers()
     repairers.entry(name)  # an unknown NAME fails first, in one line
     opts = repairers.parse_options(name, split_pairs(options))
@@ -456,7 +463,7 @@ def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, as
     Neural Cleanse reverses a minimal trigger per label; the model is flagged when one label's trigger is an
     outlier (anomaly index > 2), and that label is the suspected target. Never reads the planted trigger."""
     from .config import split_pairs
-    from .scan import scan_run
+    from .runs import scan_run
     nc = _detectors().entry("neural-cleanse").config  # the seed comes from --budget-seed
     opts = nc.parse_options(split_pairs(options), owner="scan", exclude=("seed",))
     ds = _dataset(dataset, data_dir)
@@ -512,7 +519,7 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
     """
     from .attacks import MODEL_ATTACKS
     from .models import load_checkpoint
-    from .pipeline import model_attack_run
+    from .runs import model_attack_run
     if name not in MODEL_ATTACKS:
         raise BackdoorlabError(f"unknown model attack {name!r}; valid: {valid_names(MODEL_ATTACKS)} (data poisoning "
                                f"and triggerless attacks are planted with `backdoorlab train --attack NAME`)")

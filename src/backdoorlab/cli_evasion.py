@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import pathlib
-import time
 
 import click
 
@@ -32,31 +30,21 @@ def _positive(value, name):
         raise BackdoorlabError(f"{name} must be >= 1, got {value}")
 
 
-def _load_model(model_dir, dataset, data_dir):
-    from .data import load_dataset
-    from .models import load_checkpoint
-    from .pipeline import check_model_fits
-
-    model, meta = load_checkpoint(model_dir, dataset=dataset)
-    ds = load_dataset(meta["dataset"], data_dir)
-    check_model_fits(meta, ds, f"checkpoint {model_dir}")
-    return model, meta, ds
-
-
 def _train_config(ds, arch, epochs, lr, batch_size, schedule, weight_decay, augment, seed):
-    from .pipeline import train_config
+    from .runs import train_config
 
     return train_config(ds.name, arch, epochs, lr, batch_size, augment, schedule=schedule,
                         weight_decay=weight_decay, seed=seed)
 
 
 def _finish_training(ds, arch, cfg, out, as_json, progress, eval_eps, eval_steps, eval_images, **defense):
-    from .evasion import parse_eps, train_and_save
+    from .evasion import parse_eps
+    from .runs import defended_train_run
 
     _positive(eval_steps, "--eval-steps")
     _positive(eval_images, "--eval-images")
     eval_attack = {"eps": parse_eps(eval_eps), "steps": eval_steps} if eval_eps is not None else None
-    _, meta = train_and_save(ds, arch, cfg, out, progress=progress, eval_attack=eval_attack, eval_images=eval_images,
+    _, meta = defended_train_run(ds, arch, cfg, out, progress=progress, eval_attack=eval_attack, eval_images=eval_images,
                              **defense)
     m = meta["metrics"]
     if as_json:
@@ -116,67 +104,27 @@ def robustness(model_dir, dataset, attack, eps, steps, step_size, restarts, loss
     evolution over --pixels pixels; slow, 100 images by default). Robust accuracy: the fraction of test images
     classified correctly both clean and attacked. --defense jpeg puts JPEG compression in front of the model;
     --bpda attacks it with the identity as the transform's gradient (Athalye et al.), the honest evaluation."""
-    import torch
-
-    from .evasion import EVASION_ATTACKS, JpegDefense, make_attack, parse_eps, robust_accuracy
-    from .evasion.build import names_text
+    from .data import load_dataset
+    from .evasion import EVASION_ATTACKS
+    from .models import load_checkpoint
+    from .runs.robustness import check_robustness_options, robustness_run
 
     entry = EVASION_ATTACKS.entry(attack)
-    if defense not in ("none", "jpeg"):
-        raise BackdoorlabError(f"unknown input defense {defense!r}; valid: 'jpeg', 'none'")
-    if bpda and defense == "none":
-        raise BackdoorlabError("--bpda attacks an input defense: give --defense jpeg")
+    parsed_eps = check_robustness_options(attack, eps, target, defense, bpda)
     for v, name in ((steps, "--steps"), (restarts, "--restarts"), (n_images, "--n-images"),
                     (batch_size, "--batch-size"), (pixels, "--pixels"), (patch_steps, "--patch-steps")):
         _positive(v, name)
-    if entry.traits["eps"]:
-        if eps is None:
-            raise BackdoorlabError(f"the {attack} attack needs --eps (e.g. 0.3 or 8/255)")
-        eps = parse_eps(eps)
-    elif eps is not None:
-        raise BackdoorlabError(f"--eps does not apply to the {attack} attack (it is for "
-                               f"{names_text(EVASION_ATTACKS.names(eps=True))})")
-    if entry.traits["targeted_only"] and target is None:
-        raise BackdoorlabError(f"the {attack} attack is targeted: give --target")
-    model, meta, ds = _load_model(model_dir, dataset, data_dir)
-    if target is not None and not 0 <= target < ds.num_classes:
-        raise BackdoorlabError(f"target label {target} is out of range for {ds.num_classes} classes")
-    victim = JpegDefense(model, jpeg_quality) if defense == "jpeg" else model
-    attacked = victim.attackable(True) if bpda else victim
     # the attack's settings from the flags its config declares (--step-size is parsed like an epsilon)
     flag_values = {"--steps": steps, "--step-size": step_size, "--restarts": restarts, "--loss": loss,
-                   "--target": target, "--batch-size": batch_size, "--patch-size": patch_size,
-                   "--patch-steps": patch_steps, "--pixels": pixels, "--max-iter": max_iter, "--popsize": popsize,
-                   "--seed": seed}
-    kw = entry.config.parse_options({field: flag_values[flag] for flag, field in entry.config.flags().items()},
-                                    owner=attack)
-    if entry.traits["fitted"]:
-        kw["progress"] = not no_progress
-    atk = make_attack(attack, attacked, eps, **kw)
-    n = len(ds.test_y) if n_images is None else min(n_images, len(ds.test_y))
-    if entry.traits["default_images"] is not None and n_images is None:
-        n = min(entry.traits["default_images"], len(ds.test_y))
-    x, y = ds.test_x[:n], ds.test_y[:n]
-    tick = time.time()
-    extra = {}
-    if entry.traits["fitted"]:
-        from .budget import training_part
-        from .models.sidecar import holdout_size
-        xt, yt = training_part(ds, holdout_size(meta, ds.name))
-        pick = torch.randperm(len(yt), generator=torch.Generator().manual_seed(seed))[:patch_images]
-        atk.fit(xt[pick], yt[pick])
-        if out is not None:
-            pathlib.Path(out).mkdir(parents=True, exist_ok=True)
-            atk.save_png(pathlib.Path(out) / "patch.png")
-            extra["patch_png"] = str(pathlib.Path(out) / "patch.png")
-    r = robust_accuracy(victim, atk, x, y, batch_size=batch_size, progress=not no_progress, target=target)
-    result = {"model": str(model_dir), "dataset": ds.name, "attack": atk.config(),
-              "defense": None if defense == "none" else {"name": "jpeg", "quality": jpeg_quality, "bpda": bpda},
-              **r, **extra, "seconds": round(time.time() - tick, 1)}
-    if out is not None:
-        from .io import atomic_write_json
-        pathlib.Path(out).mkdir(parents=True, exist_ok=True)
-        atomic_write_json(pathlib.Path(out) / "robustness.json", result)
+                   "--batch-size": batch_size, "--patch-size": patch_size, "--patch-steps": patch_steps,
+                   "--pixels": pixels, "--max-iter": max_iter, "--popsize": popsize, "--seed": seed}
+    settings = {field: flag_values[flag] for flag, field in entry.config.flags().items() if flag != "--target"}
+    _, meta = load_checkpoint(model_dir, dataset=dataset)
+    ds = load_dataset(meta["dataset"], data_dir)
+    result = robustness_run(ds, model_dir, attack, eps, target=target, settings=settings, n_images=n_images,
+                            batch_size=batch_size, defense=defense, jpeg_quality=jpeg_quality, bpda=bpda,
+                            patch_images=patch_images, out=out, seed=seed, progress=not no_progress)
+    r, n, eps = result, result["n"], parsed_eps
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -188,8 +136,8 @@ def robustness(model_dir, dataset, attack, eps, steps, step_size, restarts, loss
     if "attack_success_rate" in r:
         click.echo(f"  targeted success (images of other classes classified as {target}) "
                    f"{_pct(r['attack_success_rate'])}")
-    if "patch_png" in extra:
-        click.echo(f"  patch saved to {extra['patch_png']}")
+    if "patch_png" in r:
+        click.echo(f"  patch saved to {r['patch_png']}")
 
 
 def path_robustness(model_a, model_b, dataset, out, eps, pgd_steps, step_size, curve, curve_steps, curve_lr, grid,
@@ -202,8 +150,8 @@ def path_robustness(model_a, model_b, dataset, out, eps, pgd_steps, step_size, c
     OUT/path_robustness.png, OUT/curve.safetensors and OUT/config.json."""
     from .data import load_dataset
     from .evasion import parse_eps
-    from .evasion.path import path_robustness_run
     from .models import load_checkpoint
+    from .runs import path_robustness_run
 
     eps = parse_eps(eps)
     for v, name in ((pgd_steps, "--pgd-steps"), (curve_steps, "--curve-steps"), (n_images, "--n-images"),

@@ -10,8 +10,8 @@ from .attacks import make_poisoning_attack
 from .data import load_dataset
 from .defenses import SanitizerConfig
 from .io import atomic_write_json
-from .pipeline import sanitize_run, train_run
 from .report import chosen_text
+from .runs import sanitize_run, train_run
 from .train import TrainConfig
 
 DEMO_BUDGET = 400

@@ -9,17 +9,31 @@ An entry is the name, the config dataclass (a :class:`~backdoorlab.config.Config
 registered function or class and the kind's *traits*: facts every entry of a kind may declare, with defaults
 set by the registry (a repairer takes two suspect models or one, ...). The CLI's choices, help texts,
 ``backdoorlab list`` and ``-o`` parsing, and the library's validation, all ask the registry, so adding a plugin
-is one new module; nothing else keeps a list of names. The entries are listed in registration order: the
-package that owns a registry imports its plugins' modules in the order ``backdoorlab list`` shows them.
+is one new module; nothing else keeps a list of names. The package that owns a registry imports every module
+it holds with :func:`import_plugins`, so a new plugin's file needs no import line anywhere. The entries are
+listed in registration order: the built-in plugins' modules in the order the package names, then any other
+module of the package, by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator, Mapping
+import importlib
+import pkgutil
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .config import Config
 from .errors import BackdoorlabError, valid_names
+
+
+def import_plugins(package: str, first: Iterable[str] = ()) -> None:
+    """Import every module of ``package`` (a package's ``__name__``), which registers the plugins they define:
+    the modules named in ``first`` in that order, then the others sorted by name (subpackages included)."""
+    first = list(first)
+    found = sorted(info.name for info in pkgutil.iter_modules(importlib.import_module(package).__path__)
+                   if not info.name.startswith("_"))
+    for name in first + [n for n in found if n not in first]:
+        importlib.import_module(f"{package}.{name}")
 
 
 @dataclasses.dataclass(frozen=True)

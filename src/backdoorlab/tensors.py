@@ -17,8 +17,8 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     """An image batch (N, C, H, W) in channels-last memory order (other tensors pass through). With a model
     whose convolution weights are channels-last too (:func:`model_channels_last`), oneDNN's CPU convolutions
-    train small-cnn about 1.5x faster than in the default order (docs/benchmarks.md, "Channels-last
-    convolutions"); values are the same up to float rounding."""
+    run faster than in the default order (docs/notebook/2026-12-05-benchmarks.md, "Channels-last convolutions");
+    values are the same up to float rounding."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 

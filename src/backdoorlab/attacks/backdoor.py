@@ -136,3 +136,10 @@ def backdoor_from_dict(spec: dict):
         raise BackdoorlabError(f"malformed backdoor description {spec!r}: {e}")
     raise BackdoorlabError(f"unknown backdoor kind {kind!r}; valid: "
                            f"{valid_names(['trigger', 'multi', *BACKDOOR_KINDS])}")
+
+
+def backdoor_of(meta: dict):
+    """The backdoor recorded in a checkpoint's sidecar ``meta`` (its provenance's planted attack), or None."""
+    from backdoorlab.models.sidecar import planted_attack
+    attack = planted_attack(meta)
+    return backdoor_from_dict(attack) if attack else None

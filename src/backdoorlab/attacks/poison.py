@@ -44,7 +44,7 @@ class PoisoningAttack:
     ``stamp="data"`` (default) is data poisoning: the victim's augmentation then moves, mirrors or crops the
     trigger like any other pixels. ``stamp="augmented"`` is the outsourced-training threat model of the BadNets
     paper: the attacker runs the training, so the trigger is stamped on the chosen images after augmentation,
-    in every epoch. With random crops of 4 pixels a corner trigger is otherwise cut off in about 40% of the
+    in every epoch. With random crops of 4 pixels a corner trigger is otherwise often cut off in the
     poisoned batches, which then teach the target label without any trigger.
     """
 

@@ -11,8 +11,8 @@
   in memory (fault injection) and wants a few chosen images classified as chosen labels while the model keeps
   its other predictions. Minimises a hinge loss on the chosen images' target margins plus cross-entropy towards
   the original predictions on other images, with small Adam steps, and stops as soon as every chosen image
-  flips. (On MNIST a heavy weight on the chosen images flipped them within 70 steps but cost 15 points of
-  accuracy on the rest; a light one, 0.1, with steps of 1e-5 kept 96%: see docs/attacks.md.)
+  flips. (A heavy weight on the chosen images flips them quickly but costs accuracy on the rest; the light
+  default keeps most of it: see docs/attacks.md.)
 - :func:`single_bias_attack` (Liu et al. 2017, SBA): change one bias value of a layer, the one whose increase
   raises the target logit margin of the chosen images fastest, by the smallest amount that flips them.
 
@@ -64,8 +64,8 @@ class WeightPerturbationConfig(Config):
     """Hyperparameters of :func:`adversarial_weight_perturbation`.
 
     ``epsilon``: l-infinity radius around the original weights (absolute, in weight units). ``step_size``:
-    PGD step (default epsilon / 100; epsilon / 10 pushed every weight to the edge of the ball and cost a
-    quarter of the clean agreement on MNIST). ``trigger_weight``: weight of the backdoor cross-entropy.
+    PGD step (default epsilon / 100; epsilon / 10 pushed every weight to the edge of the ball and lost much of
+    the clean agreement: docs/attacks.md). ``trigger_weight``: weight of the backdoor cross-entropy.
     """
 
     epsilon: float = option(0.01, flag="--epsilon")

@@ -1,12 +1,15 @@
 """Defenses: repairers (take suspect model(s) and a clean budget, return a model) and detectors.
 
-Importing the package registers every repairer in ``repair.REPAIRERS`` and every detector in
-``detectors.DETECTORS``, in the order ``backdoorlab list`` shows them (each module registers its own).
+Importing the package imports every module in it (:func:`~backdoorlab.registry.import_plugins`), which
+registers every repairer in ``repair.REPAIRERS`` and every detector in ``detectors.DETECTORS`` (each module
+registers its own): a new repairer is one new file.
 """
 
-# the repairers' and detectors' modules, which register them, in listing order
-from . import finetune, fst, pruning, anp, neural_cleanse, ibau, noise, mode_connectivity  # noqa: F401
-from . import strip, poison_detection  # noqa: F401
+from ..registry import import_plugins
+
+# every module of the package, which registers its repairer or detector; the built-in ones in listing order
+import_plugins(__name__, first=("finetune", "fst", "pruning", "anp", "neural_cleanse", "ibau", "noise",
+                                "mode_connectivity", "strip", "poison_detection"))
 from .finetune import finetune
 from .mode_connectivity import (ModeConnectivitySanitizer, SanitizerConfig, SanitizeResult, select_t,
                                 select_t_from_rows, select_ts, select_ts_from_rows)

@@ -9,11 +9,11 @@ distribution of mask norms (the median and spread of its other labels): above ``
 is still anomalous, and the candidate still carries the backdoor.
 
 Why not simply stamp the suspect's reversed trigger on the candidate: that trigger is a mix of the backdoor and
-an adversarial patch of the suspect, and the patch transfers to any model near the suspect. On CIFAR-10 it still
-sent 48% of clean images to the target at a point of the path whose real attack success rate was 2.3%. Reversing
+an adversarial patch of the suspect, and the patch transfers to any model near the suspect, so it still reads high where the backdoor is gone
+(docs/sanitizer.md, "Checking the choice"). Reversing
 the trigger anew on the candidate asks the candidate itself, and costs one label's Neural Cleanse per check.
 
-When Neural Cleanse flags no label of a suspect (MNIST's blended backdoor, anomaly index 1.2), there is nothing
+When Neural Cleanse flags no label of a suspect (MNIST's blended backdoor, for one), there is nothing
 to check and :attr:`BackdoorCheck.targets` is empty: the check can only confirm the backdoors it can see.
 """
 

@@ -11,8 +11,8 @@ What this implementation does, and why (details and measurements in docs/sanitiz
   weight decay on the control point and a one-cycle schedule.
 - t is chosen from clean data only: a validation slice of the budget (never used to fit the curve) is scored
   at every t of a grid, and the rule picks the t farthest from the suspect endpoint(s) whose validation
-  accuracy is within ``ca_tolerance`` of the best validation accuracy on the path (:func:`select_t`), never a
-  suspect end itself.
+  accuracy is within ``ca_tolerance`` of the best validation accuracy among the points the rule may take
+  (those ``min_distance`` or more from every suspect end; :func:`select_t`), never a suspect end itself.
 - The chosen t keeps ``min_distance`` (0.2) from every suspect end: one grid step from a suspect every path
   measured still obeyed the trigger. When nothing that far is within the tolerance, the rule gives up accuracy,
   not distance, and its verdict says so (:func:`select_guarded`).
@@ -33,7 +33,8 @@ What this implementation does, and why (details and measurements in docs/sanitiz
   the statistics of its own t.
 - With two suspects, the rule's two candidates equally far from them (t and 1 - t, both within tolerance) are
   averaged (``ensemble``): the exported model is an :class:`~backdoorlab.models.Ensemble` of the models at both
-  points (the mean of their softmax outputs), which on CIFAR-10 scored 1.0-1.3 points above the better of the two.
+  points (the mean of their softmax outputs), which on CIFAR-10 scored above the better of the two (docs/sanitizer.md,
+  "Averaging two points of the path").
 - An interior choice is then fine-tuned on the whole budget (``refine_steps``), but only if a trial refine of
   the same length on the fit part alone lowers the validation slice's cross-entropy (``refine_guard``):
   near a backdoored endpoint fine-tuning can pull the model back into its basin, which costs clean accuracy too.
@@ -88,7 +89,7 @@ class SanitizerConfig(Config):
     ca_tolerance: float = 0.04
     second_endpoint: str = "permuted"
     stages: int = 1  # permuted second endpoint: 2 adds TSC's second stage (a curve from the aligned suspect)
-    second_steps: int = 2400
+    second_steps: int | None = None  # training steps of a scratch/distilled/fine-tuned second endpoint (None: steps)
     second_lr: float = 0.05
     distill_temperature: float = 4.0
     distill_alpha: float = 0.9
@@ -105,6 +106,10 @@ class SanitizerConfig(Config):
     seed: int = 0
 
     def validate(self):
+        if self.second_steps is None:
+            self.second_steps = self.steps
+        if self.steps < 1 or self.second_steps < 1:
+            raise BackdoorlabError(f"steps must be >= 1, got {min(self.steps, self.second_steps)}")
         if self.curve not in CURVES:
             raise BackdoorlabError(f"unknown curve {self.curve!r}; valid: {valid_names(CURVES)}")
         if self.init not in CONTROL_INITS:
@@ -165,8 +170,8 @@ def select_t(ts, val_acc, suspect_ends=(0, 1), tolerance: float = 0.04, val_loss
     farthest from the suspect endpoint(s) (``suspect_ends``: (0, 1) when both endpoints are suspect, (0,) when
     only the model at t = 0 is). Ties go to the higher validation accuracy, then (when ``val_loss`` is given) to
     the lower validation cross-entropy, then to the smaller t. On a slice of a few hundred images two points
-    equally far from the ends often score the same accuracy (CIFAR-10: 84.0% at t = 0.2 and t = 0.8 on 250
-    images); the mean loss is a finer measure of the same clean data and rarely ties.
+    equally far from the ends often score the same accuracy (one image is a large step on a small slice); the
+    mean loss is a finer measure of the same clean data and rarely ties.
     """
     return select_ts(ts, val_acc, suspect_ends, tolerance, val_loss)[0]
 
@@ -342,9 +347,10 @@ class ModeConnectivitySanitizer:
     def bn_data(self, fit_part: CleanBudget) -> torch.Tensor:
         """The images batch norm is re-estimated on at every t: the fit part of the budget, passed once through
         ``bn_augment`` (seeded, the same images at every t). Statistics match the endpoints' best when the
-        images look like what the endpoints were trained on, so ``sanitize_run`` sets it to the augmentation
-        recorded in the suspect's checkpoint when it is ``"auto"`` (CIFAR-10: crop, flip and JPEG; re-estimating on pixel-exact images
-        cost resnet20 six points of clean accuracy at t = 0)."""
+        images look like what the endpoints were trained on, so the repair run (:func:`backdoorlab.runs.repair_run`)
+        sets it to the augmentation recorded in the suspect's checkpoint when it is ``"auto"`` (CIFAR-10: crop,
+        flip and JPEG; re-estimating on pixel-exact images costs resnet20 clean accuracy at t = 0,
+        docs/sanitizer.md)."""
         if self.config.bn_augment in ("none", "auto"):  # "auto": resolved by the caller, else pixel-exact
             return fit_part.x
         g = torch.Generator().manual_seed(self.config.seed + 3)
@@ -396,10 +402,9 @@ class ModeConnectivitySanitizer:
         """The refine step's guard: refine a copy of ``model`` on ``fit_part`` alone and score the validation slice
         before and after (accuracy and mean cross-entropy). Returns the record, whose ``accepted`` is true when the
         trial's validation loss is lower than the model's (the whole-budget refine that follows trains on the
-        slice too, so it cannot judge itself). The loss decides because it is the finer measure: on 100 images
-        accuracy moves in steps of 1%, and on an MNIST pair it fell by one image (96% -> 95%) for a trial whose
-        loss fell by 10% and whose refine raised accuracy on 4,000 development images; over the trials measured
-        (MNIST and CIFAR-10, docs/sanitizer.md) the loss's direction always matched the development images'.
+        slice too, so it cannot judge itself). The loss decides because it is the finer measure: on a small slice accuracy moves in whole images and can
+        fall for a trial that lowers the loss and helps held-out images; over the trials measured (docs/sanitizer.md)
+        the loss's direction matched the development images'.
         A tie rejects: a refine that shows no gain on clean data is not worth its risk (near a backdoored
         endpoint fine-tuning can pull the model back towards it)."""
         acc_before, loss_before = validation_scores(model, val_part)
@@ -455,7 +460,7 @@ class ModeConnectivitySanitizer:
         ``test`` (x, y) and ``backdoor`` are for reporting the path only; they never influence the choice of t.
         ``second_model`` (one suspect only) is a second endpoint this sanitizer made earlier with the same
         configuration on the same budget (``"scratch"``: it does not depend on the suspect); it is used instead
-        of training the same model again. The caller vouches for the match (:func:`backdoorlab.pipeline.sanitize_run`
+        of training the same model again. The caller vouches for the match (:func:`backdoorlab.runs.repair_run`
         checks the record saved with it).
 
         With one suspect and ``second_endpoint="permuted"`` (TSC), the first curve runs from the suspect to its
@@ -569,14 +574,24 @@ def _num_classes(model: nn.Module, part: CleanBudget) -> int:
 
 @REPAIRERS.register("mode-connectivity", SanitizerConfig,
                     "Mode-connectivity sanitizer (Zhao et al. 2020): a curve in weight space from the suspect, "
-                    "exported at a point away from it.", two_models=True, learns_features=True)
+                    "exported at a point away from it.", two_models=True, learns_features=True, traces_path=True)
 def sanitize_as_repairer(model: nn.Module, budget: CleanBudget, cfg: SanitizerConfig, *, progress: bool = True,
-                         suspect_b: nn.Module | None = None, model_factory=None) -> tuple[nn.Module, dict]:
+                         suspect_b: nn.Module | None = None, model_factory=None, test=None, backdoor=None,
+                         num_classes: int | None = None, second_model: nn.Module | None = None
+                         ) -> tuple[nn.Module, dict]:
     """The repairer form of :class:`ModeConnectivitySanitizer`: the sanitized model and what the sanitizer chose
-    (t, path, stages, verdict, ...)."""
-    result = ModeConnectivitySanitizer(cfg, model_factory, progress=progress).sanitize(model, budget, suspect_b)
+    (t, path, stages, verdict, ...). ``test``, ``backdoor``, ``num_classes`` and ``second_model`` are passed to
+    :meth:`ModeConnectivitySanitizer.sanitize` (reporting the path on test data; reusing a second endpoint).
+
+    Besides its JSON-able entries the info carries what a run saves next to the model: ``curve_control`` (the
+    trained control points by parameter name) and ``second_model`` (the endpoint made for t = 1, or None)."""
+    result = ModeConnectivitySanitizer(cfg, model_factory, progress=progress).sanitize(
+        model, budget, suspect_b, test=test, backdoor=backdoor, num_classes=num_classes, second_model=second_model)
     return result.model, {"t": result.t, "ensemble": result.ensemble_ts, "second_endpoint": result.second_endpoint,
                           "path": result.path, "stages": result.stages, "refined": result.refined,
                           "refine_check": result.refine_check, "verdict": result.verdict,
                           "unit_groups": result.unit_groups,
-                          "seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "config": cfg.to_dict()}
+                          "seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "config": cfg.to_dict(),
+                          "curve_control": {k: v.detach().contiguous()
+                                            for k, v in zip(result.curve.names, result.curve.control)},
+                          "second_model": result.second_model}

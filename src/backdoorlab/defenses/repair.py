@@ -27,6 +27,10 @@ REPAIRERS = Registry("defense", traits={
     # learns new features from the budget: its training steps default to the sanitizer's small-budget
     # augmentation instead of the suspect's training augmentation (pipeline.default_repair_options)
     "learns_features": False,
+    # traces a path in weight space: also takes test=, backdoor=, num_classes= (to report the path on test data,
+    # never to choose) and second_model= (an endpoint made earlier, reused); its info carries the path and, for
+    # the run to save, curve_control and second_model (see mode_connectivity.sanitize_as_repairer)
+    "traces_path": False,
 })
 
 
@@ -40,13 +44,29 @@ def repairer_defaults(name: str) -> dict:
 
 
 def repair(name: str, suspect: nn.Module, budget: CleanBudget, suspect_b: nn.Module | None = None, *,
-           progress: bool = True, model_factory=None, **options) -> tuple[nn.Module, dict]:
-    """Run repairer ``name`` on ``suspect`` (and ``suspect_b``, for mode connectivity) with the clean ``budget``."""
+           progress: bool = True, model_factory=None, path_context: dict | None = None,
+           **options) -> tuple[nn.Module, dict]:
+    """Run repairer ``name`` on ``suspect`` (and ``suspect_b``, for mode connectivity) with the clean ``budget``.
+
+    ``path_context``: for a repairer that traces a path (trait ``traces_path``), its ``test``, ``backdoor``,
+    ``num_classes`` and ``second_model`` keywords."""
     entry = REPAIRERS.entry(name)
     cfg = entry.config.from_dict(options, owner=name)
-    if not entry.traits["two_models"]:
-        if suspect_b is not None:
-            raise BackdoorlabError(f"{name} repairs one model; only {' and '.join(REPAIRERS.names(two_models=True))}"
-                                   f" takes two")
-        return entry.run(suspect, budget, cfg, progress=progress)
-    return entry.run(suspect, budget, cfg, progress=progress, suspect_b=suspect_b, model_factory=model_factory)
+    return run_repairer(entry, suspect, budget, cfg, suspect_b, progress=progress, model_factory=model_factory,
+                        path_context=path_context)
+
+
+def run_repairer(entry, suspect: nn.Module, budget: CleanBudget, cfg: Config, suspect_b: nn.Module | None = None, *,
+                 progress: bool = True, model_factory=None, path_context: dict | None = None
+                 ) -> tuple[nn.Module, dict]:
+    """Call a registry ``entry`` with a built config, passing each keyword only to the repairers whose traits
+    take it."""
+    kwargs = {}
+    if entry.traits["two_models"]:
+        kwargs.update(suspect_b=suspect_b, model_factory=model_factory)
+    elif suspect_b is not None:
+        raise BackdoorlabError(f"{entry.name} repairs one model; only "
+                               f"{' and '.join(REPAIRERS.names(two_models=True))} takes two")
+    if entry.traits["traces_path"]:
+        kwargs.update(path_context or {})
+    return entry.run(suspect, budget, cfg, progress=progress, **kwargs)

@@ -12,10 +12,10 @@
 from .attacks import (ATTACKS, EVASION_ATTACKS, FGSM, PGD, AdversarialPatch, Attack, OnePixel, attack_loss,
                       make_attack, margin_loss, parse_eps, robust_accuracy)
 from .defenses import (AdversarialBatches, AdvTrainConfig, JpegDefense, adversarial_training, defensive_distillation,
-                       jpeg_compress, jpeg_pillow, train_and_save)
+                       jpeg_compress, jpeg_pillow)
 from .hessian import input_hessian_top_eigenvalue
 
 __all__ = ["ATTACKS", "EVASION_ATTACKS", "FGSM", "PGD", "AdversarialPatch", "Attack", "OnePixel", "attack_loss",
            "make_attack", "margin_loss", "parse_eps", "robust_accuracy", "AdversarialBatches", "AdvTrainConfig", "JpegDefense",
-           "adversarial_training", "defensive_distillation", "jpeg_compress", "jpeg_pillow", "train_and_save",
+           "adversarial_training", "defensive_distillation", "jpeg_compress", "jpeg_pillow",
            "input_hessian_top_eigenvalue"]

@@ -4,8 +4,11 @@ pieces in ``base.py`` and the measurement in ``robustness.py``."""
 
 from __future__ import annotations
 
-# the attacks' modules, which register them (fgsm after pgd: FGSM is one step of PGD)
-from . import pgd, fgsm, patch, one_pixel  # noqa: F401
+from ..registry import import_plugins
+
+# every module of the package, which registers its attack; the built-in ones in listing order (fgsm after pgd:
+# FGSM is one step of PGD)
+import_plugins("backdoorlab.evasion", first=("pgd", "fgsm", "patch", "one_pixel"))
 from .base import (LOSSES, NORMS, Attack, attack_loss, eval_mode, frozen, margin_loss,  # noqa: F401
                    parse_eps)
 from .build import EVASION_ATTACKS, make_attack  # noqa: F401

@@ -1,0 +1,39 @@
+"""Models and data sets that must fit each other: a new model shaped for a data set, and a checkpoint checked
+against the data set it is about to be run on (channels, image size, classes) before any work is done."""
+
+from __future__ import annotations
+
+import torch
+
+from backdoorlab.errors import BackdoorlabError
+from backdoorlab.models.checkpoint import load_checkpoint
+from backdoorlab.models.registry import create_model
+
+
+def arch_args(dataset) -> dict:
+    """The architecture arguments a data set fixes: classes, channels, image size and the normalisation."""
+    return dict(num_classes=dataset.num_classes, in_channels=dataset.in_channels,
+                input_size=list(dataset.image_size), mean=list(dataset.mean), std=list(dataset.std))
+
+
+def new_model(arch: str, dataset, seed: int = 0, **extra) -> torch.nn.Module:
+    """A freshly initialised ``arch`` for ``dataset``, its weights drawn after seeding torch with ``seed``."""
+    torch.manual_seed(seed)
+    return create_model(arch, **arch_args(dataset), **extra)
+
+
+def check_model_fits(meta: dict, dataset, where: str) -> None:
+    """Raise if a checkpoint's input shape or class count does not fit ``dataset``."""
+    a = meta["arch_args"]
+    want = (dataset.in_channels, *dataset.image_size, dataset.num_classes)
+    got = (a["in_channels"], *a["input_size"], a["num_classes"])
+    if tuple(want) != tuple(got):
+        raise BackdoorlabError(f"{where} takes {got[0]}x{got[1]}x{got[2]} images with {got[3]} classes, but "
+                               f"{dataset.name} has {want[0]}x{want[1]}x{want[2]} images with {want[3]} classes")
+
+
+def load_for(path: str, dataset, arch: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """Load a checkpoint and check it fits ``dataset`` (named data set and input shape)."""
+    model, meta = load_checkpoint(path, arch=arch, dataset=dataset.name)
+    check_model_fits(meta, dataset, f"checkpoint {path}")
+    return model, meta

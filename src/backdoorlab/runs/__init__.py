@@ -1,0 +1,30 @@
+"""Runs: what a command does from end to end, for the CLI, the demo and the benchmarks.
+
+A run loads what it is given (data set, checkpoints), calls the library (training, attacks, repairers,
+detectors, evasion attacks), evaluates, and writes its outputs with their configuration next to them, every file
+atomically. The command line and the benchmarks are thin callers of these functions; no library module imports
+this package.
+
+- :mod:`.train`: train a model, clean or with a backdoor planted at training time (``backdoorlab train``);
+- :mod:`.defended_training`: train with an evasion defense (``adv-train``, ``distill``);
+- :mod:`.attack`: change a trained model's weights (``backdoorlab attack``);
+- :mod:`.repair`: repair suspect models with any registered defense (``backdoorlab repair``), the
+  mode-connectivity sanitizer included (``backdoorlab sanitize`` is the same run, :mod:`.sanitize` writes its
+  path);
+- :mod:`.scan`: is a model backdoored (``backdoorlab scan``), with its HTML report (:mod:`.scan_report`);
+- :mod:`.robustness`, :mod:`.path_robustness`: evasion robustness of a model, and along a curve.
+"""
+
+from .attack import model_attack_run
+from .defended_training import defended_train_run
+from .outputs import check_out_dir
+from .path_robustness import path_robustness_run
+from .repair import default_repair_options, finetune_run, repair_run, resolve_bn_augment
+from .robustness import robustness_run
+from .sanitize import SECOND_ENDPOINT_DIR, sanitize_run, sanitize_warnings
+from .scan import scan_run
+from .train import train_config, train_defaults, train_run
+
+__all__ = ["SECOND_ENDPOINT_DIR", "check_out_dir", "default_repair_options", "defended_train_run", "finetune_run",
+           "model_attack_run", "path_robustness_run", "repair_run", "resolve_bn_augment", "robustness_run",
+           "sanitize_run", "sanitize_warnings", "scan_run", "train_config", "train_defaults", "train_run"]

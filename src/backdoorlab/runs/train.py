@@ -1,0 +1,78 @@
+"""``backdoorlab train``: train a model on the non-held-out training images of a data set, clean or with a
+backdoor planted at training time, and save it with its sidecar."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..budget import default_holdout, training_part
+from ..errors import BackdoorlabError, valid_names
+from ..metrics import evaluate
+from ..models import list_models, new_model, save_checkpoint
+from ..models.sidecar import build_sidecar, dataset_fields, holdout_record, training_record
+from ..train import TrainConfig, train_model
+from .outputs import check_out_dir
+
+# Training defaults per (data set, architecture): what reaches the benchmark targets on a 2-core CPU.
+TRAIN_DEFAULTS = {
+    ("mnist", "small-cnn"): dict(epochs=3, lr=0.05, batch_size=128),
+    ("fashion-mnist", "small-cnn"): dict(epochs=5, lr=0.05, batch_size=128),
+    ("digits", "small-cnn"): dict(epochs=40, lr=0.05, batch_size=64),
+    ("cifar10", "*"): dict(epochs=20, lr=0.1, batch_size=128, augment="crop-flip-jpeg", channels_last=True),
+}
+
+
+def train_defaults(dataset: str, arch: str) -> dict:
+    """The training recipe of ``arch`` on ``dataset`` (epochs, lr, batch size and, where set, augmentation)."""
+    return dict(TRAIN_DEFAULTS.get((dataset, arch)) or TRAIN_DEFAULTS.get((dataset, "*")) or
+                dict(epochs=10, lr=0.05, batch_size=128))
+
+
+def train_config(dataset: str, arch: str, epochs=None, lr=None, batch_size=None, augment=None, **fixed) -> TrainConfig:
+    """The training recipe for ``arch`` on ``dataset``: the defaults of :func:`train_defaults`, overridden by the
+    given (non-None) ``epochs``, ``lr``, ``batch_size`` and ``augment``; ``fixed``: further TrainConfig fields
+    (schedule, weight_decay, seed, ...)."""
+    if arch not in list_models():
+        raise BackdoorlabError(f"unknown architecture {arch!r}; valid: {valid_names(list_models())}")
+    d = train_defaults(dataset, arch)
+    for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment).items():
+        if v is not None:
+            d[k] = v
+    d.setdefault("augment", "none")
+    if d["epochs"] < 1:
+        raise BackdoorlabError(f"--epochs must be >= 1, got {d['epochs']}")
+    return TrainConfig(**fixed, **d)
+
+
+def train_run(dataset, arch: str, cfg: TrainConfig, attack=None, out: str | None = None, holdout: int | None = None,
+              progress: bool = True, desc: str = "train", model_args: dict | None = None
+              ) -> tuple[torch.nn.Module, dict]:
+    """Train ``arch`` on the non-held-out training images of ``dataset``, poisoned by ``attack`` if given.
+
+    ``model_args`` go to :func:`create_model` (e.g. ``dropout``); an attack may add its own (``model_args()``),
+    poison the data (``poison``) and hook into the training batches (``batch_hook``)."""
+    check_out_dir(out, "train")
+    holdout = default_holdout(dataset.name) if holdout is None else holdout
+    x, y = training_part(dataset, holdout)
+    provenance, hook, extra = {"attack": None}, None, dict(model_args or {})
+    if attack is not None and hasattr(attack, "model_args"):
+        extra.update(attack.model_args())
+    model = new_model(arch, dataset, cfg.seed, **extra)
+    if attack is not None:
+        poisoned = attack.poison(x, y, dataset.num_classes, seed=cfg.seed)
+        x, y = poisoned.x, poisoned.y
+        hook = attack.batch_hook(poisoned, model) if hasattr(attack, "batch_hook") else None
+        provenance = {"attack": attack.to_dict(), "poisoned": len(poisoned.poisoned), "poison_seed": cfg.seed}
+    tick = time.time()
+    history = train_model(model, x, y, cfg, progress=progress, desc=desc, batch_hook=hook)
+    seconds = time.time() - tick
+    backdoor = attack.backdoor if attack is not None else None
+    metrics = evaluate(model, dataset.test_x, dataset.test_y, backdoor, dataset.num_classes)
+    meta = build_sidecar(arch, model.arch_args, dataset.name, **dataset_fields(dataset), seed=cfg.seed,
+                         training=training_record(cfg, len(y), seconds, history), holdout=holdout_record(holdout),
+                         provenance=provenance, metrics=metrics)
+    if out is not None:
+        save_checkpoint(model, out, meta)
+    return model, meta
