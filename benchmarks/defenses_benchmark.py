@@ -102,12 +102,10 @@ def main():
     from attacks_benchmark import TRAINED
     from common import machine, open_results
 
-    from backdoorlab.augment import sanitizer_augmentation
-    from backdoorlab.data import load_dataset
-    from backdoorlab.defenses import SanitizerConfig
     from backdoorlab.attacks import backdoor_of
+    from backdoorlab.data import load_dataset
     from backdoorlab.models import load_for
-    from backdoorlab.runs import repair_run, sanitize_run, train_defaults, train_run
+    from backdoorlab.runs import repair_run, train_defaults, train_run
     from backdoorlab.train import TrainConfig
 
     out, results, save = open_results(args.out)
@@ -150,16 +148,13 @@ def main():
             tick = time.time()
             repairer, options = VARIANTS.get(d, (d, {}))
             where = str(out / "repaired" / f"{name}-{d}")
-            if repairer == "mode-connectivity":  # as `backdoorlab sanitize` runs it: the path with test CA and ASR
-                cfg = SanitizerConfig(**{"augment": sanitizer_augmentation(args.dataset), **options})
-                r = sanitize_run(ds, dirs, args.budget, where, cfg, backdoor=backdoor, progress=args.progress)
-                cell = {k: r.get(k) for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy")}
-                cell["info"] = {k: r[k] for k in ("t", "ensemble", "refined_steps", "verdict", "seconds")}
-                cell["warnings"] = r["warnings"]
+            r = repair_run(ds, repairer, dirs, args.budget, where, options=options, backdoor=backdoor,
+                           progress=args.progress)
+            cell = {k: r["after"].get(k) for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy")}
+            if "summary" in r:  # a defense that traces a path (the sanitizer): its choice and warnings
+                cell["info"] = {k: r["summary"][k] for k in ("t", "ensemble", "refined_steps", "verdict", "seconds")}
+                cell["warnings"] = r["summary"]["warnings"]
             else:
-                r = repair_run(ds, repairer, dirs, args.budget, where, options=options, backdoor=backdoor,
-                               progress=args.progress)
-                cell = {k: r["after"].get(k) for k in ("clean_accuracy", "attack_success_rate", "robust_accuracy")}
                 cell["info"] = {k: v for k, v in r["info"].items()
                                 if k not in ("path", "config", "prune_curve", "pruned_channels")}
             row["defenses"][d] = {**cell, "seconds": round(time.time() - tick, 1)}
