@@ -1,0 +1,185 @@
+"""FT-SAM (`finetune-sam`): fine-tuning with (adaptive) sharpness-aware minimization."""
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from backdoorlab.attacks import make_poisoning_attack
+from backdoorlab.budget import clean_budget
+from backdoorlab.cli import main
+from backdoorlab.data import load_dataset
+from backdoorlab.defenses.finetune import finetune
+from backdoorlab.defenses.finetune_sam import FinetuneSAMConfig, SAMLoss, finetune_sam, sam_perturbation
+from backdoorlab.defenses.repair import REPAIRERS, repair, repairer_config
+from backdoorlab.errors import BackdoorlabError
+from backdoorlab.metrics import evaluate
+from backdoorlab.pipeline import backdoor_of, train_defaults, train_run
+from backdoorlab.tensors import to_float
+from backdoorlab.train import TrainConfig
+
+QUICK = dict(epochs=30, batch_size=64)  # 120 steps on a budget of 300: about a second
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def suspect(digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finetune-sam") / "badnets"
+    attack = make_poisoning_attack("badnets", target=0, poison_rate=0.1)
+    model, meta = train_run(digits, "small-cnn", TrainConfig(seed=1, **train_defaults("digits", "small-cnn")), attack,
+                            out=str(out), progress=False)
+    return model.eval(), meta, out
+
+
+@pytest.fixture(scope="module")
+def budget(digits):
+    return clean_budget(digits, 300, seed=0)
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"rho": -0.5}, "rho must be a finite number >= 0"),
+    ({"rho": math.nan}, "rho must be a finite number >= 0"),
+    ({"rho": math.inf}, "rho must be a finite number >= 0"),
+    ({"epochs": 0}, "epochs must be an integer >= 1"),
+    ({"lr": 0.0}, "lr must be a finite number > 0"),
+    ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
+    ({"schedule": "step"}, "unknown schedule 'step'; valid:"),
+    ({"augment": "mixup"}, "unknown augment 'mixup'; valid:"),
+])
+def test_config_refuses_bad_values_in_one_line(bad, match):
+    with pytest.raises(BackdoorlabError, match=match) as e:
+        repairer_config("finetune-sam", **bad)
+    assert "\n" not in str(e.value)
+
+
+def test_registered_with_the_papers_defaults():
+    entry = REPAIRERS.entry("finetune-sam")
+    assert entry.config is FinetuneSAMConfig and not entry.traits["two_models"]
+    assert not entry.traits["learns_features"]  # it tunes the suspect: its training augmentation, like finetune
+    d = REPAIRERS.defaults("finetune-sam")
+    assert (d["rho"], d["adaptive"], d["epochs"], d["lr"], d["batch_size"], d["label_smoothing"], d["schedule"]) == \
+        (2.0, True, 100, 0.01, 256, 0.1, "cosine")
+    with pytest.raises(BackdoorlabError, match="unknown option 'radius' for finetune-sam; valid:"):
+        repairer_config("finetune-sam", radius=1.0)
+
+
+def test_perturbation_lies_on_the_sam_ball_along_the_gradient():
+    torch.manual_seed(0)
+    params = [torch.randn(5, 3), torch.randn(4)]
+    grads = [torch.randn(5, 3), None]  # a parameter without gradient is not perturbed
+    e = sam_perturbation(params, grads, rho=0.7, adaptive=False)
+    assert torch.equal(e[1], torch.zeros(4))
+    assert torch.linalg.vector_norm(torch.cat([t.flatten() for t in e])).item() == pytest.approx(0.7, rel=1e-5)
+    assert F.cosine_similarity(e[0].flatten(), grads[0].flatten(), dim=0) > 0.9999
+    e = sam_perturbation(params, grads, rho=2.0, adaptive=True)
+    # adaptive: the radius holds for e / |w|, and each weight moves in proportion to w^2 * g
+    scaled = torch.cat([(t / p.abs()).flatten() for t, p in zip(e, params)])
+    assert torch.linalg.vector_norm(scaled).item() == pytest.approx(2.0, rel=1e-5)
+    assert F.cosine_similarity(e[0].flatten(), (params[0] ** 2 * grads[0]).flatten(), dim=0) > 0.9999
+
+
+def test_sam_step_takes_the_gradient_at_the_perturbed_weights_without_moving_them(suspect, budget):
+    model = copy.deepcopy(suspect[0]).train()
+    x, y = to_float(budget.x[:64]), budget.y[:64].long()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    reference = copy.deepcopy(model)  # one plain forward: the BN statistics a SAM step should leave
+    reference(x)
+    loss_fn = SAMLoss(model, rho=2.0, adaptive=True, label_smoothing=0.1)
+    loss, logits = loss_fn(x, y)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # nothing to restore
+    assert _same(dict(model.named_buffers()), dict(reference.named_buffers()))  # the perturbed pass updated copies
+    loss.backward()
+    # the same step by hand: gradient at w, move the weights by e, gradient there
+    manual = copy.deepcopy(suspect[0]).train()
+    params = list(manual.parameters())
+    plain = F.cross_entropy(manual(x), y, label_smoothing=0.1)
+    assert torch.allclose(logits, manual(x).detach(), atol=1e-5)
+    e = sam_perturbation(params, torch.autograd.grad(plain, params), 2.0, adaptive=True)
+    with torch.no_grad():
+        for p, d in zip(params, e):
+            p.add_(d)
+    perturbed = F.cross_entropy(manual(x), y, label_smoothing=0.1)
+    perturbed.backward()
+    assert loss.item() == pytest.approx(perturbed.item(), rel=1e-5)
+    assert loss.item() > plain.item()  # the ascent step found a worse point
+    assert loss_fn.sharpness[0] == pytest.approx(perturbed.item() - plain.item(), abs=1e-5)
+    for p, q in zip(model.parameters(), manual.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_repair_returns_a_new_model_is_seeded_and_leaves_the_suspect(suspect, budget):
+    model = suspect[0]
+    before, was_training = _state(model), model.training
+    repaired, info = repair("finetune-sam", model, budget, progress=False, epochs=5, batch_size=64)
+    assert repaired is not model and not repaired.training and model.training == was_training
+    assert _same(_state(model), before)  # the suspect is untouched
+    assert not _same(_state(repaired), before)
+    assert info["steps"] == 5 * (300 // 64) and info["config"]["rho"] == 2.0
+    assert info["sharpness_first_steps"] > 0 and json.dumps(info)
+    again, _ = repair("finetune-sam", model, budget, progress=False, epochs=5, batch_size=64)
+    assert _same(_state(again), _state(repaired))  # same seed, same model
+    other, _ = repair("finetune-sam", model, budget, progress=False, epochs=5, batch_size=64, seed=1)
+    assert not _same(_state(other), _state(repaired))
+
+
+def test_rho_zero_is_plain_fine_tuning_and_sam_departs_from_it(suspect, budget):
+    """rho=0 runs the library's fine-tuning with the same recipe, to the bit; rho > 0 changes the result, and plain
+    SAM differs from adaptive SAM."""
+    model = suspect[0]
+    cfg = FinetuneSAMConfig(rho=0.0, label_smoothing=0.0, epochs=5, batch_size=64)
+    plain, _ = finetune_sam(model, budget, cfg, progress=False)
+    reference = finetune(model, budget.x, budget.y.long(), cfg.train_config(), progress=False)
+    assert _same(_state(plain), _state(reference))
+    sam, _ = finetune_sam(model, budget, FinetuneSAMConfig(label_smoothing=0.0, epochs=5, batch_size=64),
+                          progress=False)
+    assert not _same(_state(sam), _state(plain))
+    non_adaptive, _ = finetune_sam(model, budget, FinetuneSAMConfig(rho=0.05, adaptive=False, label_smoothing=0.0,
+                                                                    epochs=5, batch_size=64), progress=False)
+    assert not _same(_state(non_adaptive), _state(sam)) and not _same(_state(non_adaptive), _state(plain))
+
+
+def test_lowers_the_attack_success_rate_more_than_plain_fine_tuning(suspect, budget, digits):
+    model, meta, _ = suspect
+    backdoor = backdoor_of(meta)
+    test = (digits.test_x, digits.test_y, backdoor, digits.num_classes)
+    assert evaluate(model, *test)["attack_success_rate"] > 0.95
+    sam = evaluate(repair("finetune-sam", model, budget, progress=False, **QUICK)[0], *test)
+    plain = evaluate(repair("finetune-sam", model, budget, progress=False, rho=0.0, **QUICK)[0], *test)
+    assert sam["clean_accuracy"] >= 0.97
+    assert sam["attack_success_rate"] < 0.7 and sam["attack_success_rate"] < plain["attack_success_rate"] - 0.2
+
+
+def test_repair_cli_runs_finetune_sam(suspect, tmp_path, capsys):
+    _, _, path = suspect
+    out = tmp_path / "sam"
+    code = main(["repair", "finetune-sam", str(path), "--dataset", "digits", "--clean-budget", "300", "--out", str(out),
+                 "-o", "epochs=3", "-o", "batch-size=64", "-o", "adaptive=false", "-o", "rho=0.1", "--json",
+                 "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    r = json.loads(captured.out)
+    assert r["defense"] == "finetune-sam" and "attack_success_rate" in r["after"]
+    assert json.loads((out / "report.json").read_text())["info"]["steps"] == 3 * (300 // 64)
+    saved = json.loads((out / "model.json").read_text())
+    assert saved["provenance"]["repaired"]["defense"] == "finetune-sam"
+    options = json.loads((out / "config.json").read_text())["options"]
+    assert options["adaptive"] is False and options["rho"] == 0.1 and options["epochs"] == 3
+    code = main(["repair", "finetune-sam", str(path), "--dataset", "digits", "-o", "rho=-1", "--out",
+                 str(tmp_path / "bad"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "rho must be a finite number >= 0" in err, err
