@@ -12,16 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data.registry import sanitizer_augmentation  # the small-budget augmentation, a data set trait  # noqa: F401
 from .errors import BackdoorlabError, valid_names
 
 AUGMENTATIONS = ("none", "crop", "crop-flip", "crop-flip-jpeg", "jpeg", "affine", "affine-elastic")
-
-
-def sanitizer_augmentation(dataset_name: str) -> str:
-    """Augmentation for training on a small clean budget: crop-flip-jpeg for CIFAR-10, affine for greyscale sets
-    (``affine-elastic`` trains a better model from scratch on MNIST but did not make a better sanitizer:
-    docs/sanitizer.md)."""
-    return "crop-flip-jpeg" if dataset_name == "cifar10" else "affine"
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:

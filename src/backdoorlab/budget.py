@@ -12,14 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .data.registry import default_holdout  # the pool's size, a trait of each data set  # noqa: F401
 from .errors import BackdoorlabError
 
-DEFAULT_HOLDOUT = {"digits": 400}  # others: 5,000 images
 SPLIT_SEED = 0
-
-
-def default_holdout(dataset_name: str) -> int:
-    return DEFAULT_HOLDOUT.get(dataset_name, 5000)
 
 
 def holdout_split(n_train: int, holdout: int, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,6 +76,13 @@ class Registry:
 
         return decorator
 
+    def unregister(self, name: str) -> Entry:
+        """Remove ``name`` and return its entry (a plugin registered for a while, as by a test); an unknown name
+        is the one-line error of :meth:`entry`."""
+        entry = self.entry(name)
+        del self._entries[name]
+        return entry
+
     def entry(self, name: str) -> Entry:
         """The entry ``name``; an unknown name is a one-line error listing the valid ones."""
         if name not in self._entries:

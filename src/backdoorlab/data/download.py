@@ -6,6 +6,9 @@ real name). A file already present is trusted after parsing; if its MD5 differs 
 :class:`ChecksumWarning` is emitted (the shared CIFAR-10 copy, for one, is a faithful rebuild, not the
 official bytes).
 
+Each data set's module declares its files' official mirrors and MD5s where it registers the data set (traits
+``mirrors`` and ``md5`` in :data:`~backdoorlab.data.registry.DATASETS`).
+
 Set ``BACKDOORLAB_MIRROR`` to a base URL to fetch every file as ``{mirror}/{dataset}/{filename}`` instead
 (the layout of the data directory), e.g. from a local server.
 """
@@ -20,38 +23,43 @@ import urllib.request
 import uuid
 import warnings
 from pathlib import Path
+from typing import Iterator, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
+from backdoorlab.data.registry import DATASETS
 from backdoorlab.errors import BackdoorlabError
 
 MIRROR_ENV = "BACKDOORLAB_MIRROR"
 TIMEOUT_S = 30.0
 _CHUNK = 1 << 20
 
+
+class _PerDataset(Mapping):
+    """A trait of the registered data sets, by name: those that declare it (a read-only view of the registry,
+    where each data set's module declares its mirrors and MD5s)."""
+
+    def __init__(self, trait: str):
+        self.trait = trait
+
+    def __getitem__(self, dataset: str):
+        value = DATASETS.entry(dataset).traits[self.trait] if dataset in DATASETS else None
+        if not value:
+            raise KeyError(dataset)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([n for n in DATASETS if DATASETS.entry(n).traits[self.trait]])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 #: Base URLs per dataset, tried in order; a file's URL is base + filename.
-MIRRORS: dict[str, list[str]] = {
-    "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"],
-    "fashion-mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
-    "cifar10": ["https://www.cs.toronto.edu/~kriz/"],
-}
+MIRRORS: Mapping[str, Sequence[str]] = _PerDataset("mirrors")
 
 #: Official MD5 of every file, per dataset.
-MD5: dict[str, dict[str, str]] = {
-    "mnist": {
-        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-    },
-    "fashion-mnist": {
-        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-    },
-    "cifar10": {"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
-}
+MD5: Mapping[str, dict[str, str]] = _PerDataset("md5")
 
 
 class ChecksumWarning(UserWarning):
