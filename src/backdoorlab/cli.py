@@ -137,8 +137,14 @@ def _attacks():
     return TRAINING_ATTACKS
 
 
-@cli.command(cls=RegistryCommand, listings=[("Attacks (--attack)", lambda: _attacks().entries())])
-@click.option("--dataset", required=True, help="mnist, fashion-mnist, cifar10 or digits.")
+def _datasets():
+    from .data import DATASETS
+    return DATASETS
+
+
+@cli.command(cls=RegistryCommand, listings=[("Data sets (--dataset)", lambda: _datasets().entries()),
+                                            ("Attacks (--attack)", lambda: _attacks().entries())])
+@click.option("--dataset", required=True, help="One of the data sets listed below.")
 @click.option("--arch", required=True, help="small-cnn, resnet20, preact-resnet18 or vgg16-bn.")
 @_backdoor_options
 @click.option("--poison-rate", default=0.1, show_default=True, type=float, help="Fraction of the training set poisoned.")
@@ -573,12 +579,12 @@ def demo(out, seed, no_progress):
 @click.argument("names", nargs=-1)
 @data_dir_option
 def download(names, data_dir):
-    """Download data sets (default: mnist, fashion-mnist, cifar10) into the data directory and verify them."""
-    from .data import list_datasets, load_dataset, resolve_data_dir
-    names = names or ("mnist", "fashion-mnist", "cifar10")
+    """Download data sets (default: every one with official files: cifar10, fashion-mnist, mnist) into the data
+    directory and verify them."""
+    from .data import dataset_entry, downloadable_datasets, load_dataset, resolve_data_dir
+    names = names or downloadable_datasets()
     for n in names:
-        if n not in list_datasets():
-            raise BackdoorlabError(f"unknown dataset {n!r}; valid: {valid_names(list_datasets())}")
+        dataset_entry(n)  # an unknown name: one line listing the valid ones
     for n in names:
         ds = load_dataset(n, data_dir, download=True)
         click.echo(f"{n}: {len(ds.train_y)} train / {len(ds.test_y)} test images in {resolve_data_dir(data_dir)}")

@@ -8,18 +8,14 @@ this package (``idx``: MNIST and Fashion-MNIST, ``cifar10``, ``digits``). Import
 module in it, so adding a data set is adding its module here.
 """
 
-import importlib
-import pkgutil
-
 from backdoorlab.data.datasets import Dataset, list_datasets, load_dataset, resolve_data_dir
 from backdoorlab.data.download import ChecksumWarning
 from backdoorlab.data.registry import (DATASETS, dataset_entry, default_arch, default_holdout, downloadable_datasets,
                                        sanitizer_augmentation, training_augmentation, training_recipe)
 
-# every module of the package, so that each data set's module registers it
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
-del _module
+from backdoorlab.registry import import_plugins
+
+import_plugins(__name__)  # every module of the package, so that each data set's module registers it
 
 __all__ = ["ChecksumWarning", "DATASETS", "Dataset", "dataset_entry", "default_arch", "default_holdout",
            "downloadable_datasets", "list_datasets", "load_dataset", "resolve_data_dir", "sanitizer_augmentation",

@@ -14,8 +14,9 @@ import time
 
 from .. import __version__
 from ..attacks import backdoor_of
-from ..augment import AUGMENTATIONS, sanitizer_augmentation
+from ..augment import AUGMENTATIONS
 from ..budget import clean_budget
+from ..data.registry import sanitizer_augmentation, training_augmentation
 from ..defenses import finetune
 from ..defenses.repair import REPAIRERS, run_repairer
 from ..errors import BackdoorlabError
@@ -26,7 +27,6 @@ from ..models.sidecar import build_sidecar, holdout_size, inherited_fields, prov
 from ..train import TrainConfig
 from . import sanitize as path_outputs
 from .outputs import check_out_dir, model_arch
-from .train import TRAIN_DEFAULTS
 
 
 def default_repair_options(name: str, dataset_name: str) -> dict:
@@ -38,7 +38,7 @@ def default_repair_options(name: str, dataset_name: str) -> dict:
         return {}
     if entry.traits["learns_features"]:
         return {"augment": sanitizer_augmentation(dataset_name)}
-    return {"augment": TRAIN_DEFAULTS.get((dataset_name, "*"), {}).get("augment", "none")}
+    return {"augment": training_augmentation(dataset_name)}
 
 
 def resolve_bn_augment(cfg, meta: dict):

@@ -8,6 +8,7 @@ import time
 import torch
 
 from ..budget import default_holdout, training_part
+from ..data.registry import training_recipe
 from ..errors import BackdoorlabError, valid_names
 from ..metrics import evaluate
 from ..models import list_models, new_model, save_checkpoint
@@ -15,19 +16,10 @@ from ..models.sidecar import build_sidecar, dataset_fields, holdout_record, trai
 from ..train import TrainConfig, train_model
 from .outputs import check_out_dir
 
-# Training defaults per (data set, architecture): what reaches the benchmark targets on a 2-core CPU.
-TRAIN_DEFAULTS = {
-    ("mnist", "small-cnn"): dict(epochs=3, lr=0.05, batch_size=128),
-    ("fashion-mnist", "small-cnn"): dict(epochs=5, lr=0.05, batch_size=128),
-    ("digits", "small-cnn"): dict(epochs=40, lr=0.05, batch_size=64),
-    ("cifar10", "*"): dict(epochs=20, lr=0.1, batch_size=128, augment="crop-flip-jpeg", channels_last=True),
-}
-
-
 def train_defaults(dataset: str, arch: str) -> dict:
-    """The training recipe of ``arch`` on ``dataset`` (epochs, lr, batch size and, where set, augmentation)."""
-    return dict(TRAIN_DEFAULTS.get((dataset, arch)) or TRAIN_DEFAULTS.get((dataset, "*")) or
-                dict(epochs=10, lr=0.05, batch_size=128))
+    """The training recipe of ``arch`` on ``dataset`` (epochs, lr, batch size and, where set, augmentation), as
+    the data set's registry entry gives it."""
+    return training_recipe(dataset, arch)
 
 
 def train_config(dataset: str, arch: str, epochs=None, lr=None, batch_size=None, augment=None, **fixed) -> TrainConfig:
