@@ -1,9 +1,9 @@
 """The model attacks by name: attacks that change a trained model's weights (weight perturbation, fault
 injection, single bias), each registered with its settings class and how it is run on a checkpoint.
 
-``backdoorlab attack NAME``, ``pipeline.model_attack_run``, ``backdoorlab list`` and the attacks benchmark ask
+``backdoorlab attack NAME``, ``runs.model_attack_run``, ``backdoorlab list`` and the attacks benchmark ask
 :data:`MODEL_ATTACKS`. An entry's ``run(model, cfg, data)`` takes the model, its settings and the
-:class:`ModelAttackData` the pipeline prepared, and returns ``(attacked model, report, backdoor)``: the report
+:class:`ModelAttackData` the run prepared, and returns ``(attacked model, report, backdoor)``: the report
 of the attack function, and the backdoor the attacked model is measured with (the planted trigger, or the
 chosen images for the fault attacks). Traits: ``trigger`` (it plants the trigger given by the trigger options;
 the others flip chosen images and refuse them) and ``settings`` (the keyword of ``model_attack_run`` that

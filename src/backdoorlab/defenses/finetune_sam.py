@@ -25,7 +25,7 @@ over the clean budget in batches of 256, SGD with momentum 0.9 (no Nesterov) and
 rate 0.01 annealed to zero by a cosine schedule, label smoothing 0.1. As everywhere in this library an epoch is
 ``len(budget) // batch_size`` full batches (the remainder of the shuffled budget is left out of that epoch).
 The paper fine-tunes with the suspect's training augmentation; so does this repairer when run through the
-pipeline (it tunes the suspect rather than learning new features, so ``augment`` defaults to the data set's
+repair run (it tunes the suspect rather than learning new features, so ``augment`` defaults to the data set's
 training augmentation, as for ``finetune``). ``rho=0`` is plain fine-tuning with the same recipe (one pass per
 step).
 """

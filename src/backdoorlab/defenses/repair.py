@@ -25,7 +25,7 @@ REPAIRERS = Registry("defense", traits={
     # takes a second suspect model (suspect_b) and a model_factory besides the suspect
     "two_models": False,
     # learns new features from the budget: its training steps default to the sanitizer's small-budget
-    # augmentation instead of the suspect's training augmentation (pipeline.default_repair_options)
+    # augmentation instead of the suspect's training augmentation (runs.default_repair_options)
     "learns_features": False,
     # traces a path in weight space: also takes test=, backdoor=, num_classes= (to report the path on test data,
     # never to choose) and second_model= (an endpoint made earlier, reused); its info carries the path and, for
