@@ -9,8 +9,10 @@ An entry is the name, the config dataclass (a :class:`~backdoorlab.config.Config
 registered function or class and the kind's *traits*: facts every entry of a kind may declare, with defaults
 set by the registry (a repairer takes two suspect models or one, ...). The CLI's choices, help texts,
 ``backdoorlab list`` and ``-o`` parsing, and the library's validation, all ask the registry, so adding a plugin
-is one new module; nothing else keeps a list of names. The entries are listed in registration order: the
-package that owns a registry imports its plugins' modules in the order ``backdoorlab list`` shows them.
+is one new module; nothing else keeps a list of names. The entries are listed in registration order (the
+package that owns a registry imports its plugins' modules in the order ``backdoorlab list`` shows them), or,
+for a registry built with an ``order`` key, sorted by it (registration order breaking ties): a package that
+discovers its plugins' modules, and so imports them alphabetically, lists them by what they are.
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ class Entry:
 
 class Registry:
     """The entries of one kind of plugin, by name. ``kind`` names it in messages ("unknown defense 'x'");
-    ``traits`` are the facts its entries may declare, with their defaults."""
+    ``traits`` are the facts its entries may declare, with their defaults; ``order``, a key on an
+    :class:`Entry`, the order they are listed in (default: registration order)."""
 
-    def __init__(self, kind: str, traits: Mapping[str, Any] | None = None):
+    def __init__(self, kind: str, traits: Mapping[str, Any] | None = None,
+                 order: Callable[[Entry], Any] | None = None):
         self.kind = kind
         self.traits = dict(traits or {})
+        self.order = order
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, config: type[Config], description: str, **traits) -> Callable:
@@ -62,6 +67,10 @@ class Registry:
 
         return decorator
 
+    def unregister(self, name: str) -> Entry:
+        """Remove the entry ``name`` and return it (a test that registers a plugin of its own removes it)."""
+        return self._entries.pop(self.entry(name).name)
+
     def entry(self, name: str) -> Entry:
         """The entry ``name``; an unknown name is a one-line error listing the valid ones."""
         if name not in self._entries:
@@ -71,14 +80,15 @@ class Registry:
     __getitem__ = entry
 
     def names(self, **traits) -> list[str]:
-        """Registered names in registration order; with ``traits``, only the entries that have those values."""
-        return [n for n, e in self._entries.items() if all(e.traits[k] == v for k, v in traits.items())]
+        """Registered names in listing order; with ``traits``, only the entries that have those values."""
+        entries = self._entries.values() if self.order is None else sorted(self._entries.values(), key=self.order)
+        return [e.name for e in entries if all(e.traits[k] == v for k, v in traits.items())]
 
     def entries(self, **traits) -> list[Entry]:
         return [self._entries[n] for n in self.names(**traits)]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._entries))
+        return iter(self.names())
 
     def __len__(self) -> int:
         return len(self._entries)

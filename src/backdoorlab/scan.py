@@ -20,7 +20,7 @@ import torch
 from . import __version__
 from .budget import clean_budget
 from .defenses.neural_cleanse import NeuralCleanseConfig, NeuralCleanseResult, neural_cleanse
-from .defenses.strip import StripConfig, StripDetector
+from .detectors.strip import StripConfig, StripDetector
 from .errors import BackdoorlabError
 from .io import atomic_path, atomic_write_json, atomic_write_text
 from .models.sidecar import holdout_size

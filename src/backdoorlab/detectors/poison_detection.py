@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 from ..config import Config, option
 from ..errors import BackdoorlabError, valid_names
 from ..tensors import to_float
-from .detectors import DETECTORS
+from . import DETECTORS
 
 AC_ANALYSES = ("size", "silhouette", "clean")
 AC_REDUCTIONS = ("ica", "pca")
