@@ -13,8 +13,9 @@ from backdoorlab.budget import clean_budget
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses.neural_cleanse import (NeuralCleanseConfig, UnlearningConfig, anomaly_indices,
                                                  nc_unlearning, neural_cleanse, neural_cleanse_unlearn)
-from backdoorlab.detectors.poison_detection import (activation_clustering, detection_metrics, penultimate_features,
-                                                    poisoned_training_set, spectral_signatures)
+from backdoorlab.detectors.activation_clustering import activation_clustering
+from backdoorlab.detectors.poison_detection import detection_metrics, penultimate_features, poisoned_training_set
+from backdoorlab.detectors.spectral_signatures import spectral_signatures
 from backdoorlab.detectors.strip import StripConfig, StripDetector, strip_entropy
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import evaluate
