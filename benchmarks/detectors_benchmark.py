@@ -30,9 +30,10 @@ import torch
 from backdoorlab.attacks import make_poisoning_attack
 from backdoorlab.budget import clean_budget
 from backdoorlab.data import load_dataset
-from backdoorlab.defenses.poison_detection import (activation_clustering, detection_metrics, penultimate_features,
-                                                   poisoned_training_set, spectral_signatures)
-from backdoorlab.defenses.strip import StripConfig, StripDetector
+from backdoorlab.detectors.activation_clustering import activation_clustering
+from backdoorlab.detectors.poison_detection import detection_metrics, penultimate_features, poisoned_training_set
+from backdoorlab.detectors.spectral_signatures import spectral_signatures
+from backdoorlab.detectors.strip import StripConfig, StripDetector
 from backdoorlab.models.sidecar import holdout_size, planted_attack, provenance
 from backdoorlab.attacks import backdoor_of
 from backdoorlab.models import load_for

@@ -105,3 +105,16 @@ def test_registry_decorator_entries_traits_and_unknown_names():
         reg.register("d", dict, "D.")
     with pytest.raises(ValueError, match="one-line description"):
         reg.register("d", ToyConfig, "")
+
+
+def test_registry_order_key_and_unregister():
+    reg = Registry("widget", traits={"rank": 0}, order=lambda e: (e.traits["rank"], e.name))
+    for name, rank in [("z", 0), ("b", 1), ("a", 1), ("y", 0)]:
+        reg.register(name, ToyConfig, f"{name.upper()}.", rank=rank)(object)
+    assert list(reg) == reg.names() == ["y", "z", "a", "b"] and reg.names(rank=1) == ["a", "b"]
+    assert [e.name for e in reg.entries()] == ["y", "z", "a", "b"]
+    assert reg.unregister("a").name == "a" and list(reg) == ["y", "z", "b"] and "a" not in reg
+    with pytest.raises(BackdoorlabError, match=r"^unknown widget 'a'; valid: 'b', 'y', 'z'$"):
+        reg.unregister("a")
+    reg.register("a", ToyConfig, "A again.", rank=1)(object)  # the name is free again
+    assert list(reg) == ["y", "z", "a", "b"]

@@ -13,9 +13,10 @@ from backdoorlab.budget import clean_budget
 from backdoorlab.data import load_dataset
 from backdoorlab.defenses.neural_cleanse import (NeuralCleanseConfig, UnlearningConfig, anomaly_indices,
                                                  nc_unlearning, neural_cleanse, neural_cleanse_unlearn)
-from backdoorlab.defenses.poison_detection import (activation_clustering, detection_metrics, penultimate_features,
-                                                   poisoned_training_set, spectral_signatures)
-from backdoorlab.defenses.strip import StripConfig, StripDetector, strip_entropy
+from backdoorlab.detectors.activation_clustering import activation_clustering
+from backdoorlab.detectors.poison_detection import detection_metrics, penultimate_features, poisoned_training_set
+from backdoorlab.detectors.spectral_signatures import spectral_signatures
+from backdoorlab.detectors.strip import StripConfig, StripDetector, strip_entropy
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import evaluate
 from backdoorlab.runs import train_run
@@ -360,7 +361,7 @@ def test_training_set_detectors_on_clean_data_flag_little():
 
 
 def test_detection_metrics_by_hand():
-    from backdoorlab.defenses.poison_detection import PoisonDetection
+    from backdoorlab.detectors.poison_detection import PoisonDetection
 
     det = PoisonDetection("x", np.array([0.9, 0.8, 0.1, 0.7, 0.2]), np.array([0, 1, 3]))
     m = detection_metrics(det, [0, 2])

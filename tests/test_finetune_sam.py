@@ -17,7 +17,8 @@ from backdoorlab.defenses.finetune_sam import FinetuneSAMConfig, SAMLoss, finetu
 from backdoorlab.defenses.repair import REPAIRERS, repair, repairer_config
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import evaluate
-from backdoorlab.pipeline import backdoor_of, train_defaults, train_run
+from backdoorlab.attacks import backdoor_of
+from backdoorlab.runs import train_defaults, train_run
 from backdoorlab.tensors import to_float
 from backdoorlab.train import TrainConfig
 

@@ -12,8 +12,8 @@ import pytest
 from backdoorlab.attacks import MODEL_ATTACKS, TRAINING_ATTACKS, build_attack, make_poisoning_attack
 from backdoorlab.cli import main
 from backdoorlab.config import Config
-from backdoorlab.defenses.detectors import DETECTORS, LEVELS
 from backdoorlab.defenses.repair import REPAIRERS
+from backdoorlab.detectors import DETECTORS, LEVELS
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.evasion import EVASION_ATTACKS
 

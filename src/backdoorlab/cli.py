@@ -442,7 +442,7 @@ def repair(name, model_dirs, dataset, budget, out, options, backdoor_spec, budge
 
 
 def _detectors():
-    from .defenses.detectors import DETECTORS
+    from .detectors import DETECTORS
     return DETECTORS
 
 
@@ -596,8 +596,8 @@ def list_cmd(defaults):
     """List data sets, architectures, attacks and defenses."""
     from .attacks import MODEL_ATTACKS, TRAINING_ATTACKS
     from .data import list_datasets
-    from .defenses.detectors import DETECTORS
     from .defenses.repair import REPAIRERS
+    from .detectors import DETECTORS
     from .models import list_models
     click.echo("datasets:      " + ", ".join(list_datasets()))
     click.echo("architectures: " + ", ".join(list_models()))

@@ -11,8 +11,9 @@ set by the registry (a repairer takes two suspect models or one, ...). The CLI's
 ``backdoorlab list`` and ``-o`` parsing, and the library's validation, all ask the registry, so adding a plugin
 is one new module; nothing else keeps a list of names. The package that owns a registry imports every module
 it holds with :func:`import_plugins`, so a new plugin's file needs no import line anywhere. The entries are
-listed in registration order: the built-in plugins' modules in the order the package names, then any other
-module of the package, by name.
+listed in registration order (the built-in plugins' modules in the order the package names, then any other
+module of the package, by name), or, for a registry built with an ``order`` key, sorted by it (registration
+order breaking ties): the detectors are listed by what they are.
 """
 
 from __future__ import annotations
@@ -49,11 +50,14 @@ class Entry:
 
 class Registry:
     """The entries of one kind of plugin, by name. ``kind`` names it in messages ("unknown defense 'x'");
-    ``traits`` are the facts its entries may declare, with their defaults."""
+    ``traits`` are the facts its entries may declare, with their defaults; ``order``, a key on an
+    :class:`Entry`, the order they are listed in (default: registration order)."""
 
-    def __init__(self, kind: str, traits: Mapping[str, Any] | None = None):
+    def __init__(self, kind: str, traits: Mapping[str, Any] | None = None,
+                 order: Callable[[Entry], Any] | None = None):
         self.kind = kind
         self.traits = dict(traits or {})
+        self.order = order
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, config: type[Config], description: str, **traits) -> Callable:
@@ -92,14 +96,15 @@ class Registry:
     __getitem__ = entry
 
     def names(self, **traits) -> list[str]:
-        """Registered names in registration order; with ``traits``, only the entries that have those values."""
-        return [n for n, e in self._entries.items() if all(e.traits[k] == v for k, v in traits.items())]
+        """Registered names in listing order; with ``traits``, only the entries that have those values."""
+        entries = self._entries.values() if self.order is None else sorted(self._entries.values(), key=self.order)
+        return [e.name for e in entries if all(e.traits[k] == v for k, v in traits.items())]
 
     def entries(self, **traits) -> list[Entry]:
         return [self._entries[n] for n in self.names(**traits)]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._entries))
+        return iter(self.names())
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -16,7 +16,7 @@ import time
 from .. import __version__
 from ..budget import clean_budget
 from ..defenses.neural_cleanse import NeuralCleanseConfig, neural_cleanse
-from ..defenses.strip import StripConfig, StripDetector
+from ..detectors.strip import StripConfig, StripDetector
 from ..errors import BackdoorlabError
 from ..io import atomic_write_json
 from ..models import load_for

@@ -1,5 +1,6 @@
 """Neural Cleanse's detection: reverse a trigger for every label, then flag a label whose mask norm is an
-outlier below the others (the anomaly index, see the package docstring); the registered detector."""
+outlier below the others (the anomaly index, see the package docstring).
+:mod:`backdoorlab.detectors.neural_cleanse` registers :func:`neural_cleanse` as the detector ``neural-cleanse``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from tqdm.auto import tqdm
 from ...errors import BackdoorlabError
 from ...png import save_png
 from ...tensors import to_float
-from ..detectors import DETECTORS
 from .config import NeuralCleanseConfig
 from .reverse import reverse_trigger
 from .trigger import ReversedTrigger
@@ -95,9 +95,7 @@ class NeuralCleanseResult:
 def _finite(v: float, cap: float = 1e6) -> float:
     return round(float(min(v, cap)), 4) if math.isfinite(v) or v > 0 else 0.0
 
-@DETECTORS.register("neural-cleanse", NeuralCleanseConfig,
-                    "Neural Cleanse (Wang et al. 2019): reverse-engineer the smallest trigger per label; a label "
-                    "whose trigger is an outlier is the backdoor's target.", level="model")
+
 def neural_cleanse(model: nn.Module, x: torch.Tensor, num_classes: int, cfg: NeuralCleanseConfig | None = None,
                    *, progress: bool = True) -> NeuralCleanseResult:
     """Run Neural Cleanse on ``model`` with clean images ``x`` (uint8 or float (N, C, H, W)).

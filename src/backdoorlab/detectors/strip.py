@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..errors import BackdoorlabError, valid_names
 from ..tensors import to_float
-from .detectors import DETECTORS
+from . import DETECTORS
 
 STRIP_MODES = ("add", "blend")
 
