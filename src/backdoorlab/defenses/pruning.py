@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..budget import CleanBudget
-from ..config import Config
+from ..config import Config, at_least, interval, option
 from ..errors import BackdoorlabError
 from ..metrics import accuracy, predict
 from ..tensors import to_float
@@ -116,25 +116,15 @@ class FinePruningConfig(Config):
     ``max_prune_fraction``: never prune more than this fraction of the channels; ``finetune_steps``/``lr``: the
     clean fine-tuning afterwards (0 steps: pruning only)."""
 
-    max_accuracy_drop: float = 0.04
-    max_prune_fraction: float = 0.95
-    val_fraction: float = 0.1
-    finetune_steps: int = 1000
+    max_accuracy_drop: float = option(0.04, check=interval("[0, 1)"))
+    max_prune_fraction: float = option(0.95, check=interval("(0, 1)"))
+    val_fraction: float = option(0.1, check=interval("(0, 1)"))
+    finetune_steps: int = option(1000, check=at_least(0))
     lr: float = 0.01
     batch_size: int = 128
     weight_decay: float = 5e-4
     augment: str = "none"
     seed: int = 0
-
-    def validate(self):
-        if not 0 <= self.max_accuracy_drop < 1:
-            raise BackdoorlabError(f"max accuracy drop must lie in [0, 1), got {self.max_accuracy_drop}")
-        if not 0 < self.max_prune_fraction < 1:
-            raise BackdoorlabError(f"max prune fraction must lie in (0, 1), got {self.max_prune_fraction}")
-        if not 0 < self.val_fraction < 1:
-            raise BackdoorlabError(f"validation fraction must lie in (0, 1), got {self.val_fraction}")
-        if self.finetune_steps < 0:
-            raise BackdoorlabError(f"fine-tuning steps must be >= 0, got {self.finetune_steps}")
 
 
 def split_validation(budget: CleanBudget, fraction: float, minimum: int = 20) -> tuple[CleanBudget, CleanBudget]:

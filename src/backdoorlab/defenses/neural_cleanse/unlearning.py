@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ...config import interval, option
 from ...errors import BackdoorlabError
 from ...train import TrainConfig
 from ..finetune import FinetuneConfig, finetune
@@ -117,8 +118,8 @@ class UnlearningConfig(FinetuneConfig):
     labels' first-round norms, fine-tune the repaired model once more with every trigger found so far. The
     paper does one round."""
 
-    fraction: float = 0.2
-    stamp: str = "fixed"
+    fraction: float = option(0.2, check=interval("(0, 1]"))
+    stamp: str = option("fixed", choices=UNLEARN_STAMPING)
     mask_boost: float = 1.0
     complete_steps: int = 0
     grow_gain: float = 0.0
@@ -133,10 +134,6 @@ class UnlearningConfig(FinetuneConfig):
     anomaly_threshold: float = NeuralCleanseConfig.anomaly_threshold
 
     def validate(self):
-        if not 0 < self.fraction <= 1:
-            raise BackdoorlabError(f"the stamped fraction must lie in (0, 1], got {self.fraction}")
-        if self.stamp not in UNLEARN_STAMPING:
-            raise BackdoorlabError(f"unknown stamping {self.stamp!r}; valid: {', '.join(UNLEARN_STAMPING)}")
         _check_boost(self.mask_boost)
         if self.complete_steps < 0:
             raise BackdoorlabError(f"trigger completion steps must be >= 0, got {self.complete_steps}")
@@ -148,7 +145,10 @@ class UnlearningConfig(FinetuneConfig):
         if self.restarts < 1:
             raise BackdoorlabError(f"the trigger reversal needs at least 1 start, got {self.restarts}")
         super().validate()
-        self.nc_config()
+        try:
+            self.nc_config()
+        except BackdoorlabError as e:  # the nc_* fields are Neural Cleanse's own
+            raise BackdoorlabError(f"Neural Cleanse's {e}") from None
 
     def nc_config(self) -> NeuralCleanseConfig:
         return NeuralCleanseConfig(epochs=self.nc_epochs, batch_size=self.nc_batch_size,
