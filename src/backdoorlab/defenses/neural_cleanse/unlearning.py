@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ...config import interval, option
 from ...errors import BackdoorlabError
 from ...train import TrainConfig
+from ...triggers import stamp_parts
 from ..finetune import FinetuneConfig, finetune
 from ..repair import REPAIRERS
 from .config import NeuralCleanseConfig
@@ -71,20 +72,21 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
     if triggers:  # labels=[]: plain fine-tuning with the same recipe (a control)
         which[stamped] = torch.arange(len(stamped)) % len(triggers)
 
+    def boosted(t: ReversedTrigger):
+        """Stamp ``t`` on a batch, its mask scaled by a factor drawn per image (with ``mask_boost`` > 1)."""
+        def stamp_batch(images):
+            scale = 1 + (mask_boost - 1) * torch.rand(len(images), generator=g) if mask_boost > 1 else None
+            return t.apply(images, scale)
+        return stamp_batch
+
+    stamps = [boosted(t) for t in triggers]
+
     def hook(images, labels_b, indices):
         sel = which[indices]
         if stamp == "per-batch" and triggers:
             draw = torch.rand(len(indices), generator=g) < fraction
             sel = torch.where(draw, torch.randint(len(triggers), (len(indices),), generator=g), -1)
-        if (sel < 0).all():
-            return images, labels_b
-        images = images.clone()
-        for i, t in enumerate(triggers):
-            s = sel == i
-            if s.any():
-                scale = 1 + (mask_boost - 1) * torch.rand(int(s.sum()), generator=g) if mask_boost > 1 else None
-                images[s] = t.apply(images[s], scale)
-        return images, labels_b
+        return stamp_parts(images, sel, stamps), labels_b
 
     return finetune(model, x, y, cfg, progress=progress, desc=desc, batch_hook=hook)
 
