@@ -4,8 +4,9 @@ options.
 A plugin's config is an ordinary ``@dataclass`` deriving from :class:`Config`, every field with a default (the
 paper's, or ours where we depart from it). The base class gives all of them the same handling:
 
-- **Validation**, declared per field with :func:`option` (``choices=`` or ``check=(predicate, expected)``) and,
-  for rules that tie several fields together, in a :meth:`Config.validate` hook; both run on construction.
+- **Validation**, declared per field with :func:`option` (``choices=`` or ``check=(predicate, expected)``, such
+  as :func:`at_least`, :func:`above` and :func:`interval` make) and, for rules that tie several fields
+  together or need their own message, in a :meth:`Config.validate` hook; both run on construction.
 - :meth:`Config.to_dict`, the JSON-ready settings written next to every result.
 - :meth:`Config.from_dict` builds a config from keyword options and refuses unknown keys with one line naming
   them and listing the valid ones.
@@ -43,6 +44,25 @@ def option(default: Any = dataclasses.MISSING, *, default_factory: Any = datacla
     metadata = {"choices": tuple(choices) if choices is not None else None, "check": check, "parse": parse,
                 "flag": flag}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def at_least(low) -> tuple[Callable[[Any], bool], str]:
+    """``check=`` for a number ``>= low``."""
+    return (lambda v: v >= low), f">= {low}"
+
+
+def above(low) -> tuple[Callable[[Any], bool], str]:
+    """``check=`` for a number ``> low``."""
+    return (lambda v: v > low), f"> {low}"
+
+
+def interval(text: str) -> tuple[Callable[[Any], bool], str]:
+    """``check=`` for a number in the interval ``text``, written as in mathematics: ``"(0, 1]"`` is
+    ``0 < v <= 1``."""
+    low, high = (float(t) for t in text[1:-1].split(","))
+    left = (lambda v: v >= low) if text[0] == "[" else (lambda v: v > low)
+    right = (lambda v: v <= high) if text[-1] == "]" else (lambda v: v < high)
+    return (lambda v: left(v) and right(v)), f"in {text}"
 
 
 def split_pairs(pairs: Iterable[str]) -> dict[str, str]:

@@ -9,12 +9,13 @@ through a checkpoint's JSON sidecar.
 
 Triggers: ``patch`` (BadNets square), ``blend`` (Chen et al. 2017, x' = (1 - alpha) x + alpha k) and
 ``random-patch`` (Salem et al., dynamic backdoor: a random pattern at a random one of a set of locations).
+:func:`stamp_parts` stamps each image of a batch with the trigger of its part, or leaves it clean.
 """
 
 from __future__ import annotations
 
 import pathlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -262,6 +263,22 @@ def border_locations(height: int, width: int, size: int, margin: int = 1) -> lis
 
 TRIGGERS = {PatchTrigger.kind: PatchTrigger, BlendTrigger.kind: BlendTrigger,
             RandomPatchTrigger.kind: RandomPatchTrigger}
+
+
+def stamp_parts(images: torch.Tensor, part: torch.Tensor,
+                stamps: Sequence[Callable[[torch.Tensor], torch.Tensor]]) -> torch.Tensor:
+    """``images`` (N, C, H, W) with image j stamped by ``stamps[part[j]]`` and left as it is where ``part[j]`` is
+    -1. Each stamp takes and returns a batch and is called once, on all its images together, in the order of
+    ``stamps`` (so a stamp drawing from a generator draws as a loop over the parts would). The input is not
+    changed: a copy is returned where anything is stamped, else ``images`` itself."""
+    if (part < 0).all():
+        return images
+    images = images.clone()
+    for i, stamp in enumerate(stamps):
+        sel = part == i
+        if sel.any():
+            images[sel] = stamp(images[sel])
+    return images
 
 
 def trigger_from_dict(spec: dict):

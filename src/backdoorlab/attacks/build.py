@@ -3,7 +3,8 @@ builds any of them from a name and options and checks it against the data it wil
 
 Each attack's module registers it, as ``@TRAINING_ATTACKS.register(name, ConfigClass, description, **traits)``
 on a function called as ``fn(cfg, *, targets, mode, poison_rate, stamp, image_shape)`` that returns the attack
-object (``poison``, ``batch_hook``, ``backdoor``, ``to_dict``; see :mod:`.poison`). The config's fields are the
+object (``poison``, ``batch_hook``, ``backdoor``, ``to_dict``; see :mod:`.poison`); an attack that plants one
+trigger made from its config registers with :func:`register_trigger_attack` instead. The config's fields are the
 attack's own settings (its trigger's, or for the triggerless attack its training's); each field that a
 command-line flag sets names that flag (:func:`backdoorlab.config.option`). The package
 ``backdoorlab.attacks`` imports every attack's module, in the order ``backdoorlab list`` shows them.
@@ -11,10 +12,12 @@ command-line flag sets names that flag (:func:`backdoorlab.config.option`). The 
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Callable, ClassVar, Sequence
 
 import torch
 
+from ..config import Config
 from ..errors import BackdoorlabError, valid_names
 from ..registry import Registry
 from .backdoor import Backdoor
@@ -29,6 +32,28 @@ TRAINING_ATTACKS = Registry("attack", traits={
 
 DEFAULT_POISON_RATE = 0.1
 DEFAULT_STAMP = "data"
+
+
+@dataclasses.dataclass
+class TriggerConfig(Config):
+    """The settings of an attack that plants one trigger: its fields are the arguments of its trigger class,
+    ``trigger_type``, which :meth:`trigger` calls with them."""
+
+    trigger_type: ClassVar[type]
+
+    def trigger(self):
+        return self.trigger_type(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
+
+
+def register_trigger_attack(name: str, config: type[TriggerConfig], description: str, **traits) -> Callable:
+    """Register the data-poisoning attack ``name`` that plants its config's one trigger for the first target
+    label (see :class:`TriggerConfig`); returns the registered function."""
+
+    def run(cfg: TriggerConfig, *, targets: list[int], mode: str, poison_rate: float, stamp: str,
+            image_shape=None) -> PoisoningAttack:
+        return PoisoningAttack(name, Backdoor(cfg.trigger(), mode, targets[0]), poison_rate, stamp)
+
+    return TRAINING_ATTACKS.register(name, config, description, **traits)(run)
 
 
 def targets_of(target: int | Sequence[int]) -> list[int]:

@@ -54,6 +54,12 @@ def weight_perturbation(model, cfg: WeightPerturbationConfig | None, data: Model
     return attacked, report, data.backdoor
 
 
+def _require_settings(name: str, cfg) -> None:
+    """Refuse to run model attack ``name`` without its settings (``model_attack_run``'s ``fault=``)."""
+    if cfg is None:
+        raise BackdoorlabError(f"{name} needs its settings")
+
+
 def _chosen(model, data: ModelAttackData, target: int | None):
     """The chosen test images and their labels, and the backdoor that measures whether they flipped."""
     idx, targets = choose_fault_targets(model, data.test_x, data.test_y, data.n_images, data.num_classes, target,
@@ -65,8 +71,7 @@ def _chosen(model, data: ModelAttackData, target: int | None):
                         "Gradient-descent fault injection (Liu et al. 2017): alter one layer so that chosen images "
                         "flip to chosen labels.")
 def fault_injection_attack(model, cfg: FaultInjectionConfig | None, data: ModelAttackData):
-    if cfg is None:
-        raise BackdoorlabError("fault-injection needs its settings")
+    _require_settings("fault-injection", cfg)
     idx, targets, backdoor = _chosen(model, data, data.target)
     attacked, report = fault_injection(model, data.test_x[idx], targets, data.attacker_x, cfg, data.progress)
     return attacked, report, backdoor
@@ -76,8 +81,7 @@ def fault_injection_attack(model, cfg: FaultInjectionConfig | None, data: ModelA
                         "Single bias attack (Liu et al. 2017): change one bias value so that chosen images flip "
                         "to one label (uses only the settings' layer).")
 def single_bias(model, cfg: FaultInjectionConfig | None, data: ModelAttackData):
-    if cfg is None:
-        raise BackdoorlabError("single-bias needs its settings")
+    _require_settings("single-bias", cfg)
     target = data.target
     if target is None:  # one shared random label
         target = int(torch.randint(data.num_classes, (1,), generator=torch.Generator().manual_seed(data.seed)))

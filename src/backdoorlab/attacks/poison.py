@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import BackdoorlabError, valid_names
+from ..triggers import stamp_parts
 
 
 @dataclass
@@ -93,19 +94,11 @@ class PoisoningAttack:
         if part_of is None:  # poisoned data built elsewhere: one part
             part_of = torch.full((len(poisoned.y),), -1)
             part_of[poisoned.poisoned] = 0
-        parts = self.backdoor.parts
         g = torch.Generator().manual_seed(12345)
+        stamps = [lambda images, t=b.trigger: t.apply(images, training=True, generator=g) for b in self.backdoor.parts]
 
         def hook(images: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor):
-            which = part_of[indices]
-            if (which < 0).all():
-                return images, labels
-            images = images.clone()
-            for i, b in enumerate(parts):
-                sel = which == i
-                if sel.any():
-                    images[sel] = b.trigger.apply(images[sel], training=True, generator=g)
-            return images, labels
+            return stamp_parts(images, part_of[indices], stamps), labels
 
         return hook
 

@@ -45,8 +45,8 @@ from ..models.ensemble import Ensemble
 from ..tensors import to_float
 from ..train import seed_everything
 from ..augment import augment
-from .pruning import split_validation
 from .repair import REPAIRERS
+from .stopping import last_within_drop, split_validation
 
 
 @dataclass
@@ -190,7 +190,9 @@ def prune_neurons(model: nn.Module, masks: list[torch.Tensor], count: int, inclu
                     "most easily breaks the model.")
 def anp(model: nn.Module, budget: CleanBudget, cfg: ANPConfig | None = None, *,
         progress: bool = True) -> tuple[nn.Module, dict]:
-    """Return (pruned copy of ``model``, info with the mask values, neurons pruned and the threshold used)."""
+    """Return (pruned copy of ``model``, info with the mask values, neurons pruned and the threshold used). The
+    masks are learned on the budget's fit part; how many neurons to prune, with ``threshold="auto"``, is chosen on
+    its validation slice (:mod:`.stopping`)."""
     cfg = cfg or ANPConfig()
     fit_part, val_part = split_validation(budget, cfg.val_fraction)
     masks = learn_masks(model, fit_part, cfg, progress)
@@ -200,13 +202,14 @@ def anp(model: nn.Module, budget: CleanBudget, cfg: ANPConfig | None = None, *,
     curve = [(0, base)]
     if cfg.threshold == "auto":
         allowed = int((ordered <= cfg.max_threshold).sum())
-        count, step = 0, max(1, len(flat) // 200)
-        for k in tqdm(range(step, allowed + 1, step), desc="ANP prune", disable=not progress, leave=False):
-            acc = accuracy(predict(prune_neurons(model, masks, k, cfg.include_linear), val_part.x), val_part.y)
-            curve.append((k, acc))
-            if acc < base - cfg.max_accuracy_drop - 1e-12:
-                break
-            count = k
+        step = max(1, len(flat) // 200)
+
+        def pruned_accuracy(k: int) -> float:
+            return accuracy(predict(prune_neurons(model, masks, k, cfg.include_linear), val_part.x), val_part.y)
+
+        count, scored = last_within_drop(range(step, allowed + 1, step), pruned_accuracy, base, cfg.max_accuracy_drop,
+                                         progress=progress, desc="ANP prune")
+        count, curve = count or 0, curve + scored
         threshold = float(ordered[count - 1]) if count else None
     else:
         count, threshold = int((flat < cfg.threshold).sum()), float(cfg.threshold)

@@ -29,8 +29,14 @@ class FinetuneConfig(Config):
         self.train_config()  # validates
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=0, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
-                           weight_decay=self.weight_decay, augment=self.augment, seed=self.seed)
+        return finetune_recipe(self, self.steps)
+
+
+def finetune_recipe(cfg, steps: int) -> TrainConfig:
+    """The fine-tuning recipe of a repairer's config ``cfg`` (its ``lr``, ``batch_size``, ``weight_decay``,
+    ``augment`` and ``seed``, as :class:`FinetuneConfig` has them) for ``steps`` optimizer steps."""
+    return TrainConfig(epochs=0, steps=steps, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
+                       augment=cfg.augment, seed=cfg.seed)
 
 
 def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 
 from ..budget import CleanBudget
 from ..curves import CURVES, Curve, reestimate_bn
-from ..config import Config
+from ..config import Config, above, at_least, interval, option
 from ..errors import BackdoorlabError, valid_names
 from ..metrics import accuracy, evaluate, predict_logits
 from ..models.ensemble import Ensemble
@@ -76,19 +76,20 @@ CONTROL_INITS = ("random", "scratch", "midpoint")
 class SanitizerConfig(Config):
     """Hyperparameters of the sanitizer. Step counts are optimizer steps over the fit part of the budget."""
 
-    curve: str = "bezier"
-    init: str = "random"
+    curve: str = option("bezier", choices=CURVES)
+    init: str = option("random", choices=CONTROL_INITS)  # the control point's start
     steps: int = 2400
     lr: float = 0.05
     weight_decay: float = 5e-4
     batch_size: int = 128
     augment: str = "affine"
-    val_fraction: float = 0.1
+    val_fraction: float = option(0.1, check=interval("(0, 1)"))
     min_val: int = 50
-    grid: int = 11
-    ca_tolerance: float = 0.04
-    second_endpoint: str = "permuted"
-    stages: int = 1  # permuted second endpoint: 2 adds TSC's second stage (a curve from the aligned suspect)
+    grid: int = option(11, check=at_least(3))  # points of the t grid
+    ca_tolerance: float = option(0.04, check=at_least(0))  # clean-accuracy tolerance of the rule (see select_t)
+    second_endpoint: str = option("permuted", choices=SECOND_ENDPOINTS)
+    # permuted second endpoint: 2 adds TSC's second stage (a curve from the aligned suspect)
+    stages: int = option(1, check=(lambda v: v in (1, 2), "1 or 2"))
     second_steps: int | None = None  # training steps of a scratch/distilled/fine-tuned second endpoint (None: steps)
     second_lr: float = 0.05
     distill_temperature: float = 4.0
@@ -100,9 +101,11 @@ class SanitizerConfig(Config):
     refine_lr: float = 0.01
     refine_guard: bool = True  # refine only if a trial refine on the fit part lowers the validation loss
     ensemble: bool = True  # two suspects: average the models at t and 1 - t when the rule finds both (see select_ts)
-    min_distance: float = 0.2  # the chosen t keeps at least this far from every suspect end (see select_guarded)
+    # the chosen t keeps at least this far from every suspect end (see select_guarded)
+    min_distance: float = option(0.2, check=interval("(0, 0.5]"))
     verify: bool = True  # check the choice with Neural Cleanse; move away while it carries the backdoor
-    verify_threshold: float = 2.0  # anomaly index above which a checked model still carries the backdoor
+    # anomaly index above which a checked model still carries the backdoor
+    verify_threshold: float = option(2.0, check=above(0))
     seed: int = 0
 
     def validate(self):
@@ -110,25 +113,6 @@ class SanitizerConfig(Config):
             self.second_steps = self.steps
         if self.steps < 1 or self.second_steps < 1:
             raise BackdoorlabError(f"steps must be >= 1, got {min(self.steps, self.second_steps)}")
-        if self.curve not in CURVES:
-            raise BackdoorlabError(f"unknown curve {self.curve!r}; valid: {valid_names(CURVES)}")
-        if self.init not in CONTROL_INITS:
-            raise BackdoorlabError(f"unknown control-point init {self.init!r}; valid: {valid_names(CONTROL_INITS)}")
-        if self.second_endpoint not in SECOND_ENDPOINTS:
-            raise BackdoorlabError(f"unknown second-endpoint method {self.second_endpoint!r}; "
-                                   f"valid: {valid_names(SECOND_ENDPOINTS)}")
-        if self.stages not in (1, 2):
-            raise BackdoorlabError(f"stages must be 1 or 2, got {self.stages}")
-        if self.verify_threshold <= 0:
-            raise BackdoorlabError(f"verify threshold must be > 0, got {self.verify_threshold}")
-        if not 0 < self.min_distance <= 0.5:
-            raise BackdoorlabError(f"minimum distance from the suspects must lie in (0, 0.5], got {self.min_distance}")
-        if self.grid < 3:
-            raise BackdoorlabError(f"the t grid needs at least 3 points, got {self.grid}")
-        if not 0 < self.val_fraction < 1:
-            raise BackdoorlabError(f"validation fraction must lie in (0, 1), got {self.val_fraction}")
-        if self.ca_tolerance < 0:
-            raise BackdoorlabError(f"clean-accuracy tolerance must be >= 0, got {self.ca_tolerance}")
         if self.refine_steps < 0:
             raise BackdoorlabError(f"refine steps must be >= 0, got {self.refine_steps}")
         if self.curve_mixup < 0:

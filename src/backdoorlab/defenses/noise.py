@@ -25,8 +25,8 @@ from ..curves import reestimate_bn
 from ..config import Config
 from ..errors import BackdoorlabError
 from ..metrics import accuracy, predict
-from .pruning import split_validation
 from .repair import REPAIRERS
+from .stopping import last_within_drop, split_validation
 
 
 @dataclass
@@ -62,25 +62,31 @@ def add_weight_noise(model: nn.Module, sigma: float, generator: torch.Generator)
                     "keeps validation accuracy.")
 def gaussian_noise(model: nn.Module, budget: CleanBudget, cfg: NoiseConfig | None = None, *,
                    progress: bool = True) -> tuple[nn.Module, dict]:
-    """Return (noisy copy of ``model``, info with the chosen relative scale and the validation accuracies)."""
+    """Return (noisy copy of ``model``, info with the chosen relative scale and the validation accuracies). The
+    scale is chosen on the budget's validation slice (:mod:`.stopping`); the fit part serves only to re-estimate
+    batch-norm statistics (``reestimate_bn``). All draws come from one generator seeded with ``cfg.seed``."""
     cfg = cfg or NoiseConfig()
     fit_part, val_part = split_validation(budget, cfg.val_fraction)
     base = accuracy(predict(model, val_part.x), val_part.y)
     g = torch.Generator().manual_seed(cfg.seed)
-    chosen, chosen_sigma, trials = copy.deepcopy(model).eval(), 0.0, []
-    for sigma in sorted(cfg.sigmas):
-        best, best_acc = None, -1.0
+    best = {}  # position among the scales -> the best draw at that scale, for the last two (one of them is kept)
+
+    def best_accuracy(step: tuple[int, float]) -> float:
+        i, sigma = step
+        best.pop(i - 2, None)
+        best_acc = -1.0
         for _ in range(cfg.draws):
             noisy = add_weight_noise(model, sigma, g)
             if cfg.reestimate_bn:
                 reestimate_bn(noisy, fit_part.x)
             acc = accuracy(predict(noisy, val_part.x), val_part.y)
             if acc > best_acc:
-                best, best_acc = noisy, acc
-        trials.append({"sigma": sigma, "best_validation_accuracy": best_acc})
-        if best_acc < base - cfg.max_accuracy_drop - 1e-12:
-            break
-        chosen, chosen_sigma = best, sigma
-    info = {"sigma": chosen_sigma, "validation_accuracy": {"before": base}, "trials": trials,
+                best[i], best_acc = noisy, acc
+        return best_acc
+
+    kept, scored = last_within_drop(enumerate(sorted(cfg.sigmas)), best_accuracy, base, cfg.max_accuracy_drop)
+    chosen, chosen_sigma = (copy.deepcopy(model).eval(), 0.0) if kept is None else (best[kept[0]], kept[1])
+    info = {"sigma": chosen_sigma, "validation_accuracy": {"before": base},
+            "trials": [{"sigma": sigma, "best_validation_accuracy": acc} for (_, sigma), acc in scored],
             "config": cfg.to_dict()}
     return chosen.eval(), info

@@ -26,16 +26,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..budget import CleanBudget
-from ..config import Config
+from ..config import Config, at_least, interval, option
 from ..errors import BackdoorlabError
 from ..metrics import accuracy, predict
 from ..tensors import to_float
-from ..train import TrainConfig
-from .finetune import finetune
+from .finetune import finetune, finetune_recipe
 from .repair import REPAIRERS
+from .stopping import last_within_drop, split_validation
 
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 ZERO_PRESERVING = POOLS + (nn.Flatten, nn.ReLU, nn.Dropout, nn.Identity)
@@ -112,38 +111,20 @@ def mean_channel_activation(model: nn.Module, module: nn.Module, x: torch.Tensor
 
 @dataclass
 class FinePruningConfig(Config):
-    """``max_accuracy_drop``: validation-accuracy drop (fraction) allowed while pruning (the paper's 4%);
-    ``max_prune_fraction``: never prune more than this fraction of the channels; ``finetune_steps``/``lr``: the
-    clean fine-tuning afterwards (0 steps: pruning only)."""
+    """``max_accuracy_drop``: validation-accuracy drop (fraction) allowed while pruning (the paper's 4%; the rule
+    of :mod:`.stopping`); ``max_prune_fraction``: never prune more than this fraction of the channels;
+    ``finetune_steps``: the clean fine-tuning afterwards (0 steps: pruning only), with the recipe of
+    :class:`~.finetune.FinetuneConfig` (``lr`` ... ``seed``)."""
 
-    max_accuracy_drop: float = 0.04
-    max_prune_fraction: float = 0.95
-    val_fraction: float = 0.1
-    finetune_steps: int = 1000
+    max_accuracy_drop: float = option(0.04, check=interval("[0, 1)"))
+    max_prune_fraction: float = option(0.95, check=interval("(0, 1)"))
+    val_fraction: float = option(0.1, check=interval("(0, 1)"))
+    finetune_steps: int = option(1000, check=at_least(0))
     lr: float = 0.01
     batch_size: int = 128
     weight_decay: float = 5e-4
     augment: str = "none"
     seed: int = 0
-
-    def validate(self):
-        if not 0 <= self.max_accuracy_drop < 1:
-            raise BackdoorlabError(f"max accuracy drop must lie in [0, 1), got {self.max_accuracy_drop}")
-        if not 0 < self.max_prune_fraction < 1:
-            raise BackdoorlabError(f"max prune fraction must lie in (0, 1), got {self.max_prune_fraction}")
-        if not 0 < self.val_fraction < 1:
-            raise BackdoorlabError(f"validation fraction must lie in (0, 1), got {self.val_fraction}")
-        if self.finetune_steps < 0:
-            raise BackdoorlabError(f"fine-tuning steps must be >= 0, got {self.finetune_steps}")
-
-
-def split_validation(budget: CleanBudget, fraction: float, minimum: int = 20) -> tuple[CleanBudget, CleanBudget]:
-    """(fit part, validation slice) of a budget, the slice being ``fraction`` of it (at least ``minimum``)."""
-    n_val = max(minimum, int(round(fraction * len(budget))))
-    if len(budget) - n_val < minimum:
-        raise BackdoorlabError(f"clean budget of {len(budget)} images is too small: this defense needs at least "
-                               f"{n_val + minimum} (a validation slice of {n_val} plus images to work with)")
-    return budget.split(n_val)
 
 
 @REPAIRERS.register("fine-pruning", FinePruningConfig,
@@ -151,7 +132,9 @@ def split_validation(budget: CleanBudget, fraction: float, minimum: int = 20) ->
                     "leave dormant, then fine-tune.")
 def fine_prune(model: nn.Module, budget: CleanBudget, cfg: FinePruningConfig | None = None, *,
                progress: bool = True) -> tuple[nn.Module, dict]:
-    """Return (pruned and fine-tuned copy of ``model``, info dict with the layer, channels pruned, accuracies)."""
+    """Return (pruned and fine-tuned copy of ``model``, info dict with the layer, channels pruned, accuracies).
+    The channels are ranked on the budget's fit part and pruned as far as its validation slice allows
+    (:mod:`.stopping`); the fine-tuning afterwards uses the whole budget."""
     cfg = cfg or FinePruningConfig()
     fit_part, val_part = split_validation(budget, cfg.val_fraction)
     model = copy.deepcopy(model).eval()
@@ -167,21 +150,18 @@ def fine_prune(model: nn.Module, budget: CleanBudget, cfg: FinePruningConfig | N
         base = accuracy(predict(model, val_part.x), val_part.y)
         limit = int(cfg.max_prune_fraction * channels)
         step = max(1, channels // 64)
-        pruned, curve = 0, [(0, base)]
-        for k in tqdm(range(step, limit + 1, step), desc="fine-pruning: prune", disable=not progress, leave=False):
+
+        def pruned_accuracy(k: int) -> float:
             mask.mask[:] = 1.0
             mask.mask[order[:k]] = 0.0
-            acc = accuracy(predict(model, val_part.x), val_part.y)
-            curve.append((k, acc))
-            if acc < base - cfg.max_accuracy_drop - 1e-12:
-                break
-            pruned = k
-        mask.mask[:] = 1.0
-        mask.mask[order[:pruned]] = 0.0
-        pruned_acc = accuracy(predict(model, val_part.x), val_part.y)
+            return accuracy(predict(model, val_part.x), val_part.y)
+
+        pruned, scored = last_within_drop(range(step, limit + 1, step), pruned_accuracy, base, cfg.max_accuracy_drop,
+                                          progress=progress, desc="fine-pruning: prune")
+        pruned, curve = pruned or 0, [(0, base), *scored]
+        pruned_acc = pruned_accuracy(pruned)
         if cfg.finetune_steps > 0:
-            tc = TrainConfig(epochs=0, steps=cfg.finetune_steps, lr=cfg.lr, batch_size=cfg.batch_size,
-                             weight_decay=cfg.weight_decay, augment=cfg.augment, seed=cfg.seed)
+            tc = finetune_recipe(cfg, cfg.finetune_steps)
             tuned = finetune(model, budget.x, budget.y, tc, progress=progress, desc="fine-pruning: fine-tune")
             # the deep copy carries a copy of the hook; drop it and fold instead
             tuned_layer = dict(tuned.named_modules())[name]

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...config import Config
-from ...errors import BackdoorlabError
+from ...config import Config, above, at_least, interval, option
 
 # The authors' settings (bolunwang/backdoor, gtsrb_visualize_example.py / visualizer.py), for reference.
 PAPER_DEFAULTS = dict(epochs=1000, batch_size=32, batches_per_epoch=None, lr=0.1, init_cost=1e-3,
@@ -27,25 +26,15 @@ class NeuralCleanseConfig(Config):
     anomaly index (paper 2). ``labels``: restrict the search to these labels (default all).
     """
 
-    epochs: int = 40
-    batch_size: int = 64
-    batches_per_epoch: int | None = 5
-    lr: float = 0.1
-    init_cost: float = 1e-3
-    cost_multiplier: float = 1.5
-    patience: int = 3
-    attack_success_threshold: float = 0.99
+    epochs: int = option(40, check=at_least(1))
+    batch_size: int = option(64, check=at_least(1))
+    batches_per_epoch: int | None = option(5, check=(lambda v: v is None or v >= 1, "None or >= 1"))
+    lr: float = option(0.1, check=above(0))
+    init_cost: float = option(1e-3, check=at_least(0))
+    cost_multiplier: float = option(1.5, check=above(1))
+    patience: int = option(3, check=at_least(1))
+    attack_success_threshold: float = option(0.99, check=interval("(0, 1]"))
     early_stop_patience: int = 15
-    anomaly_threshold: float = 2.0
+    anomaly_threshold: float = option(2.0, check=above(0))
     labels: list[int] | None = None
     seed: int = 0
-
-    def validate(self):
-        if self.epochs < 1 or self.batch_size < 1 or (self.batches_per_epoch is not None and self.batches_per_epoch < 1):
-            raise BackdoorlabError("Neural Cleanse needs epochs, batch size and batches per epoch >= 1")
-        if self.lr <= 0 or self.init_cost < 0 or self.cost_multiplier <= 1 or self.patience < 1:
-            raise BackdoorlabError("Neural Cleanse needs lr > 0, init cost >= 0, cost multiplier > 1, patience >= 1")
-        if not 0 < self.attack_success_threshold <= 1:
-            raise BackdoorlabError(f"attack success threshold must lie in (0, 1], got {self.attack_success_threshold}")
-        if self.anomaly_threshold <= 0:
-            raise BackdoorlabError(f"anomaly threshold must be > 0, got {self.anomaly_threshold}")

@@ -13,8 +13,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ...config import interval, option
 from ...errors import BackdoorlabError
 from ...train import TrainConfig
+from ...triggers import stamp_parts
 from ..finetune import FinetuneConfig, finetune
 from ..repair import REPAIRERS
 from .config import NeuralCleanseConfig
@@ -70,20 +72,21 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
     if triggers:  # labels=[]: plain fine-tuning with the same recipe (a control)
         which[stamped] = torch.arange(len(stamped)) % len(triggers)
 
+    def boosted(t: ReversedTrigger):
+        """Stamp ``t`` on a batch, its mask scaled by a factor drawn per image (with ``mask_boost`` > 1)."""
+        def stamp_batch(images):
+            scale = 1 + (mask_boost - 1) * torch.rand(len(images), generator=g) if mask_boost > 1 else None
+            return t.apply(images, scale)
+        return stamp_batch
+
+    stamps = [boosted(t) for t in triggers]
+
     def hook(images, labels_b, indices):
         sel = which[indices]
         if stamp == "per-batch" and triggers:
             draw = torch.rand(len(indices), generator=g) < fraction
             sel = torch.where(draw, torch.randint(len(triggers), (len(indices),), generator=g), -1)
-        if (sel < 0).all():
-            return images, labels_b
-        images = images.clone()
-        for i, t in enumerate(triggers):
-            s = sel == i
-            if s.any():
-                scale = 1 + (mask_boost - 1) * torch.rand(int(s.sum()), generator=g) if mask_boost > 1 else None
-                images[s] = t.apply(images[s], scale)
-        return images, labels_b
+        return stamp_parts(images, sel, stamps), labels_b
 
     return finetune(model, x, y, cfg, progress=progress, desc=desc, batch_hook=hook)
 
@@ -117,8 +120,8 @@ class UnlearningConfig(FinetuneConfig):
     labels' first-round norms, fine-tune the repaired model once more with every trigger found so far. The
     paper does one round."""
 
-    fraction: float = 0.2
-    stamp: str = "fixed"
+    fraction: float = option(0.2, check=interval("(0, 1]"))
+    stamp: str = option("fixed", choices=UNLEARN_STAMPING)
     mask_boost: float = 1.0
     complete_steps: int = 0
     grow_gain: float = 0.0
@@ -133,10 +136,6 @@ class UnlearningConfig(FinetuneConfig):
     anomaly_threshold: float = NeuralCleanseConfig.anomaly_threshold
 
     def validate(self):
-        if not 0 < self.fraction <= 1:
-            raise BackdoorlabError(f"the stamped fraction must lie in (0, 1], got {self.fraction}")
-        if self.stamp not in UNLEARN_STAMPING:
-            raise BackdoorlabError(f"unknown stamping {self.stamp!r}; valid: {', '.join(UNLEARN_STAMPING)}")
         _check_boost(self.mask_boost)
         if self.complete_steps < 0:
             raise BackdoorlabError(f"trigger completion steps must be >= 0, got {self.complete_steps}")
@@ -148,7 +147,10 @@ class UnlearningConfig(FinetuneConfig):
         if self.restarts < 1:
             raise BackdoorlabError(f"the trigger reversal needs at least 1 start, got {self.restarts}")
         super().validate()
-        self.nc_config()
+        try:
+            self.nc_config()
+        except BackdoorlabError as e:  # the nc_* fields are Neural Cleanse's own
+            raise BackdoorlabError(f"Neural Cleanse's {e}") from None
 
     def nc_config(self) -> NeuralCleanseConfig:
         return NeuralCleanseConfig(epochs=self.nc_epochs, batch_size=self.nc_batch_size,
