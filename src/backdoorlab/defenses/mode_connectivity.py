@@ -561,21 +561,23 @@ def _num_classes(model: nn.Module, part: CleanBudget) -> int:
                     "exported at a point away from it.", two_models=True, learns_features=True, traces_path=True)
 def sanitize_as_repairer(model: nn.Module, budget: CleanBudget, cfg: SanitizerConfig, *, progress: bool = True,
                          suspect_b: nn.Module | None = None, model_factory=None, test=None, backdoor=None,
-                         num_classes: int | None = None, second_model: nn.Module | None = None
-                         ) -> tuple[nn.Module, dict]:
+                         num_classes: int | None = None, second_model: nn.Module | None = None,
+                         artifacts: dict | None = None) -> tuple[nn.Module, dict]:
     """The repairer form of :class:`ModeConnectivitySanitizer`: the sanitized model and what the sanitizer chose
     (t, path, stages, verdict, ...). ``test``, ``backdoor``, ``num_classes`` and ``second_model`` are passed to
     :meth:`ModeConnectivitySanitizer.sanitize` (reporting the path on test data; reusing a second endpoint).
 
-    Besides its JSON-able entries the info carries what a run saves next to the model: ``curve_control`` (the
-    trained control points by parameter name) and ``second_model`` (the endpoint made for t = 1, or None)."""
+    ``artifacts``, a dict, receives what a run saves next to the model: ``curve_control`` (the trained control
+    points by parameter name) and ``second_model`` (the endpoint made for t = 1, or None); the info stays
+    JSON-able."""
     result = ModeConnectivitySanitizer(cfg, model_factory, progress=progress).sanitize(
         model, budget, suspect_b, test=test, backdoor=backdoor, num_classes=num_classes, second_model=second_model)
+    if artifacts is not None:
+        artifacts["curve_control"] = {k: v.detach().contiguous() for k, v in zip(result.curve.names,
+                                                                                 result.curve.control)}
+        artifacts["second_model"] = result.second_model
     return result.model, {"t": result.t, "ensemble": result.ensemble_ts, "second_endpoint": result.second_endpoint,
                           "path": result.path, "stages": result.stages, "refined": result.refined,
                           "refine_check": result.refine_check, "verdict": result.verdict,
                           "unit_groups": result.unit_groups,
-                          "seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "config": cfg.to_dict(),
-                          "curve_control": {k: v.detach().contiguous()
-                                            for k, v in zip(result.curve.names, result.curve.control)},
-                          "second_model": result.second_model}
+                          "seconds": {k: round(v, 1) for k, v in result.seconds.items()}, "config": cfg.to_dict()}

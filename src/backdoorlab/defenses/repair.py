@@ -28,8 +28,9 @@ REPAIRERS = Registry("defense", traits={
     # augmentation instead of the suspect's training augmentation (runs.default_repair_options)
     "learns_features": False,
     # traces a path in weight space: also takes test=, backdoor=, num_classes= (to report the path on test data,
-    # never to choose) and second_model= (an endpoint made earlier, reused); its info carries the path and, for
-    # the run to save, curve_control and second_model (see mode_connectivity.sanitize_as_repairer)
+    # never to choose), second_model= (an endpoint made earlier, reused) and artifacts= (a dict that receives, for
+    # the run to save, curve_control and second_model; see mode_connectivity.sanitize_as_repairer); its info
+    # carries the path
     "traces_path": False,
 })
 
@@ -49,7 +50,7 @@ def repair(name: str, suspect: nn.Module, budget: CleanBudget, suspect_b: nn.Mod
     """Run repairer ``name`` on ``suspect`` (and ``suspect_b``, for mode connectivity) with the clean ``budget``.
 
     ``path_context``: for a repairer that traces a path (trait ``traces_path``), its ``test``, ``backdoor``,
-    ``num_classes`` and ``second_model`` keywords."""
+    ``num_classes``, ``second_model`` and ``artifacts`` keywords."""
     entry = REPAIRERS.entry(name)
     cfg = entry.config.from_dict(options, owner=name)
     return run_repairer(entry, suspect, budget, cfg, suspect_b, progress=progress, model_factory=model_factory,

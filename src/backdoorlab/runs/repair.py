@@ -89,14 +89,15 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
         reused = None
         if reuse_second_endpoint is not None:  # the sanitizer refuses it with two suspects or a non-scratch method
             reused = path_outputs.load_second_endpoint(reuse_second_endpoint, dataset, record)
-        context = {"test": test, "backdoor": backdoor, "num_classes": dataset.num_classes, "second_model": reused}
+        context = {"test": test, "backdoor": backdoor, "num_classes": dataset.num_classes, "second_model": reused,
+                   "artifacts": {}}
     before = [evaluate(m, *test, backdoor, dataset.num_classes) for m, _ in loaded]
     tick = time.time()
     model, info = run_repairer(entry, loaded[0][0], budget, cfg, loaded[1][0] if len(loaded) == 2 else None,
                                progress=progress, model_factory=lambda: create_model(arch, **args),
                                path_context=context)
     seconds = time.time() - tick
-    artifacts = {k: info.pop(k) for k in ("curve_control", "second_model") if k in info}
+    artifacts = context["artifacts"] if traces_path else {}
     after = evaluate(model, *test, backdoor, dataset.num_classes)
     report = {"defense": name, "before": before, "after": after, "seconds": round(seconds, 1), "info": info,
               "clean_budget": budget_size}
