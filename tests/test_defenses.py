@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backdoorlab.attacks import make_poisoning_attack
 from backdoorlab.budget import clean_budget
 from backdoorlab.cli import main
 from backdoorlab.data import load_dataset
@@ -21,22 +20,14 @@ from backdoorlab.defenses.repair import REPAIRERS, repair, repairer_config
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import accuracy, predict
 from backdoorlab.models import create_model
-from backdoorlab.runs import train_defaults, train_run
 from backdoorlab.tensors import to_float
-from backdoorlab.train import TrainConfig
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
+from conftest import train_badnets_suspect
 
 
 @pytest.fixture(scope="module")
 def suspect(digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("defenses") / "badnets"
-    attack = make_poisoning_attack("badnets", target=0, poison_rate=0.1)
-    model, meta = train_run(digits, "small-cnn", TrainConfig(seed=1, **train_defaults("digits", "small-cnn")), attack,
-                            out=str(out), progress=False)
+    model, meta = train_badnets_suspect(digits, out)
     return model, meta, out
 
 

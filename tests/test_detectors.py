@@ -10,7 +10,6 @@ from torch import nn
 
 from backdoorlab.attacks import make_poisoning_attack
 from backdoorlab.budget import clean_budget
-from backdoorlab.data import load_dataset
 from backdoorlab.defenses.neural_cleanse import (NeuralCleanseConfig, UnlearningConfig, anomaly_indices,
                                                  nc_unlearning, neural_cleanse, neural_cleanse_unlearn)
 from backdoorlab.detectors.activation_clustering import activation_clustering
@@ -27,11 +26,6 @@ from backdoorlab.train import TrainConfig
 TARGET = 3
 # small and fast on 8x8 digits: 30 epochs of 5 batches of 32 per label, lambda updated every 3 epochs
 NC_FAST = dict(epochs=30, batches_per_epoch=5, batch_size=32, patience=3)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
 
 
 @pytest.fixture(scope="module")

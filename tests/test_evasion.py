@@ -19,12 +19,6 @@ CFG = TrainConfig(epochs=20, lr=0.05, batch_size=64, seed=0)
 
 
 @pytest.fixture(scope="module")
-def digits():
-    from backdoorlab.data import load_dataset
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def standard(digits, tmp_path_factory):
     """A normally trained digits model (about 98% clean accuracy), saved as a checkpoint."""
     out = tmp_path_factory.mktemp("evasion") / "standard"

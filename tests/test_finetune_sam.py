@@ -8,34 +8,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backdoorlab.attacks import make_poisoning_attack
 from backdoorlab.budget import clean_budget
 from backdoorlab.cli import main
-from backdoorlab.data import load_dataset
 from backdoorlab.defenses.finetune import finetune
 from backdoorlab.defenses.finetune_sam import FinetuneSAMConfig, SAMLoss, finetune_sam, sam_perturbation
 from backdoorlab.defenses.repair import REPAIRERS, repair, repairer_config
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import evaluate
 from backdoorlab.attacks import backdoor_of
-from backdoorlab.runs import train_defaults, train_run
 from backdoorlab.tensors import to_float
-from backdoorlab.train import TrainConfig
+from conftest import train_badnets_suspect
 
 QUICK = dict(epochs=30, batch_size=64)  # 120 steps on a budget of 300: about a second
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
 def suspect(digits, tmp_path_factory):
     out = tmp_path_factory.mktemp("finetune-sam") / "badnets"
-    attack = make_poisoning_attack("badnets", target=0, poison_rate=0.1)
-    model, meta = train_run(digits, "small-cnn", TrainConfig(seed=1, **train_defaults("digits", "small-cnn")), attack,
-                            out=str(out), progress=False)
+    model, meta = train_badnets_suspect(digits, out)
     return model.eval(), meta, out
 
 
