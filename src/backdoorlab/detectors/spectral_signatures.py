@@ -5,8 +5,8 @@ bound on the poisoned fraction of a label). ``rule="clean"`` (default when clean
 variant): the projection is measured from the mean of the label's clean images (when the poison is half of
 the label, the label's own mean sits between the two groups and both score alike); ``v`` is, among the top
 ``n_directions`` (10) singular vectors, the one along which the label spreads most relative to its clean
-images (at a 1% poison rate on MNIST the poison lies along the *second* singular vector of label 0, the
-first is the clean zeros' own variation), found on one seeded half of the label and used on the other, and
+images (at a low poison rate the poison can lie along a later singular vector, the first being the clean
+images' own variation: docs/detectors.md), found on one seeded half of the label and used on the other, and
 judged on one half of the clean images; the samples scoring above the ``clean_quantile`` (0.999) quantile of
 the other half of the clean images' (leave-one-out) scores,
 taken as normal (a chi-square(1) quantile times their mean square: with a hundred clean images per label an
