@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import Config, option
+from ..config import Config, above, at_least, interval, option
 from ..errors import BackdoorlabError, valid_names
 from . import DETECTORS
 from .poison_detection import PoisonDetection, _check
@@ -55,10 +55,10 @@ class ActivationClusteringConfig(Config):
 
     analysis: str | None = option(None, choices=(None, *AC_ANALYSES))
     reduction: str = option("ica", choices=AC_REDUCTIONS)
-    n_components: int = option(10, check=(lambda v: v >= 1, ">= 1"))
-    size_threshold: float = option(0.35, check=(lambda v: 0 < v < 1, "in (0, 1)"))
+    n_components: int = option(10, check=at_least(1))
+    size_threshold: float = option(0.35, check=interval("(0, 1)"))
     silhouette_threshold: float = 0.15
-    clean_ratio: float = option(0.2, check=(lambda v: v > 0, "> 0"))
+    clean_ratio: float = option(0.2, check=above(0))
     min_clean: int = 5
     seed: int = 0
 

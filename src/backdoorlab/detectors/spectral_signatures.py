@@ -24,7 +24,7 @@ from statistics import NormalDist
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..config import Config, option
+from ..config import Config, above, at_least, interval, option
 from ..errors import BackdoorlabError, valid_names
 from . import DETECTORS
 from .poison_detection import PoisonDetection, _check
@@ -38,10 +38,10 @@ class SpectralSignaturesConfig(Config):
     images are given, else ``"paper"``)."""
 
     rule: str | None = option(None, choices=(None, *SPECTRAL_RULES))
-    poison_fraction: float = option(0.1, check=(lambda v: 0 < v < 1, "in (0, 1)"))
-    removal_factor: float = option(1.5, check=(lambda v: v > 0, "> 0"))
-    clean_quantile: float = option(0.999, check=(lambda v: 0 < v < 1, "in (0, 1)"))
-    n_directions: int = option(10, check=(lambda v: v >= 1, ">= 1"))
+    poison_fraction: float = option(0.1, check=interval("(0, 1)"))
+    removal_factor: float = option(1.5, check=above(0))
+    clean_quantile: float = option(0.999, check=interval("(0, 1)"))
+    n_directions: int = option(10, check=at_least(1))
     min_clean: int = 5
     seed: int = 0
 
