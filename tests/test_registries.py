@@ -181,3 +181,17 @@ def test_evasion_attack_configs_match_the_constructors_defaults():
     assert make_attack("pgd-l2", model, 0.5).norm == "l2" and make_attack("fgsm", model, 0.1, steps=9).steps == 1
     with pytest.raises(BackdoorlabError, match="^the patch attack has no epsilon; --eps applies to pgd, pgd-l2 and fgsm"):
         make_attack("patch", model, 0.1, target=0)
+
+
+@pytest.mark.parametrize("command", ["train", "adv-train", "distill"])
+def test_training_commands_list_every_data_set_and_architecture(command):
+    from click.testing import CliRunner
+
+    from backdoorlab.cli import cli as group
+    from backdoorlab.data import DATASETS
+    from backdoorlab.models import list_models
+
+    text = CliRunner().invoke(group, [command, "--help"]).output
+    data_sets = text[text.index("Data sets (--dataset):"):text.index("Architectures (--arch):")]
+    archs = text[text.index("Architectures (--arch):"):]
+    assert all(f"  {name} " in data_sets for name in DATASETS) and all(f"  {name} " in archs for name in list_models())

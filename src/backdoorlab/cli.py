@@ -13,7 +13,7 @@ import warnings
 
 import click
 
-from .cli_listing import RegistryCommand
+from .cli_listing import RegistryCommand, architectures
 from .errors import BackdoorlabError, valid_names
 
 
@@ -143,9 +143,10 @@ def _datasets():
 
 
 @cli.command(cls=RegistryCommand, listings=[("Data sets (--dataset)", lambda: _datasets().entries()),
+                                            ("Architectures (--arch)", architectures),
                                             ("Attacks (--attack)", lambda: _attacks().entries())])
 @click.option("--dataset", required=True, help="One of the data sets listed below.")
-@click.option("--arch", required=True, help="small-cnn, resnet20, preact-resnet18 or vgg16-bn.")
+@click.option("--arch", required=True, help="One of the architectures listed below.")
 @_backdoor_options
 @click.option("--poison-rate", default=0.1, show_default=True, type=float, help="Fraction of the training set poisoned.")
 @click.option("--stamp", default="data", show_default=True,

@@ -12,7 +12,7 @@ import json
 
 import click
 
-from .cli_listing import RegistryCommand
+from .cli_listing import RegistryCommand, architectures
 from .errors import BackdoorlabError
 
 _data_dir = click.option("--data-dir", default=None, type=click.Path(file_okay=False),
@@ -201,6 +201,15 @@ def _command(group: click.Group, name: str, fn, options, listings=None) -> None:
         group.command(name)(wrapper)
 
 
+def _datasets():
+    from .data import DATASETS
+    return DATASETS.entries()
+
+
+# what a training command's help lists: the names --dataset and --arch take
+TRAIN_LISTINGS = [("Data sets (--dataset)", _datasets), ("Architectures (--arch)", architectures)]
+
+
 def _evasion_attacks():
     from .evasion import EVASION_ATTACKS
     return EVASION_ATTACKS.entries()
@@ -208,8 +217,8 @@ def _evasion_attacks():
 
 def _train_option_list(extra):
     return [
-        click.option("--dataset", required=True, help="mnist, fashion-mnist, cifar10 or digits."),
-        click.option("--arch", required=True, help="small-cnn, resnet20, preact-resnet18 or vgg16-bn."),
+        click.option("--dataset", required=True, help="One of the data sets listed below."),
+        click.option("--arch", required=True, help="One of the architectures listed below."),
         *extra,
         click.option("--epochs", default=None, type=int,
                      help="Training epochs (default: per data set and architecture, as for train)."),
@@ -243,11 +252,11 @@ def register(cli_group: click.Group) -> click.Group:
                      help="Fraction of training over which eps grows linearly from 0."),
         click.option("--clean-fraction", default=0.0, show_default=True, type=float,
                      help="Fraction of each batch left clean."),
-    ]))
+    ]), listings=TRAIN_LISTINGS)
     _command(cli_group, "distill", distill, _train_option_list([
         click.option("--temperature", default=100.0, show_default=True, type=float,
                      help="Softmax temperature T of teacher and student training."),
-    ]))
+    ]), listings=TRAIN_LISTINGS)
     _command(cli_group, "robustness", robustness, [
         click.argument("model_dir", type=click.Path()),
         click.option("--dataset", default=None, help="Data set (default: the one in the model's sidecar)."),

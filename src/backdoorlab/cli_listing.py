@@ -6,9 +6,22 @@ a command runs or its help is printed, so that ``backdoorlab --help`` and ``list
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import click
+
+
+class Listed(NamedTuple):
+    """A listed name and its one-line description, for what is not a registry entry (the architectures)."""
+
+    name: str
+    description: str
+
+
+def architectures() -> list[Listed]:
+    """The trainable architectures, each with its one-line description."""
+    from .models.registry import list_models, model_description
+    return [Listed(n, model_description(n)) for n in list_models()]
 
 
 class RegistryCommand(click.Command):

@@ -39,6 +39,12 @@ def list_models() -> list[str]:
     return sorted(set(_REGISTRY) - _UNLISTED)
 
 
+def model_description(name: str) -> str:
+    """The first line of architecture ``name``'s factory docstring: what it is, for listings."""
+    doc = (_REGISTRY[name].__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else name
+
+
 def _positive_int(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise BackdoorlabError(f"{what} must be a positive integer, got {value!r}")
