@@ -75,3 +75,13 @@ def test_repair_of_a_defense_without_a_path_refuses_a_second_endpoint(suspect, c
     root, d = suspect
     with pytest.raises(BackdoorlabError, match="no second endpoint"):
         repair_run(load_dataset("digits"), "finetune", [str(d)], 300, reuse_second_endpoint=str(root))
+
+
+@pytest.mark.parametrize("setting", [["--steps", "0"], ["-o", "second_steps=0"]])
+def test_step_counts_below_one_are_one_line_errors_before_any_work(suspect, capsys, setting):
+    root, d = suspect
+    out = root / "zero-steps"
+    code = main(["sanitize", str(d), "--dataset", "digits", "--clean-budget", "300", *setting, "--out", str(out)])
+    err = capsys.readouterr().err
+    field = "second_steps" if "second_steps=0" in setting else "steps"
+    assert code == 2 and err == f"error: {field} must be >= 1, got 0\n" and not out.exists()

@@ -331,8 +331,6 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
     from .runs import repair_run
     if len(model_dirs) > 2:
         raise BackdoorlabError(f"sanitize takes one or two model directories, got {len(model_dirs)}")
-    if steps < 1:
-        raise BackdoorlabError(f"--steps must be >= 1, got {steps}")
     repairers = _repairers()
     settings = dict(curve=curve, init=init, steps=steps, lr=lr, batch_size=batch_size, second_endpoint=second_endpoint,
                     stages=stages, ca_tolerance=tolerance, grid=grid, refine_steps=refine_steps,

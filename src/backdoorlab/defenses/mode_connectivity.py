@@ -111,8 +111,9 @@ class SanitizerConfig(Config):
     def validate(self):
         if self.second_steps is None:
             self.second_steps = self.steps
-        if self.steps < 1 or self.second_steps < 1:
-            raise BackdoorlabError(f"steps must be >= 1, got {min(self.steps, self.second_steps)}")
+        for name in ("steps", "second_steps"):
+            if getattr(self, name) < 1:
+                raise BackdoorlabError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.refine_steps < 0:
             raise BackdoorlabError(f"refine steps must be >= 0, got {self.refine_steps}")
         if self.curve_mixup < 0:

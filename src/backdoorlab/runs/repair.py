@@ -112,12 +112,12 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
     out_dir = pathlib.Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     saved_arch, saved_args = model_arch(model, arch, args)
-    repaired = {"defense": name, "from": [str(p) for p in model_dirs], "clean_budget": budget_size,
-                "info": {k: v for k, v in info.items() if k not in ("path", "config")}}
     # each command's own record, as it has always written it: sanitize's "sanitized", repair's "repaired"
-    records = {"repaired": repaired}
     if command == "sanitize":
         records = {"sanitized": path_outputs.sanitized_record(info, cfg, model_dirs, budget_size)}
+    else:
+        records = {"repaired": {"defense": name, "from": [str(p) for p in model_dirs], "clean_budget": budget_size,
+                                "info": {k: v for k, v in info.items() if k not in ("path", "config")}}}
     inherited = inherited_fields(metas[0])
     meta = build_sidecar(saved_arch, saved_args, dataset.name, **inherited, seed=cfg.seed,
                          provenance={**provenance(metas[0]), **records}, metrics=after)
