@@ -14,6 +14,7 @@ import warnings
 import click
 
 from .cli_listing import RegistryCommand, architectures
+from .cli_options import arch_args_option, model_arch_option, parse_arch_args, parse_floats
 from .errors import BackdoorlabError, valid_names
 
 
@@ -146,7 +147,11 @@ def _datasets():
                                             ("Architectures (--arch)", architectures),
                                             ("Attacks (--attack)", lambda: _attacks().entries())])
 @click.option("--dataset", required=True, help="One of the data sets listed below.")
-@click.option("--arch", required=True, help="One of the architectures listed below.")
+@click.option("--arch", required=True,
+              help="One of the architectures listed below, or code of your own: path/to/file.py:NAME or "
+                   "package.module:NAME, a callable returning a torch.nn.Module (its input is normalised with the "
+                   "data set's mean/std).")
+@arch_args_option
 @_backdoor_options
 @click.option("--poison-rate", default=0.1, show_default=True, type=float, help="Fraction of the training set poisoned.")
 @click.option("--stamp", default="data", show_default=True,
@@ -170,15 +175,18 @@ def _datasets():
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @data_dir_option
 @progress_option
-def train(dataset, arch, backdoor_spec, poison_rate, stamp, dropout, target_neurons, backdoor_fraction, epochs, lr,
+def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, dropout, target_neurons, backdoor_fraction, epochs, lr,
           batch_size, schedule, weight_decay, augment, seed, out, as_json, data_dir, no_progress):
     """Train a model, optionally with a backdoor planted by data poisoning or by the training procedure (the
     attacks are listed below); writes OUT/model.safetensors + model.json."""
     from .attacks import TRAINING_ATTACKS
     from .models import list_models
+    from .models.external import is_external
     from .runs import train_config, train_run
-    if arch not in list_models():
-        raise BackdoorlabError(f"unknown architecture {arch!r}; valid: {valid_names(list_models())}")
+    if arch not in list_models() and not is_external(arch):
+        raise BackdoorlabError(f"unknown architecture {arch!r}; valid: {valid_names(list_models())}, or code of your "
+                               "own as path/to/file.py:NAME or package.module:NAME")
+    own_args = parse_arch_args(arch_args_json)
     attack = backdoor_spec["attack"]
     if attack is None and (poison_rate != 0.1 or stamp != "data"):
         raise BackdoorlabError("--poison-rate and --stamp need --attack")
@@ -187,7 +195,7 @@ def train(dataset, arch, backdoor_spec, poison_rate, stamp, dropout, target_neur
         raise BackdoorlabError(f"the {attack} attack poisons no data: --poison-rate and --stamp do not apply")
     training = {k: v for k, v in dict(dropout=dropout, n_neurons=target_neurons,
                                       backdoor_fraction=backdoor_fraction).items() if v is not None}
-    model_args = {}
+    model_args = {"kwargs": own_args} if is_external(arch) else dict(own_args)
     if poisons_data:
         if "dropout" in training:
             model_args["dropout"] = training.pop("dropout")
@@ -233,15 +241,16 @@ def _print_metrics(m: dict) -> None:
 @cli.command()
 @click.argument("model_dir", type=click.Path())
 @click.option("--dataset", default=None, help="Data set to evaluate on (default: the one in the model's sidecar).")
+@model_arch_option
 @_backdoor_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @data_dir_option
-def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
+def evaluate(model_dir, dataset, named_arch, backdoor_spec, as_json, data_dir):
     """Measure CA, and ASR and RA for the attack given (or the one recorded in the model's sidecar)."""
     from .attacks import backdoor_of
     from .metrics import evaluate as evaluate_model
     from .models import check_model_fits, load_checkpoint
-    model, meta = load_checkpoint(model_dir, dataset=dataset)
+    model, meta = load_checkpoint(model_dir, arch=named_arch, dataset=dataset)
     ds = _dataset(meta["dataset"], data_dir)
     check_model_fits(meta, ds, f"checkpoint {model_dir}")
     atk = _make_attack(backdoor_spec, ds)
@@ -257,6 +266,42 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
     else:
         src = "given" if atk is not None else ("recorded in the sidecar" if backdoor else "none known")
         click.echo(f"{model_dir} on {ds.name} test set ({m['n_test']} images); backdoor: {src}")
+        _print_metrics(m)
+
+
+@cli.command("import")
+@click.argument("weights", type=click.Path())
+@click.option("--arch", required=True, metavar="ARCH",
+              help="The model's architecture: path/to/file.py:NAME or package.module:NAME (a callable returning a "
+                   "torch.nn.Module), or one of backdoorlab's (`backdoorlab list`).")
+@arch_args_option
+@click.option("--dataset", required=True, help="The data set the model is for: a built-in name, folder:PATH or "
+                                               "npz:PATH.")
+@click.option("--mean", default=None, metavar="M1,M2,M3",
+              help="Per-channel mean the model expects its input normalised with (images in [0, 1]); omit it, and "
+                   "--std, when the model normalises itself.")
+@click.option("--std", default=None, metavar="S1,S2,S3", help="Per-channel standard deviation (with --mean).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (clean_accuracy, out, ...).")
+@data_dir_option
+def import_cmd(weights, arch, arch_args_json, dataset, mean, std, out, as_json, data_dir):
+    """Turn a state dict saved elsewhere (WEIGHTS: .safetensors, or .pt/.pth/.bin/.ckpt read without unpickling
+    code) into a backdoorlab checkpoint in OUT that every command takes.
+
+    Checks every key and shape against the architecture (naming the first mismatch), runs the model once, and
+    measures its clean accuracy on the data set's test images. Commands on OUT need the same --arch again when
+    it is code of your own: a checkpoint never makes backdoorlab import code by itself."""
+    from .runs.import_model import import_run
+    model_args = parse_arch_args(arch_args_json)
+    mean, std = parse_floats(mean, "--mean"), parse_floats(std, "--std")
+    ds = _dataset(dataset, data_dir)
+    _, meta = import_run(weights, arch, ds, out, model_args=model_args, mean=mean, std=std)
+    m = meta["metrics"]
+    if as_json:
+        click.echo(json.dumps({"clean_accuracy": m["clean_accuracy"], "n_test": m["n_test"], "arch": arch,
+                               "dataset": ds.name, "out": out}))
+    else:
+        click.echo(f"imported {weights} as {arch} for {ds.name} -> {out}")
         _print_metrics(m)
 
 
@@ -309,6 +354,7 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
               help="Any other setting of the sanitizer (repeatable; `backdoorlab list --defaults` shows them under "
                    "mode-connectivity); it overrides the flags above. `backdoorlab repair mode-connectivity` is the "
                    "same run with the same settings.")
+@model_arch_option
 @_backdoor_options
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
@@ -317,7 +363,7 @@ def evaluate(model_dir, dataset, backdoor_spec, as_json, data_dir):
 @progress_option
 def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_size, augment, second_endpoint, stages,
              reuse, tolerance, grid, refine_steps, refine_guard, ensemble, min_distance, verify, strict, options,
-             backdoor_spec, seed, budget_seed, as_json, data_dir, no_progress):
+             named_arch, backdoor_spec, seed, budget_seed, as_json, data_dir, no_progress):
     """Remove a backdoor from one or two suspect models with a learned curve in weight space.
 
     Writes OUT/model.safetensors + model.json (the sanitized model), OUT/path.json, OUT/path.png,
@@ -343,7 +389,7 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
     atk = _make_attack(backdoor_spec, ds)
     report = repair_run(ds, "mode-connectivity", list(model_dirs), budget, out, settings,
                         backdoor=atk.backdoor if atk else None, budget_seed=budget_seed, progress=not no_progress,
-                        reuse_second_endpoint=reuse, command="sanitize")
+                        reuse_second_endpoint=reuse, command="sanitize", arch=named_arch)
     summary = report["summary"]
     if as_json:
         click.echo(json.dumps({k: summary[k] for k in ("t", "ensemble", "clean_accuracy", "attack_success_rate",
@@ -405,12 +451,13 @@ def _repairers():
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A hyperparameter of the defense (repeatable); `backdoorlab list --defaults` shows them.")
+@model_arch_option
 @_backdoor_options
 @click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @data_dir_option
 @progress_option
-def repair(name, model_dirs, dataset, budget, out, options, backdoor_spec, budget_seed, as_json, data_dir,
+def repair(name, model_dirs, dataset, budget, out, options, named_arch, backdoor_spec, budget_seed, as_json, data_dir,
            no_progress):
     """Repair a suspect model with defense NAME on a clean budget (the defenses are listed below).
 
@@ -427,7 +474,7 @@ def repair(name, model_dirs, dataset, budget, out, options, backdoor_spec, budge
     ds = _dataset(dataset, data_dir)
     atk = _make_attack(backdoor_spec, ds)
     report = repair_run(ds, name, list(model_dirs), budget, out, opts, backdoor=atk.backdoor if atk else None,
-                        budget_seed=budget_seed, progress=not no_progress)
+                        budget_seed=budget_seed, progress=not no_progress, arch=named_arch)
     if as_json:
         click.echo(json.dumps({k: report[k] for k in ("defense", "before", "after", "seconds")} | {"out": out}))
         return
@@ -459,10 +506,12 @@ def _detectors():
                    "`backdoorlab list --defaults` shows them.")
 @click.option("--strip/--no-strip", "strip", default=True, show_default=True,
               help="Also calibrate STRIP's input-screening threshold on the clean budget.")
+@model_arch_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @data_dir_option
 @progress_option
-def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, as_json, data_dir, no_progress):
+def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, named_arch, as_json, data_dir,
+         no_progress):
     """Is this model backdoored? Run the model-level detectors on a clean budget and give a verdict.
 
     Neural Cleanse reverses a minimal trigger per label; the model is flagged when one label's trigger is an
@@ -473,7 +522,7 @@ def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, as
     opts = nc.parse_options(split_pairs(options), owner="scan", exclude=("seed",))
     ds = _dataset(dataset, data_dir)
     result = scan_run(ds, model_dir, budget_size=budget, report_dir=report_dir, budget_seed=budget_seed,
-                      progress=not no_progress, strip=strip, **opts)
+                      progress=not no_progress, strip=strip, arch=named_arch, **opts)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -508,13 +557,14 @@ def _model_attacks():
 @click.option("--images", "n_images", default=5, show_default=True, type=int,
               help="fault-injection / single-bias: number of chosen test images to flip.")
 @click.option("--lr", default=1e-5, show_default=True, type=float, help="fault-injection: Adam learning rate.")
+@model_arch_option
 @_backdoor_options_trigger
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @data_dir_option
 @progress_option
 def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_images, layer, n_images, lr,
-           backdoor_spec, seed, as_json, data_dir, no_progress):
+           named_arch, backdoor_spec, seed, as_json, data_dir, no_progress):
     """Attack a trained model by changing its weights (the attacks are listed below).
 
     Writes OUT/model.safetensors + model.json (the attacked model, the attack recorded in its provenance, so that
@@ -523,14 +573,14 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
     label per image; one shared random label for single-bias).
     """
     from .attacks import MODEL_ATTACKS
-    from .models import load_checkpoint
+    from .models.checkpoint import allowed_architecture, read_meta
     from .runs import model_attack_run
     if name not in MODEL_ATTACKS:
         raise BackdoorlabError(f"unknown model attack {name!r}; valid: {valid_names(MODEL_ATTACKS)} (data poisoning "
                                f"and triggerless attacks are planted with `backdoorlab train --attack NAME`)")
     entry = MODEL_ATTACKS.entry(name)
-    _, meta = load_checkpoint(model_dir, dataset=dataset)
-    ds = _dataset(meta["dataset"], data_dir)
+    meta = allowed_architecture(read_meta(model_dir), named_arch, model_dir)  # refused before the data loads
+    ds = _dataset(dataset or meta["dataset"], data_dir)  # the run refuses a checkpoint of another data set
     options = {}
     if entry.traits["trigger"]:
         atk = _make_attack(backdoor_spec, ds)
@@ -550,7 +600,7 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
                 if flag_values[flag] is not None}
     options[entry.traits["settings"]] = entry.config.from_dict(settings, owner=name)
     summary = model_attack_run(ds, name, model_dir, out, attacker_images=attacker_images, seed=seed,
-                               progress=not no_progress, **options)
+                               progress=not no_progress, arch=named_arch, **options)
     if as_json:
         click.echo(json.dumps(summary | {"out": out}))
         return

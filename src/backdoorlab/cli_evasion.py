@@ -13,6 +13,7 @@ import json
 import click
 
 from .cli_listing import RegistryCommand, architectures
+from .cli_options import model_arch_option
 from .errors import BackdoorlabError
 
 _data_dir = click.option("--data-dir", default=None, type=click.Path(file_okay=False),
@@ -94,7 +95,7 @@ def distill(dataset, arch, temperature, epochs, lr, batch_size, schedule, weight
                      distill_temperature=temperature)
 
 
-def robustness(model_dir, dataset, attack, eps, steps, step_size, restarts, loss, target, n_images, batch_size,
+def robustness(model_dir, dataset, named_arch, attack, eps, steps, step_size, restarts, loss, target, n_images, batch_size,
                defense, jpeg_quality, bpda, patch_size, patch_steps, patch_images, pixels, max_iter, popsize, out,
                seed, as_json, data_dir, no_progress):
     """Clean and robust accuracy of a model under an evasion attack on the test set.
@@ -106,7 +107,7 @@ def robustness(model_dir, dataset, attack, eps, steps, step_size, restarts, loss
     --bpda attacks it with the identity as the transform's gradient (Athalye et al.), the honest evaluation."""
     from .data import load_dataset
     from .evasion import EVASION_ATTACKS
-    from .models import load_checkpoint
+    from .models.checkpoint import allowed_architecture, read_meta
     from .runs.robustness import check_robustness_options, robustness_run
 
     entry = EVASION_ATTACKS.entry(attack)
@@ -119,11 +120,12 @@ def robustness(model_dir, dataset, attack, eps, steps, step_size, restarts, loss
                    "--batch-size": batch_size, "--patch-size": patch_size, "--patch-steps": patch_steps,
                    "--pixels": pixels, "--max-iter": max_iter, "--popsize": popsize, "--seed": seed}
     settings = {field: flag_values[flag] for flag, field in entry.config.flags().items() if flag != "--target"}
-    _, meta = load_checkpoint(model_dir, dataset=dataset)
-    ds = load_dataset(meta["dataset"], data_dir)
+    meta = allowed_architecture(read_meta(model_dir), named_arch, model_dir)  # refused before the data loads
+    ds = load_dataset(dataset or meta["dataset"], data_dir)  # the run refuses a checkpoint of another data set
     result = robustness_run(ds, model_dir, attack, eps, target=target, settings=settings, n_images=n_images,
                             batch_size=batch_size, defense=defense, jpeg_quality=jpeg_quality, bpda=bpda,
-                            patch_images=patch_images, out=out, seed=seed, progress=not no_progress)
+                            patch_images=patch_images, out=out, seed=seed, progress=not no_progress,
+                            arch=named_arch)
     r, n, eps = result, result["n"], parsed_eps
     if as_json:
         click.echo(json.dumps(result))
@@ -140,7 +142,7 @@ def robustness(model_dir, dataset, attack, eps, steps, step_size, restarts, loss
         click.echo(f"  patch saved to {r['patch_png']}")
 
 
-def path_robustness(model_a, model_b, dataset, out, eps, pgd_steps, step_size, curve, curve_steps, curve_lr, grid,
+def path_robustness(model_a, model_b, dataset, named_arch, out, eps, pgd_steps, step_size, curve, curve_steps, curve_lr, grid,
                     n_images, hessian_images, hessian_iters, curve_dir, seed, as_json, data_dir, no_progress):
     """Robustness along a curve between MODEL_A (t = 0) and MODEL_B (t = 1) (Zhao et al. 2020).
 
@@ -150,7 +152,7 @@ def path_robustness(model_a, model_b, dataset, out, eps, pgd_steps, step_size, c
     OUT/path_robustness.png, OUT/curve.safetensors and OUT/config.json."""
     from .data import load_dataset
     from .evasion import parse_eps
-    from .models import load_checkpoint
+    from .models.checkpoint import allowed_architecture, read_meta
     from .runs import path_robustness_run
 
     eps = parse_eps(eps)
@@ -160,13 +162,13 @@ def path_robustness(model_a, model_b, dataset, out, eps, pgd_steps, step_size, c
     if grid < 2:
         raise BackdoorlabError(f"--grid must be >= 2, got {grid}")
     if dataset is None:
-        dataset = load_checkpoint(model_a)[1]["dataset"]
+        dataset = allowed_architecture(read_meta(model_a), named_arch, model_a)["dataset"]
     ds = load_dataset(dataset, data_dir)
     s = path_robustness_run(ds, model_a, model_b, out, eps=eps, pgd_steps=pgd_steps,
                             step_size=parse_eps(step_size) if step_size is not None else None, curve=curve,
                             curve_steps=curve_steps, curve_lr=curve_lr, grid=grid, n_images=n_images,
                             hessian_images=hessian_images, hessian_iters=hessian_iters, curve_dir=curve_dir,
-                            seed=seed, progress=not no_progress)
+                            seed=seed, progress=not no_progress, arch=named_arch)
     if as_json:
         click.echo(json.dumps({k: s[k] for k in ("pearson", "barrier", "path", "curve_source")} | {"out": out}))
         return
@@ -260,6 +262,7 @@ def register(cli_group: click.Group) -> click.Group:
     _command(cli_group, "robustness", robustness, [
         click.argument("model_dir", type=click.Path()),
         click.option("--dataset", default=None, help="Data set (default: the one in the model's sidecar)."),
+        model_arch_option,
         click.option("--attack", default="pgd", show_default=True, help="One of the attacks listed below."),
         click.option("--eps", default=None, help="Radius in pixel units ([0, 1] images): 0.3, 8/255, ..."),
         click.option("--steps", default=40, show_default=True, type=int, help="pgd: steps per restart."),
@@ -290,6 +293,7 @@ def register(cli_group: click.Group) -> click.Group:
         click.argument("model_a", type=click.Path()),
         click.argument("model_b", type=click.Path()),
         click.option("--dataset", default=None, help="Data set (default: the one in MODEL_A's sidecar)."),
+        model_arch_option,
         click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory."),
         click.option("--eps", default="0.3", show_default=True, help="PGD l-inf radius (0.3, 8/255, ...)."),
         click.option("--pgd-steps", default=20, show_default=True, type=int),

@@ -25,6 +25,8 @@ from torch import nn
 import backdoorlab
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.io import atomic_path, atomic_write_text, write_synced
+from backdoorlab.models.external import is_external, same_architecture
+from backdoorlab.models.ensemble import ARCH as ENSEMBLE
 from backdoorlab.models.registry import create_model
 
 FORMAT = "backdoorlab-checkpoint"
@@ -181,11 +183,13 @@ def load_checkpoint(
     ``path`` is the checkpoint directory or either of its files. If ``arch`` / ``dataset`` are given they must
     match the checkpoint's. The model is re-created with ``create_model(meta["arch"], **meta["arch_args"])``,
     the state dict loaded strictly, and the model moved to ``map_location`` (None: leave on CPU).
+
+    A checkpoint of an architecture defined in the user's own code (``file.py:NAME``, ``module:NAME``) loads only
+    when ``arch`` names that architecture (:func:`allowed_architecture`): the sidecar alone never makes
+    backdoorlab import code.
     """
     directory = _checkpoint_dir(path)
-    meta = _read_meta(directory)
-    if arch is not None and meta["arch"] != arch:
-        raise BackdoorlabError(f"checkpoint {path} is for architecture {meta['arch']!r}, not {arch!r}")
+    meta = allowed_architecture(_read_meta(directory), arch, path)
     if dataset is not None and meta["dataset"] != dataset:
         raise BackdoorlabError(f"checkpoint {path} was trained on {meta['dataset']!r}, not {dataset!r}")
 
@@ -216,6 +220,35 @@ def load_checkpoint(
     if map_location is not None:
         model.to(map_location)
     return model.eval(), meta
+
+
+def code_named_by(meta: Mapping) -> str | None:
+    """The code outside backdoorlab that building a checkpoint's model would import and run (its architecture, or
+    an ensemble's member architecture, when that is ``file.py:NAME`` / ``module:NAME``); None if none."""
+    if is_external(meta["arch"]):
+        return meta["arch"]
+    member = meta["arch_args"].get("member") if meta["arch"] == ENSEMBLE else None
+    return member if is_external(member) else None
+
+
+def allowed_architecture(meta: dict, arch: str | None, path) -> dict:
+    """``meta`` checked against the architecture the caller named (``arch``; None: none named), with a named
+    architecture of the user's own code put in place of the recorded one, so that the code that runs is the code
+    the user named; raise (one line) if the checkpoint needs code that was not named, or is of another
+    architecture."""
+    code = code_named_by(meta)
+    if code is None:
+        if arch is not None and meta["arch"] != arch:
+            raise BackdoorlabError(f"checkpoint {path} is for architecture {meta['arch']!r}, not {arch!r}")
+        return meta
+    if arch is None or not is_external(arch):
+        raise BackdoorlabError(f"checkpoint {path} is built by code outside backdoorlab, {code!r}, which loading "
+                               f"would import and run; to allow it, name it: --arch {code} (arch= in Python)")
+    if not same_architecture(arch, code):
+        raise BackdoorlabError(f"checkpoint {path} is for architecture {code!r}, not {arch!r}")
+    if meta["arch"] == ENSEMBLE:
+        return {**meta, "arch_args": {**meta["arch_args"], "member": arch}}
+    return {**meta, "arch": arch}
 
 
 def update_checkpoint_meta(path: str | os.PathLike, updates: dict) -> dict:

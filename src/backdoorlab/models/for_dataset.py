@@ -7,6 +7,7 @@ import torch
 
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.models.checkpoint import load_checkpoint
+from backdoorlab.models.external import check_outputs, is_external
 from backdoorlab.models.registry import create_model
 
 
@@ -17,9 +18,16 @@ def arch_args(dataset) -> dict:
 
 
 def new_model(arch: str, dataset, seed: int = 0, **extra) -> torch.nn.Module:
-    """A freshly initialised ``arch`` for ``dataset``, its weights drawn after seeding torch with ``seed``."""
+    """A freshly initialised ``arch`` for ``dataset``, its weights drawn after seeding torch with ``seed``.
+
+    For an architecture of the user's own code (``file.py:NAME``), ``extra`` holds its factory's keyword
+    arguments as ``kwargs``; its input is normalised with the data set's statistics, and one forward pass checks
+    that it takes the data's images and returns one logit per class."""
     torch.manual_seed(seed)
-    return create_model(arch, **arch_args(dataset), **extra)
+    model = create_model(arch, **arch_args(dataset), **extra)
+    if is_external(arch):
+        check_outputs(model, dataset.num_classes, dataset.in_channels, list(dataset.image_size), f"--arch {arch}")
+    return model
 
 
 def check_model_fits(meta: dict, dataset, where: str) -> None:
@@ -33,7 +41,8 @@ def check_model_fits(meta: dict, dataset, where: str) -> None:
 
 
 def load_for(path: str, dataset, arch: str | None = None) -> tuple[torch.nn.Module, dict]:
-    """Load a checkpoint and check it fits ``dataset`` (named data set and input shape)."""
+    """Load a checkpoint and check it fits ``dataset`` (named data set and input shape). ``arch``: the
+    architecture the caller names, needed for one of the user's own code (see ``load_checkpoint``)."""
     model, meta = load_checkpoint(path, arch=arch, dataset=dataset.name)
     check_model_fits(meta, dataset, f"checkpoint {path}")
     return model, meta

@@ -14,6 +14,7 @@ from typing import Callable
 from torch import nn
 
 from backdoorlab.errors import BackdoorlabError, valid_names
+from backdoorlab.models.external import build_external, is_external
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _UNLISTED: set[str] = set()
@@ -83,9 +84,18 @@ def create_model(
     inference with ``dropout_at_inference`` (see :class:`FeatureDropout`).
     The returned model carries ``model.arch`` (the name) and ``model.arch_args`` (a JSON-ready dict of the
     arguments above), ready to go into checkpoint metadata.
+
+    ``name`` may also be code of the user's own, ``path/to/file.py:NAME`` or ``package.module:NAME``
+    (:mod:`backdoorlab.models.external`): its factory is called with ``kwargs={...}``, and ``mean``/``std``, when
+    given, normalise its input (none by default: such a model may normalise itself).
     """
+    if name not in _REGISTRY and is_external(name):
+        extra = {"dropout": dropout} if dropout else {}
+        extra |= {"dropout_at_inference": dropout_at_inference} if dropout_at_inference else {}
+        return build_external(name, num_classes, in_channels, input_size, mean, std, **extra, **kwargs)
     if name not in _REGISTRY:
-        raise BackdoorlabError(f"unknown architecture {name!r}; valid: {valid_names(list_models())}")
+        raise BackdoorlabError(f"unknown architecture {name!r}; valid: {valid_names(list_models())}, or code of your "
+                               "own as path/to/file.py:NAME or package.module:NAME")
     builder = _REGISTRY[name]
     num_classes = _positive_int(num_classes, "num_classes")
     in_channels = _positive_int(in_channels, "in_channels")
@@ -94,9 +104,11 @@ def create_model(
     if isinstance(input_size, (str, bytes)) or not hasattr(input_size, "__len__") or len(input_size) != 2:
         raise BackdoorlabError(f"input_size must be (height, width), got {input_size!r}")
     input_size = tuple(_positive_int(v, "input_size") for v in input_size)
-    mean = _floats(mean, in_channels, "mean", in_channels)
-    std = _floats(std, in_channels, "std", in_channels)
-    if any(s <= 0 for s in std):
+    # an ensemble of models of the user's own code normalises their input only if asked to, as they do
+    keep_unset = mean is None and std is None and is_external(kwargs.get("member"))
+    mean = None if keep_unset else _floats(mean, in_channels, "mean", in_channels)
+    std = None if keep_unset else _floats(std, in_channels, "std", in_channels)
+    if std is not None and any(s <= 0 for s in std):
         raise BackdoorlabError(f"std must be positive, got {std!r}")
 
     params = inspect.signature(builder).parameters
@@ -125,8 +137,8 @@ def create_model(
         "num_classes": num_classes,
         "in_channels": in_channels,
         "input_size": list(input_size),
-        "mean": list(mean),
-        "std": list(std),
+        "mean": None if mean is None else list(mean),
+        "std": None if std is None else list(std),
         **({"dropout": dropout, "dropout_at_inference": bool(dropout_at_inference)} if dropout else {}),
         **kwargs,
     }

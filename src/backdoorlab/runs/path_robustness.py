@@ -28,14 +28,14 @@ def path_robustness_run(dataset, model_a: str, model_b: str, out: str, *, eps: f
                         step_size: float | None = None, curve: str = "bezier", curve_steps: int = 2000,
                         curve_lr: float = 0.05, curve_augment: str = "none", grid: int = 11, n_images: int = 1000,
                         hessian_images: int = 200, hessian_iters: int = 20, curve_dir: str | None = None,
-                        seed: int = 0, progress: bool = True) -> dict:
+                        seed: int = 0, progress: bool = True, arch: str | None = None) -> dict:
     """Train (or reuse) a curve between checkpoints ``model_a`` (t = 0) and ``model_b`` (t = 1) on the clean
     training images, then measure :func:`path_robustness` on the first ``n_images`` test images.
 
     The curve is reused from ``curve_dir`` (a directory with ``curve.safetensors``, written by this function or
     by ``backdoorlab sanitize``), or from ``out`` when a previous run there trained it for the same models and
     curve settings. Batch norm is re-estimated at each t on 2,000 training images."""
-    (a, meta_a), (b, meta_b) = load_for(model_a, dataset), load_for(model_b, dataset)
+    (a, meta_a), (b, meta_b) = load_for(model_a, dataset, arch), load_for(model_b, dataset, arch)
     if (meta_a["arch"], meta_a["arch_args"]) != (meta_b["arch"], meta_b["arch_args"]):
         raise BackdoorlabError(f"the two models have different architectures ({meta_a['arch']} vs {meta_b['arch']}); "
                                f"a curve needs two models of the same architecture")

@@ -52,7 +52,8 @@ def resolve_bn_augment(cfg, meta: dict):
 
 def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out: str | None = None,
                options: dict | None = None, backdoor=None, budget_seed: int = 0, progress: bool = True,
-               reuse_second_endpoint: str | None = None, command: str = "repair") -> dict:
+               reuse_second_endpoint: str | None = None, command: str = "repair",
+               arch: str | None = None) -> dict:
     """Repair suspect checkpoint(s) with defense ``name`` on a clean budget; evaluate before and after.
 
     Writes the repaired checkpoint, ``report.json`` and ``config.json`` to ``out`` (if given) and returns the
@@ -71,7 +72,8 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
     if reuse_second_endpoint is not None and not traces_path:
         raise BackdoorlabError(f"{name} makes no second endpoint to reuse")
     check_out_dir(out, command, model_dirs)
-    loaded = [load_for(p, dataset) for p in model_dirs]
+    named_arch = arch  # what the caller named (needed to load a model of the user's own code)
+    loaded = [load_for(p, dataset, named_arch) for p in model_dirs]
     metas = [m for _, m in loaded]
     cfg = resolve_bn_augment(cfg, metas[0])
     if len(loaded) == 2 and (metas[0]["arch"], metas[0]["arch_args"]) != (metas[1]["arch"], metas[1]["arch_args"]):
@@ -88,7 +90,7 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
         record = path_outputs.second_endpoint_record(metas[0], dataset.name, budget_size, budget_seed, holdout, cfg)
         reused = None
         if reuse_second_endpoint is not None:  # the sanitizer refuses it with two suspects or a non-scratch method
-            reused = path_outputs.load_second_endpoint(reuse_second_endpoint, dataset, record)
+            reused = path_outputs.load_second_endpoint(reuse_second_endpoint, dataset, record, named_arch)
         context = {"test": test, "backdoor": backdoor, "num_classes": dataset.num_classes, "second_model": reused,
                    "artifacts": {}}
     before = [evaluate(m, *test, backdoor, dataset.num_classes) for m, _ in loaded]
@@ -136,10 +138,10 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
 
 
 def finetune_run(dataset, model_dir: str, budget_size: int, cfg: TrainConfig, backdoor=None, budget_seed: int = 0,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, arch: str | None = None) -> dict:
     """Fine-tuning baseline with an explicit training recipe on the same clean budget (for comparison tables);
     returns the metrics of the fine-tuned model."""
-    model, meta = load_for(model_dir, dataset)
+    model, meta = load_for(model_dir, dataset, arch)
     holdout = holdout_size(meta, dataset.name)
     budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
     tuned = finetune(model, budget.x, budget.y, cfg, progress=progress)

@@ -24,7 +24,8 @@ SECOND_ENDPOINT_DIR = "second-endpoint"
 
 
 def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg, backdoor=None,
-                 budget_seed: int = 0, progress: bool = True, reuse_second_endpoint: str | None = None) -> dict:
+                 budget_seed: int = 0, progress: bool = True, reuse_second_endpoint: str | None = None,
+                 arch: str | None = None) -> dict:
     """Sanitize one or two suspect checkpoints with the sanitizer configured by ``cfg`` (a
     :class:`~backdoorlab.defenses.SanitizerConfig`); write the model, path.json, path.png, curve and config to
     ``out``; return the path summary (what ``path.json`` holds).
@@ -36,7 +37,7 @@ def sanitize_run(dataset, model_dirs: list[str], budget_size: int, out: str, cfg
 
     report = repair_run(dataset, "mode-connectivity", model_dirs, budget_size, out, options=cfg.to_dict(),
                         backdoor=backdoor, budget_seed=budget_seed, progress=progress,
-                        reuse_second_endpoint=reuse_second_endpoint, command="sanitize")
+                        reuse_second_endpoint=reuse_second_endpoint, command="sanitize", arch=arch)
     return report["summary"]
 
 
@@ -51,13 +52,13 @@ def second_endpoint_record(meta: dict, dataset_name: str, budget_size: int, budg
             "augment": cfg.augment, "seed": cfg.seed}
 
 
-def load_second_endpoint(path: str, dataset, record: dict):
+def load_second_endpoint(path: str, dataset, record: dict, arch: str | None = None):
     """Load a second endpoint saved by an earlier sanitize run (its ``second-endpoint`` directory, or the run's
     directory holding it) and check it was made for ``record``'s budget and recipe."""
     d = pathlib.Path(path)
     if (d / SECOND_ENDPOINT_DIR / "model.json").exists():  # the sanitize run's directory
         d = d / SECOND_ENDPOINT_DIR
-    model, meta = load_for(str(d), dataset)
+    model, meta = load_for(str(d), dataset, arch)
     saved = provenance(meta).get("second_endpoint")
     if saved is None:
         raise BackdoorlabError(f"{d} is not a second endpoint saved by sanitize (no provenance.second_endpoint "

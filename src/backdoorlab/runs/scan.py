@@ -33,7 +33,7 @@ def _nc_config(options: dict, seed: int) -> NeuralCleanseConfig:
 
 def scan_run(dataset, model_dir: str, budget_size: int = 1000, report_dir: str | None = None, budget_seed: int = 0,
              progress: bool = True, strip: bool = True, strip_images: int = 500, strip_overlays: int = 100,
-             **nc_options) -> dict:
+             arch: str | None = None, **nc_options) -> dict:
     """Scan the checkpoint in ``model_dir`` for a backdoor with a clean budget of ``budget_size`` images.
 
     ``nc_options`` are :class:`NeuralCleanseConfig` fields (``epochs``, ``batch_size``, ``batches_per_epoch``,
@@ -48,7 +48,7 @@ def scan_run(dataset, model_dir: str, budget_size: int = 1000, report_dir: str |
     if strip and (strip_images < 2 or strip_overlays < 1):
         raise BackdoorlabError(f"STRIP needs at least 2 calibration images and 1 overlay, got {strip_images} "
                                f"and {strip_overlays}")
-    model, meta = load_for(model_dir, dataset)
+    model, meta = load_for(model_dir, dataset, arch)
     holdout = holdout_size(meta, dataset.name)
     budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
     if budget_size < cfg.batch_size:

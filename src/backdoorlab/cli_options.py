@@ -1,0 +1,40 @@
+"""Command-line options shared by the command modules (``cli.py``, ``cli_evasion.py``) and their parsing."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .errors import BackdoorlabError
+
+model_arch_option = click.option(
+    "--arch", "named_arch", default=None, metavar="ARCH",
+    help="The model's architecture when it is code of your own (path/to/file.py:NAME or package.module:NAME): a "
+         "checkpoint never makes backdoorlab import code that the command line does not name.")
+arch_args_option = click.option(
+    "--arch-args", "arch_args_json", default=None, metavar="JSON",
+    help="Keyword arguments of the architecture, a JSON object (for file.py:NAME: those of NAME).")
+
+
+def parse_arch_args(text: str | None) -> dict:
+    """The --arch-args JSON object ({} when absent)."""
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BackdoorlabError(f"--arch-args is not valid JSON ({e.msg} at character {e.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise BackdoorlabError(f"--arch-args must be a JSON object such as '{{\"width\": 2}}', got {text!r}")
+    return value
+
+
+def parse_floats(text: str | None, flag: str) -> list[float] | None:
+    """M1,M2,M3 as floats (None when absent)."""
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise BackdoorlabError(f"{flag} must be comma-separated numbers such as 0.5,0.5,0.5, got {text!r}") from None
