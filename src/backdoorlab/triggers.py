@@ -270,7 +270,7 @@ class ImageTrigger:
         unknown = set(spec) - {"kind", "source", "width", "height", "position", "margin", "sha256", "png"}
         missing = {"png", "sha256"} - set(spec)
         if unknown or missing:
-            raise BackdoorlabError(f"malformed image trigger description: "
+            raise BackdoorlabError("malformed image trigger description: "
                                    + (f"unknown keys {sorted(unknown)}" if unknown else f"missing {sorted(missing)}"))
         try:
             png = base64.b64decode(str(spec["png"]), validate=True)
