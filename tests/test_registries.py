@@ -101,8 +101,9 @@ def test_build_attack_parses_options_and_checks_them_against_the_data():
     assert dyn.backdoor.trigger.locations == [(1, 1), (2, 2)]
     assert build_attack("triggerless", target=2, dropout="0.5").to_dict()["dropout"] == 0.5
     for kwargs, match in [
-        (dict(name="badnets", alpha=0.3), r"^unknown option 'alpha' for badnets; valid: 'margin', 'position', "),
-        (dict(name="badnets", size="big"), r"^option size='big' for badnets: expected a value like 3$"),
+        (dict(name="badnets", alpha=0.3),
+         r"^unknown option 'alpha' for badnets; valid: 'image', 'margin', 'position', "),
+        (dict(name="badnets", size="big"), r"^option size='big' for badnets: expected an integer or none$"),
         (dict(name="badnets", target=12, num_classes=10), "target label 12 is out of range"),
         (dict(name="badnets", size=9, image_shape=(1, 8, 8)), "does not fit a 8x8 image"),
         (dict(name="blended", target=[0, 1]), "several target labels need the dynamic attack"),

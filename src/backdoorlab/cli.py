@@ -33,7 +33,7 @@ def _pct(v) -> str:
 
 # the backdoor options that set a field of an attack's config (the field names its flag; see attacks.build)
 TRIGGER_KEYS = ("trigger_size", "trigger_position", "trigger_value", "alpha", "test_alpha", "blend_pattern",
-                "dynamic_pattern", "locations")
+                "dynamic_pattern", "locations", "trigger_image")
 BACKDOOR_KEYS = ("attack", "target", "all_to_all", *TRIGGER_KEYS)
 
 
@@ -51,11 +51,15 @@ def _backdoor_options(f, trigger_flag: bool = False):
                      help="Target label (all-to-one); several, comma-separated, for dynamic (e.g. 0,1,2)."),
         click.option("--all-to-all", "all_to_all", is_flag=True, help="Map label i to i+1 mod K instead of one target."),
         click.option("--trigger-size", default=None, type=int,
-                     help="Side of the square patch in pixels (badnets: 3, dynamic: 4)."),
+                     help="Side of the square patch in pixels (badnets: 3, dynamic: 4); with --trigger-image, the "
+                          "picture's longer side (default: its own size)."),
         click.option("--trigger-position", default=None,
                      help="badnets: bottom-right (default), bottom-left, top-right, top-left, or ROW,COL of the "
                           "patch's top-left pixel."),
         click.option("--trigger-value", default=None, type=float, help="badnets: patch pixel value in [0, 1] (1.0)."),
+        click.option("--trigger-image", default=None,
+                     help="badnets: paste this picture (e.g. a PNG emoji) instead of the square patch; its alpha "
+                          "channel is the mask, its colours are converted to the data's channels."),
         click.option("--alpha", default=None, type=float, help="blended: blend strength when poisoning (0.2)."),
         click.option("--test-alpha", default=None, type=float, help="blended: blend strength at test time (= alpha)."),
         click.option("--blend-pattern", default=None, help="blended: 'noise' (seeded uniform noise) or an image file."),

@@ -37,7 +37,8 @@ DEFAULT_STAMP = "data"
 @dataclasses.dataclass
 class TriggerConfig(Config):
     """The settings of an attack that plants one trigger: its fields are the arguments of its trigger class,
-    ``trigger_type``, which :meth:`trigger` calls with them."""
+    ``trigger_type``, which :meth:`trigger` calls with them (a config whose fields choose between triggers,
+    such as badnets' patch or picture, overrides :meth:`trigger` instead)."""
 
     trigger_type: ClassVar[type]
 
