@@ -13,6 +13,7 @@ import warnings
 
 import click
 
+from .cli_device import device_options
 from .cli_listing import RegistryCommand, architectures
 from .cli_options import arch_args_option, model_arch_option, parse_arch_args, parse_floats
 from .errors import BackdoorlabError, valid_names
@@ -179,8 +180,10 @@ def _datasets():
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @data_dir_option
 @progress_option
-def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, dropout, target_neurons, backdoor_fraction, epochs, lr,
-          batch_size, schedule, weight_decay, augment, seed, out, as_json, data_dir, no_progress):
+@device_options()
+def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, dropout, target_neurons,
+          backdoor_fraction, epochs, lr, batch_size, schedule, weight_decay, augment, seed, out, as_json, data_dir,
+          no_progress, device, amp):
     """Train a model, optionally with a backdoor planted by data poisoning or by the training procedure (the
     attacks are listed below); writes OUT/model.safetensors + model.json."""
     from .attacks import TRAINING_ATTACKS
@@ -213,7 +216,8 @@ def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, drop
     atk = _make_attack(backdoor_spec, ds, poison_rate, stamp, training)
     cfg = train_config(ds.name, arch, epochs, lr, batch_size, augment, schedule=schedule,
                        weight_decay=weight_decay, seed=seed)
-    _, meta = train_run(ds, arch, cfg, atk, out=out, progress=not no_progress, model_args=model_args)
+    _, meta = train_run(ds, arch, cfg, atk, out=out, progress=not no_progress, model_args=model_args, device=device,
+                        amp=amp)
     m = meta["metrics"]
     if as_json:
         click.echo(json.dumps({"attack_success_rate": None, "robust_accuracy": None} | m | {"out": out}))
@@ -249,7 +253,8 @@ def _print_metrics(m: dict) -> None:
 @_backdoor_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @data_dir_option
-def evaluate(model_dir, dataset, named_arch, backdoor_spec, as_json, data_dir):
+@device_options(amp=False)
+def evaluate(model_dir, dataset, named_arch, backdoor_spec, as_json, data_dir, device):
     """Measure CA, and ASR and RA for the attack given (or the one recorded in the model's sidecar)."""
     from .attacks import backdoor_of
     from .metrics import evaluate as evaluate_model
@@ -261,7 +266,7 @@ def evaluate(model_dir, dataset, named_arch, backdoor_spec, as_json, data_dir):
     backdoor = atk.backdoor if atk is not None else backdoor_of(meta)
     if atk is None and backdoor is not None:
         backdoor.check(ds.num_classes)
-    m = evaluate_model(model, ds.test_x, ds.test_y, backdoor, ds.num_classes)
+    m = evaluate_model(model.to(device), ds.test_x, ds.test_y, backdoor, ds.num_classes)
     out = {**m, "backdoor": backdoor.to_dict() if backdoor else None}
     out.setdefault("attack_success_rate", None)
     out.setdefault("robust_accuracy", None)
@@ -288,7 +293,8 @@ def evaluate(model_dir, dataset, named_arch, backdoor_spec, as_json, data_dir):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (clean_accuracy, out, ...).")
 @data_dir_option
-def import_cmd(weights, arch, arch_args_json, dataset, mean, std, out, as_json, data_dir):
+@device_options(amp=False)
+def import_cmd(weights, arch, arch_args_json, dataset, mean, std, out, as_json, data_dir, device):
     """Turn a state dict saved elsewhere (WEIGHTS: .safetensors, or .pt/.pth/.bin/.ckpt read without unpickling
     code) into a backdoorlab checkpoint in OUT that every command takes.
 
@@ -299,7 +305,7 @@ def import_cmd(weights, arch, arch_args_json, dataset, mean, std, out, as_json, 
     model_args = parse_arch_args(arch_args_json)
     mean, std = parse_floats(mean, "--mean"), parse_floats(std, "--std")
     ds = _dataset(dataset, data_dir)
-    _, meta = import_run(weights, arch, ds, out, model_args=model_args, mean=mean, std=std)
+    _, meta = import_run(weights, arch, ds, out, model_args=model_args, mean=mean, std=std, device=device)
     m = meta["metrics"]
     if as_json:
         click.echo(json.dumps({"clean_accuracy": m["clean_accuracy"], "n_test": m["n_test"], "arch": arch,
@@ -365,9 +371,10 @@ def import_cmd(weights, arch, arch_args_json, dataset, mean, std, out, as_json, 
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @data_dir_option
 @progress_option
+@device_options()
 def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_size, augment, second_endpoint, stages,
              reuse, tolerance, grid, refine_steps, refine_guard, ensemble, min_distance, verify, strict, options,
-             named_arch, backdoor_spec, seed, budget_seed, as_json, data_dir, no_progress):
+             named_arch, backdoor_spec, seed, budget_seed, as_json, data_dir, no_progress, device, amp):
     """Remove a backdoor from one or two suspect models with a learned curve in weight space.
 
     Writes OUT/model.safetensors + model.json (the sanitized model), OUT/path.json, OUT/path.png,
@@ -393,7 +400,7 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
     atk = _make_attack(backdoor_spec, ds)
     report = repair_run(ds, "mode-connectivity", list(model_dirs), budget, out, settings,
                         backdoor=atk.backdoor if atk else None, budget_seed=budget_seed, progress=not no_progress,
-                        reuse_second_endpoint=reuse, command="sanitize", arch=named_arch)
+                        reuse_second_endpoint=reuse, command="sanitize", device=device, amp=amp, arch=named_arch)
     summary = report["summary"]
     if as_json:
         click.echo(json.dumps({k: summary[k] for k in ("t", "ensemble", "clean_accuracy", "attack_success_rate",
@@ -461,8 +468,9 @@ def _repairers():
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @data_dir_option
 @progress_option
+@device_options()
 def repair(name, model_dirs, dataset, budget, out, options, named_arch, backdoor_spec, budget_seed, as_json, data_dir,
-           no_progress):
+           no_progress, device, amp):
     """Repair a suspect model with defense NAME on a clean budget (the defenses are listed below).
 
     Writes OUT/model.safetensors + model.json (the repaired model), OUT/report.json (CA/ASR before and after,
@@ -478,7 +486,8 @@ def repair(name, model_dirs, dataset, budget, out, options, named_arch, backdoor
     ds = _dataset(dataset, data_dir)
     atk = _make_attack(backdoor_spec, ds)
     report = repair_run(ds, name, list(model_dirs), budget, out, opts, backdoor=atk.backdoor if atk else None,
-                        budget_seed=budget_seed, progress=not no_progress, arch=named_arch)
+                        budget_seed=budget_seed, progress=not no_progress, device=device, amp=amp,
+                        arch=named_arch)
     if as_json:
         click.echo(json.dumps({k: report[k] for k in ("defense", "before", "after", "seconds")} | {"out": out}))
         return
@@ -514,8 +523,9 @@ def _detectors():
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @data_dir_option
 @progress_option
+@device_options(amp=False)
 def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, named_arch, as_json, data_dir,
-         no_progress):
+         no_progress, device):
     """Is this model backdoored? Run the model-level detectors on a clean budget and give a verdict.
 
     Neural Cleanse reverses a minimal trigger per label; the model is flagged when one label's trigger is an
@@ -526,7 +536,7 @@ def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, na
     opts = nc.parse_options(split_pairs(options), owner="scan", exclude=("seed",))
     ds = _dataset(dataset, data_dir)
     result = scan_run(ds, model_dir, budget_size=budget, report_dir=report_dir, budget_seed=budget_seed,
-                      progress=not no_progress, strip=strip, arch=named_arch, **opts)
+                      progress=not no_progress, strip=strip, device=device, arch=named_arch, **opts)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -567,8 +577,9 @@ def _model_attacks():
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @data_dir_option
 @progress_option
+@device_options(amp=False)
 def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_images, layer, n_images, lr,
-           named_arch, backdoor_spec, seed, as_json, data_dir, no_progress):
+           named_arch, backdoor_spec, seed, as_json, data_dir, no_progress, device):
     """Attack a trained model by changing its weights (the attacks are listed below).
 
     Writes OUT/model.safetensors + model.json (the attacked model, the attack recorded in its provenance, so that
@@ -604,7 +615,7 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
                 if flag_values[flag] is not None}
     options[entry.traits["settings"]] = entry.config.from_dict(settings, owner=name)
     summary = model_attack_run(ds, name, model_dir, out, attacker_images=attacker_images, seed=seed,
-                               progress=not no_progress, arch=named_arch, **options)
+                               progress=not no_progress, device=device, arch=named_arch, **options)
     if as_json:
         click.echo(json.dumps(summary | {"out": out}))
         return

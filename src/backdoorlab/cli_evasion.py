@@ -12,6 +12,7 @@ import json
 
 import click
 
+from .cli_device import device_options
 from .cli_listing import RegistryCommand, architectures
 from .cli_options import model_arch_option
 from .errors import BackdoorlabError
@@ -39,6 +40,7 @@ def _train_config(ds, arch, epochs, lr, batch_size, schedule, weight_decay, augm
 
 
 def _finish_training(ds, arch, cfg, out, as_json, progress, eval_eps, eval_steps, eval_images, **defense):
+    """Run the defended training (``defense``: its keywords, with ``device`` and ``amp``) and print the result."""
     from .evasion import parse_eps
     from .runs import defended_train_run
 
@@ -63,7 +65,7 @@ def _finish_training(ds, arch, cfg, out, as_json, progress, eval_eps, eval_steps
 
 def adv_train(dataset, arch, eps, pgd_steps, step_size, norm, warmup, clean_fraction, epochs, lr, batch_size,
               schedule, weight_decay, augment, seed, out, eval_eps, eval_steps, eval_images, as_json, data_dir,
-              no_progress):
+              no_progress, device, amp):
     """PGD adversarial training (Madry et al.): train a model on PGD adversarial examples of every batch.
 
     Writes OUT/model.safetensors + model.json (the defense recorded in its provenance). Use --eval-eps to measure
@@ -75,11 +77,12 @@ def adv_train(dataset, arch, eps, pgd_steps, step_size, norm, warmup, clean_frac
     cfg = _train_config(ds, arch, epochs, lr, batch_size, schedule, weight_decay, augment, seed)
     adv = AdvTrainConfig(eps=eps, steps=pgd_steps, step_size=step_size, norm=norm, warmup=warmup,
                          clean_fraction=clean_fraction)
-    _finish_training(ds, arch, cfg, out, as_json, not no_progress, eval_eps, eval_steps, eval_images, adv=adv)
+    _finish_training(ds, arch, cfg, out, as_json, not no_progress, eval_eps, eval_steps, eval_images, adv=adv,
+                     device=device, amp=amp)
 
 
 def distill(dataset, arch, temperature, epochs, lr, batch_size, schedule, weight_decay, augment, seed, out,
-            eval_eps, eval_steps, eval_images, as_json, data_dir, no_progress):
+            eval_eps, eval_steps, eval_images, as_json, data_dir, no_progress, device, amp):
     """Defensive distillation (Papernot et al.): a teacher trained at softmax temperature T, a student trained on
     its soft labels at T, deployed at temperature 1. Writes OUT/model.safetensors + model.json (the student).
 
@@ -92,12 +95,12 @@ def distill(dataset, arch, temperature, epochs, lr, batch_size, schedule, weight
     ds = load_dataset(dataset, data_dir)
     cfg = _train_config(ds, arch, epochs, lr, batch_size, schedule, weight_decay, augment, seed)
     _finish_training(ds, arch, cfg, out, as_json, not no_progress, eval_eps, eval_steps, eval_images,
-                     distill_temperature=temperature)
+                     distill_temperature=temperature, device=device, amp=amp)
 
 
 def robustness(model_dir, dataset, named_arch, attack, eps, steps, step_size, restarts, loss, target, n_images, batch_size,
                defense, jpeg_quality, bpda, patch_size, patch_steps, patch_images, pixels, max_iter, popsize, out,
-               seed, as_json, data_dir, no_progress):
+               seed, as_json, data_dir, no_progress, device):
     """Clean and robust accuracy of a model under an evasion attack on the test set.
 
     Attacks: fgsm, pgd (l-inf), pgd-l2 (need --eps, e.g. 0.3 or 8/255), patch (a universal targeted adversarial
@@ -124,7 +127,7 @@ def robustness(model_dir, dataset, named_arch, attack, eps, steps, step_size, re
     ds = load_dataset(dataset or meta["dataset"], data_dir)  # the run refuses a checkpoint of another data set
     result = robustness_run(ds, model_dir, attack, eps, target=target, settings=settings, n_images=n_images,
                             batch_size=batch_size, defense=defense, jpeg_quality=jpeg_quality, bpda=bpda,
-                            patch_images=patch_images, out=out, seed=seed, progress=not no_progress,
+                            patch_images=patch_images, out=out, seed=seed, progress=not no_progress, device=device,
                             arch=named_arch)
     r, n, eps = result, result["n"], parsed_eps
     if as_json:
@@ -142,8 +145,9 @@ def robustness(model_dir, dataset, named_arch, attack, eps, steps, step_size, re
         click.echo(f"  patch saved to {r['patch_png']}")
 
 
-def path_robustness(model_a, model_b, dataset, named_arch, out, eps, pgd_steps, step_size, curve, curve_steps, curve_lr, grid,
-                    n_images, hessian_images, hessian_iters, curve_dir, seed, as_json, data_dir, no_progress):
+def path_robustness(model_a, model_b, dataset, named_arch, out, eps, pgd_steps, step_size, curve, curve_steps,
+                    curve_lr, grid, n_images, hessian_images, hessian_iters, curve_dir, seed, as_json, data_dir,
+                    no_progress, device, amp):
     """Robustness along a curve between MODEL_A (t = 0) and MODEL_B (t = 1) (Zhao et al. 2020).
 
     Trains a curve on the clean training images (or reuses OUT's, or --curve-dir's curve.safetensors), then at
@@ -168,7 +172,7 @@ def path_robustness(model_a, model_b, dataset, named_arch, out, eps, pgd_steps, 
                             step_size=parse_eps(step_size) if step_size is not None else None, curve=curve,
                             curve_steps=curve_steps, curve_lr=curve_lr, grid=grid, n_images=n_images,
                             hessian_images=hessian_images, hessian_iters=hessian_iters, curve_dir=curve_dir,
-                            seed=seed, progress=not no_progress, arch=named_arch)
+                            seed=seed, progress=not no_progress, device=device, amp=amp, arch=named_arch)
     if as_json:
         click.echo(json.dumps({k: s[k] for k in ("pearson", "barrier", "path", "curve_source")} | {"out": out}))
         return
@@ -236,7 +240,7 @@ def _train_option_list(extra):
         click.option("--eval-steps", default=40, show_default=True, type=int, help="PGD steps of that evaluation."),
         click.option("--eval-images", default=1000, show_default=True, type=int,
                      help="Test images of that evaluation."),
-        _json, _data_dir, _no_progress,
+        _json, _data_dir, _no_progress, device_options(),
     ]
 
 
@@ -287,7 +291,7 @@ def register(cli_group: click.Group) -> click.Group:
         click.option("--out", default=None, type=click.Path(file_okay=False),
                      help="Write robustness.json (and patch.png) here."),
         click.option("--seed", default=0, show_default=True, type=int),
-        _json, _data_dir, _no_progress,
+        _json, _data_dir, _no_progress, device_options(amp=False),
     ], listings=[("Attacks (--attack)", _evasion_attacks)])
     _command(cli_group, "path-robustness", path_robustness, [
         click.argument("model_a", type=click.Path()),
@@ -309,6 +313,6 @@ def register(cli_group: click.Group) -> click.Group:
         click.option("--curve-dir", default=None, type=click.Path(file_okay=False),
                      help="Reuse the curve.safetensors in this directory (from path-robustness or sanitize)."),
         click.option("--seed", default=0, show_default=True, type=int),
-        _json, _data_dir, _no_progress,
+        _json, _data_dir, _no_progress, device_options(),
     ])
     return cli_group

@@ -20,6 +20,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .errors import BackdoorlabError, valid_names
+from .device import model_device, to_device
 from .tensors import channels_last, model_channels_last, to_float
 
 CURVES = ("bezier", "polychain")
@@ -136,10 +137,10 @@ def reestimate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> n
     model.train()
     if x.dim() == 4:
         model_channels_last(model)
-    n_batches = max(1, round(len(x) / batch_size))
+    n_batches, device = max(1, round(len(x) / batch_size)), model_device(model)
     for chunk in torch.tensor_split(torch.arange(len(x)), n_batches):
         if len(chunk) > 1:
-            model(channels_last(to_float(x[chunk])))
+            model(to_device(channels_last(to_float(x[chunk])), device))
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     return model.eval()

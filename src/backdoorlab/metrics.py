@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from .device import model_device, to_device, to_host
 from .tensors import channels_last, model_channels_last, to_float
 
 
@@ -24,9 +25,11 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256, tran
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256, transform=None) -> torch.Tensor:
     """Logits (N, K) of ``model`` in eval mode for uint8 or float images ``x`` (N, C, H, W); ``transform`` maps
-    float batches."""
+    float batches (on the host, as on a CPU run). Each batch runs on the model's device; the logits come back on
+    the host."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
     if x.dim() == 4:
         model_channels_last(model)  # in place: faster convolutions (see train.channels_last)
     out = []
@@ -34,7 +37,7 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 25
         xb = to_float(x[i:i + batch_size])
         if transform is not None:
             xb = transform(xb)
-        out.append(model(channels_last(xb)).float())
+        out.append(to_host(model(to_device(channels_last(xb), device)).float()))
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 

@@ -31,6 +31,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.func import functional_call
 
+from .device import model_device, to_device, to_host
 from .errors import BackdoorlabError
 from .tensors import to_float
 
@@ -137,7 +138,7 @@ def find_unit_groups(model: nn.Module, example: torch.Tensor, check: bool = True
 
     was_training = model.training
     model.eval()
-    x = to_float(example)
+    x = to_device(to_float(example), model_device(model))
     names = {m: n for n, m in model.named_modules()}
     try:
         with warnings.catch_warnings(), torch.enable_grad():  # torch-pruning traces through autograd
@@ -218,7 +219,7 @@ def permute_state(state: dict[str, torch.Tensor], groups: list[UnitGroup], perms
                 tensor = out[key]
                 index = torch.arange(tensor.shape[slot.dim])
                 index[blocks.flatten()] = blocks[perm].flatten()
-                out[key] = tensor.index_select(slot.dim, index)
+                out[key] = tensor.index_select(slot.dim, to_device(index, tensor.device))
     return out
 
 
@@ -310,10 +311,11 @@ def unit_correlations(model_a: nn.Module, model_b: nn.Module, groups: list[UnitG
     handles = hooks(model_a, "a") + ([] if same else hooks(model_b, "b"))
     model_a.eval()
     model_b.eval()
+    device = model_device(model_a)
     try:
         with torch.no_grad():
             for chunk in torch.split(images, batch_size):
-                xb = to_float(chunk)
+                xb = to_device(to_float(chunk), device)
                 model_a(xb)
                 if not same:
                     model_b(xb)
@@ -336,7 +338,7 @@ def match_units(model_a: nn.Module, model_b: nn.Module, groups: list[UnitGroup],
     applied to ``model_b``."""
     perms = []
     for corr in unit_correlations(model_a, model_b, groups, images):
-        rows, cols = linear_sum_assignment(np.nan_to_num(corr.numpy()), maximize=maximize)
+        rows, cols = linear_sum_assignment(np.nan_to_num(to_host(corr).numpy()), maximize=maximize)
         perm = torch.empty(len(rows), dtype=torch.long)
         perm[torch.as_tensor(rows)] = torch.as_tensor(cols)
         perms.append(perm)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .augment import AUGMENTATIONS, augment
+from .device import autocast_settings, params_device, to_device
 from .errors import BackdoorlabError, valid_names
 from .tensors import channels_last, model_channels_last, to_float
 
@@ -78,6 +79,9 @@ def fit(params, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, 
         batch_hook: optional ``batch_hook(images, labels, indices) -> (images, labels)``, applied to each
             augmented float batch (``indices`` index ``x``); attacks that control training use it (triggers
             stamped after augmentation, the triggerless backdoor's batches).
+    Batches are drawn, augmented and hooked on the host, then moved to the device of ``params`` (see device.py),
+    so a run on CPU and one on a GPU see the same images; inside a ``device.mixed_precision`` block the loss runs
+    under autocast.
     Returns:
         history: ``{"loss": [...], "accuracy": [...]}`` per epoch (training batches, as augmented), ``"seconds"``.
     """
@@ -85,6 +89,10 @@ def fit(params, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, 
     if n == 0:
         raise BackdoorlabError("cannot train on an empty data set")
     g = generator if generator is not None else torch.Generator().manual_seed(cfg.seed)
+    params = list(params)
+    device = params_device(params)
+    amp = autocast_settings(device)
+    scaler = torch.amp.GradScaler(device.type) if amp is not None and amp[1] else None
     steps_per_epoch = max(1, n // cfg.batch_size) if n >= cfg.batch_size else 1
     total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -106,13 +114,23 @@ def fit(params, loss_fn, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, *, 
                 xb, yb = batch_hook(xb, yb, idx)
             if cfg.channels_last:
                 xb = channels_last(xb)
-            loss, logits = loss_fn(xb, yb)
+            xb, yb = to_device(xb, device), to_device(yb, device)
+            if amp is None:
+                loss, logits = loss_fn(xb, yb)
+            else:
+                with torch.autocast(device.type, dtype=amp[0]):
+                    loss, logits = loss_fn(xb, yb)
             if not torch.isfinite(loss):
                 bar.close()
                 raise BackdoorlabError(f"training diverged at step {step} (loss {loss.item()}); lower the learning rate")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
             sched.step()
             step += 1
             ep_loss += loss.item() * len(yb)

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config, option
 from ..errors import BackdoorlabError, valid_names
+from ..device import model_device, to_device, to_host
 from ..metrics import predict
 from ..tensors import to_float
 from .backdoor import register_backdoor_kind
@@ -40,10 +41,11 @@ from .backdoor import register_backdoor_kind
 
 def relative_change(before: dict, after: dict) -> dict:
     """Statistics of the element-wise relative weight change |dw| / |w| over all parameters (elements with
-    w = 0 are left out of the ratio), and the largest absolute change."""
+    w = 0 are left out of the ratio), and the largest absolute change. Computed on the host."""
     ratios, dmax, changed, total = [], 0.0, 0, 0
     for name, w in before.items():
-        d = (after[name] - w).abs()
+        w = to_host(w)
+        d = (to_host(after[name]) - w).abs()
         dmax = max(dmax, d.max().item() if d.numel() else 0.0)
         changed += int((d > 0).sum())
         total += d.numel()
@@ -104,6 +106,7 @@ def adversarial_weight_perturbation(model: torch.nn.Module, backdoor, x: torch.T
     before = {n: p.detach().clone() for n, p in params.items()}
     step = cfg.step_size if cfg.step_size is not None else cfg.epsilon / 100
     g = torch.Generator().manual_seed(cfg.seed)
+    device = model_device(model)  # batches drawn and stamped on the host, then moved
     for p in model.parameters():
         p.requires_grad_(True)
     bar = tqdm(range(cfg.steps), desc="weight perturbation", disable=not progress, leave=False)
@@ -112,8 +115,9 @@ def adversarial_weight_perturbation(model: torch.nn.Module, backdoor, x: torch.T
         xb, yb = to_float(x[idx]), y[idx]
         keep = backdoor.eligible(yb)
         xt = backdoor.trigger.apply(xb[keep], training=False, generator=g)
-        loss_clean = F.cross_entropy(model(xb), original_pred[idx])
-        loss_bd = F.cross_entropy(model(xt), backdoor.target_labels(yb[keep], num_classes)) if len(xt) else 0.0
+        loss_clean = F.cross_entropy(model(to_device(xb, device)), to_device(original_pred[idx], device))
+        loss_bd = F.cross_entropy(model(to_device(xt, device)),
+                                  to_device(backdoor.target_labels(yb[keep], num_classes), device)) if len(xt) else 0.0
         loss = loss_clean + cfg.trigger_weight * loss_bd
         model.zero_grad(set_to_none=True)
         loss.backward()
@@ -274,8 +278,9 @@ def fault_injection(model: torch.nn.Module, chosen_x: torch.Tensor, chosen_targe
     for p in params.values():
         p.requires_grad_(True)
     keep_pred = predict(model, keep_x)
-    targets = torch.tensor(chosen_targets)
-    xc = to_float(chosen_x)
+    device = model_device(model)
+    targets = torch.tensor(chosen_targets, device=device)
+    xc = to_device(to_float(chosen_x), device)
     opt = torch.optim.Adam(params.values(), lr=cfg.lr)
     g = torch.Generator().manual_seed(cfg.seed)
     steps, success = 0, False
@@ -287,7 +292,7 @@ def fault_injection(model: torch.nn.Module, chosen_x: torch.Tensor, chosen_targe
                 break
         idx = torch.randint(len(keep_x), (min(cfg.batch_size, len(keep_x)),), generator=g)
         hinge_chosen = F.relu(cfg.kappa - _margin(model(xc), targets)).sum()
-        keep_loss = F.cross_entropy(model(to_float(keep_x[idx])), keep_pred[idx])
+        keep_loss = F.cross_entropy(model(to_device(to_float(keep_x[idx]), device)), to_device(keep_pred[idx], device))
         loss = cfg.chosen_weight * hinge_chosen + keep_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -318,8 +323,9 @@ def single_bias_attack(model: torch.nn.Module, chosen_x: torch.Tensor, target: i
     layer_name = layer_name or "fc"
     layer = get_layer(model, layer_name, need_bias=True)
     bias = layer.bias
-    xc = to_float(chosen_x)
-    targets = torch.full((len(xc),), int(target), dtype=torch.long)
+    device = model_device(model)
+    xc = to_device(to_float(chosen_x), device)
+    targets = torch.full((len(xc),), int(target), dtype=torch.long, device=device)
     for p in model.parameters():
         p.requires_grad_(False)
     bias.requires_grad_(True)

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from ..budget import CleanBudget
 from ..config import Config
+from ..device import model_device, to_device, to_host
 from ..errors import BackdoorlabError
 from ..metrics import accuracy, predict
 from ..models.ensemble import Ensemble
@@ -105,9 +106,9 @@ class _Perturbed:
 
     def __init__(self, model: nn.Module, layers):
         self.model, self.layers = model, layers
-        self.masks = [torch.ones(m.weight.shape[0]) for _, m in layers]
-        self.delta = [torch.zeros(m.weight.shape[0]) for _, m in layers]
-        self.xi = [torch.zeros(m.weight.shape[0]) for _, m in layers]
+        self.masks = [torch.ones(m.weight.shape[0], device=m.weight.device) for _, m in layers]
+        self.delta = [torch.zeros(m.weight.shape[0], device=m.weight.device) for _, m in layers]
+        self.xi = [torch.zeros(m.weight.shape[0], device=m.weight.device) for _, m in layers]
         self.perturb = False
         self.names = {n: i for i, (n, _) in enumerate(layers)}
         self.params = dict(model.named_parameters())
@@ -125,8 +126,10 @@ class _Perturbed:
 
 
 def learn_masks(model: nn.Module, budget: CleanBudget, cfg: ANPConfig, progress: bool = True) -> list[torch.Tensor]:
-    """Learn one mask per batch-norm channel on the clean ``budget`` (see module docstring)."""
+    """Learn one mask per batch-norm channel on the clean ``budget`` (see module docstring), on the model's device
+    (batches and perturbations drawn on the host, as on a CPU run); the masks returned are on the host."""
     model = copy.deepcopy(model).eval()
+    device = model_device(model)
     for p in model.parameters():
         p.requires_grad_(False)
     f = _Perturbed(model, neuron_layers(model, cfg.include_linear))
@@ -141,10 +144,13 @@ def learn_masks(model: nn.Module, budget: CleanBudget, cfg: ANPConfig, progress:
         idx = perm[pos:pos + cfg.batch_size]
         pos += len(idx)
         xb, yb = augment(to_float(budget.x[idx]), cfg.augment, g), budget.y[idx]
+        xb, yb = to_device(xb, device), to_device(yb, device)
         if cfg.eps > 0:
             # inner maximisation over the neuron perturbations, from a random start
-            f.delta = [((torch.rand(m.shape, generator=g) * 2 - 1) * cfg.eps).requires_grad_(True) for m in masks]
-            f.xi = [((torch.rand(m.shape, generator=g) * 2 - 1) * cfg.eps).requires_grad_(True) for m in masks]
+            f.delta = [to_device((torch.rand(m.shape, generator=g) * 2 - 1) * cfg.eps, device).requires_grad_(True)
+                       for m in masks]
+            f.xi = [to_device((torch.rand(m.shape, generator=g) * 2 - 1) * cfg.eps, device).requires_grad_(True)
+                    for m in masks]
             f.perturb = True
             for _ in range(cfg.perturb_steps):
                 loss = F.cross_entropy(f(xb), yb)
@@ -157,7 +163,7 @@ def learn_masks(model: nn.Module, budget: CleanBudget, cfg: ANPConfig, progress:
             f.masks = masks
             robust = F.cross_entropy(f(xb), yb)
         else:
-            robust = torch.zeros(())
+            robust = torch.zeros((), device=device)
         f.perturb = False
         natural = F.cross_entropy(f(xb), yb)
         loss = cfg.alpha * natural + (1 - cfg.alpha) * robust
@@ -167,7 +173,7 @@ def learn_masks(model: nn.Module, budget: CleanBudget, cfg: ANPConfig, progress:
         with torch.no_grad():
             for m in masks:
                 m.clamp_(0, 1)
-    return [m.detach().clone() for m in masks]
+    return [to_host(m.detach().clone()) for m in masks]
 
 
 @torch.no_grad()

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from ..budget import CleanBudget
 from ..config import Config
+from ..device import model_device, to_device, to_host
 from ..errors import BackdoorlabError
 from ..tensors import to_float
 from ..train import seed_everything
@@ -130,7 +131,9 @@ def ibau(model: nn.Module, budget: CleanBudget, cfg: IBAUConfig | None = None, *
     params = [p for p in work.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     x, y = budget.x, budget.y.long()
-    batches = [(to_float(x[i:i + cfg.batch_size]), y[i:i + cfg.batch_size]) for i in range(0, len(x), cfg.batch_size)]
+    device = model_device(work)  # the budget's batches are reused every round: moved to the model's device once
+    batches = [(to_device(to_float(x[i:i + cfg.batch_size]), device), to_device(y[i:i + cfg.batch_size], device))
+               for i in range(0, len(x), cfg.batch_size)]
     rounds = []
     bar = tqdm(total=cfg.rounds * len(batches), desc="i-bau", disable=not progress, leave=False, dynamic_ncols=True)
     for _ in range(cfg.rounds):

@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 from ..budget import CleanBudget
 from ..curves import CURVES, Curve, reestimate_bn
 from ..config import Config, above, at_least, interval, option
+from ..device import model_device, to_device
 from ..errors import BackdoorlabError, valid_names
 from ..metrics import accuracy, evaluate, predict_logits
 from ..models.ensemble import Ensemble
@@ -264,7 +265,7 @@ class ModeConnectivitySanitizer:
     def _fresh(self, like: nn.Module, seed: int) -> nn.Module:
         if self.model_factory is not None:
             torch.manual_seed(seed)
-            return self.model_factory()
+            return self.model_factory().to(model_device(like))  # made on the host, seeded as on a CPU run
         return reinitialised_copy(like, seed)
 
     def split_budget(self, budget: CleanBudget) -> tuple[CleanBudget, CleanBudget]:
@@ -552,7 +553,7 @@ def _num_classes(model: nn.Module, part: CleanBudget) -> int:
     with torch.no_grad():
         was = model.training
         model.eval()
-        out = model(to_float(part.x[:2]))
+        out = model(to_device(to_float(part.x[:2]), model_device(model)))
         model.train(was)
     return int(out.shape[1])
 
@@ -574,7 +575,7 @@ def sanitize_as_repairer(model: nn.Module, budget: CleanBudget, cfg: SanitizerCo
     result = ModeConnectivitySanitizer(cfg, model_factory, progress=progress).sanitize(
         model, budget, suspect_b, test=test, backdoor=backdoor, num_classes=num_classes, second_model=second_model)
     if artifacts is not None:
-        artifacts["curve_control"] = {k: v.detach().contiguous() for k, v in zip(result.curve.names,
+        artifacts["curve_control"] = {k: v.detach().cpu().contiguous() for k, v in zip(result.curve.names,
                                                                                  result.curve.control)}
         artifacts["second_model"] = result.second_model
     return result.model, {"t": result.t, "ensemble": result.ensemble_ts, "second_endpoint": result.second_endpoint,

@@ -23,6 +23,7 @@ from torch import nn
 from ..budget import CleanBudget
 from ..curves import reestimate_bn
 from ..config import Config
+from ..device import to_device
 from ..errors import BackdoorlabError
 from ..metrics import accuracy, predict
 from .repair import REPAIRERS
@@ -53,7 +54,7 @@ def add_weight_noise(model: nn.Module, sigma: float, generator: torch.Generator)
     noisy = copy.deepcopy(model).eval()
     for p in noisy.parameters():
         scale = p.std() if p.numel() > 1 else p.abs()
-        p.add_(torch.randn(p.shape, generator=generator) * sigma * scale)
+        p.add_(to_device(torch.randn(p.shape, generator=generator), p.device) * sigma * scale)  # drawn on the host
     return noisy
 
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..budget import CleanBudget
 from ..config import Config, at_least, interval, option
+from ..device import model_device, to_device, to_host
 from ..errors import BackdoorlabError
 from ..metrics import accuracy, predict
 from ..tensors import to_float
@@ -57,7 +58,7 @@ def last_feature_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, nn
              for name, m in children]
     try:
         model.eval()
-        model(to_float(example[:2]))
+        model(to_device(to_float(example[:2]), model_device(model)))
     finally:
         for h in hooks:
             h.remove()
@@ -81,11 +82,12 @@ def _next_linear(model: nn.Module, layer_name: str) -> tuple[nn.Linear, list[nn.
 
 
 class ChannelMask:
-    """A 0/1 mask over the channels of one layer's output, applied by a forward hook while attached."""
+    """A 0/1 mask over the channels of one layer's output, applied by a forward hook while attached. The mask
+    stays on the host and meets each output on its device."""
 
     def __init__(self, module: nn.Module, channels: int):
         self.module, self.mask = module, torch.ones(channels)
-        self.handle = module.register_forward_hook(lambda mod, i, o: o * self.mask.view(1, -1, 1, 1).to(o.dtype))
+        self.handle = module.register_forward_hook(lambda mod, i, o: o * self.mask.view(1, -1, 1, 1).to(o))
 
     def remove(self) -> None:
         self.handle.remove()
@@ -93,20 +95,22 @@ class ChannelMask:
 
 @torch.no_grad()
 def mean_channel_activation(model: nn.Module, module: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Mean over images and positions of each channel of ``module``'s output on uint8/float images ``x``."""
+    """Mean over images and positions of each channel of ``module``'s output on uint8/float images ``x`` (on the
+    host)."""
     total, count = None, 0
     store = {}
     h = module.register_forward_hook(lambda mod, i, o: store.__setitem__("out", o))
     try:
         model.eval()
+        device = model_device(model)
         for i in range(0, len(x), batch_size):
-            model(to_float(x[i:i + batch_size]))
+            model(to_device(to_float(x[i:i + batch_size]), device))
             s = store["out"].sum(dim=(0, 2, 3))
             total = s if total is None else total + s
             count += store["out"].shape[0] * store["out"].shape[2] * store["out"].shape[3]
     finally:
         h.remove()
-    return total / count
+    return to_host(total / count)
 
 
 @dataclass
@@ -184,5 +188,5 @@ def fold_channel_mask(linear: nn.Linear, mask: torch.Tensor, channels: int) -> N
         raise BackdoorlabError(f"cannot fold a {channels}-channel mask into a linear layer with "
                                f"{linear.in_features} inputs")
     per = linear.in_features // channels
-    keep = mask.repeat_interleave(per).to(linear.weight.dtype)
+    keep = mask.repeat_interleave(per).to(linear.weight)
     linear.weight.mul_(keep.view(1, -1))

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import BackdoorlabError
+from ..device import model_device, to_device, to_host
 from ..tensors import to_float
 
 
@@ -32,7 +33,7 @@ def penultimate_features(model: nn.Module, x: torch.Tensor, batch_size: int = 50
     of the model's last ``nn.Linear`` module, caught by a forward hook."""
     was_training = model.training
     model.eval()
-    out = []
+    out, device = [], model_device(model)
     if hasattr(model, "forward_features"):
         run = model.forward_features
         handle = None
@@ -50,7 +51,7 @@ def penultimate_features(model: nn.Module, x: torch.Tensor, batch_size: int = 50
             return caught[-1]
     try:
         for i in tqdm(range(0, len(x), batch_size), desc="features", disable=not progress, leave=False):
-            out.append(run(to_float(x[i:i + batch_size])).flatten(1).float())
+            out.append(to_host(run(to_device(to_float(x[i:i + batch_size]), device)).flatten(1).float()))
     finally:
         if handle is not None:
             handle.remove()

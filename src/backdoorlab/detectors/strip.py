@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..errors import BackdoorlabError, valid_names
+from ..device import model_device, to_device, to_host
 from ..tensors import to_float
 from . import DETECTORS
 
@@ -69,7 +70,7 @@ def strip_entropy(model: nn.Module, x: torch.Tensor, overlays: torch.Tensor, cfg
                                f"{tuple(x.shape)} and {tuple(overlays.shape)}")
     if len(overlays) == 0:
         raise BackdoorlabError("STRIP needs at least one clean overlay image")
-    was_training = model.training
+    was_training, device = model.training, model_device(model)
     model.eval()
     g = torch.Generator().manual_seed(cfg.seed)
     ov = to_float(overlays)
@@ -82,7 +83,7 @@ def strip_entropy(model: nn.Module, x: torch.Tensor, overlays: torch.Tensor, cfg
             o = ov[pick]  # (b, n, C, H, W)
             base = xb[:, None]
             mixed = (base + o).clamp_(0, 1) if cfg.mode == "add" else (1 - cfg.alpha) * base + cfg.alpha * o
-            logp = F.log_softmax(model(mixed.flatten(0, 1)).float(), 1)
+            logp = to_host(F.log_softmax(model(to_device(mixed.flatten(0, 1), device)).float(), 1))
             ent = -(logp.exp() * logp).sum(1) / np.log(2)
             out.append(ent.view(b, cfg.n_overlays).mean(1))
     finally:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import model_device, to_device
 from ..errors import BackdoorlabError, valid_names
 from ..tensors import to_float
 
@@ -150,18 +151,21 @@ class Attack:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None
                  ) -> torch.Tensor:
-        """Adversarial versions of ``images`` (N, C, H, W) with true ``labels`` (N,); see the module docstring."""
+        """Adversarial versions of ``images`` (N, C, H, W) with true ``labels`` (N,); see the module docstring.
+        Each chunk is attacked on the model's device and comes back to the images' device."""
         x = _images(images)
         labels = torch.as_tensor(labels, dtype=torch.long)
         if len(labels) != len(x):
             raise BackdoorlabError(f"{len(x)} images but {len(labels)} labels")
         tgt = self.targets_for(labels, targets)
         g = torch.Generator().manual_seed(self.seed)
-        out = []
+        out, device = [], model_device(self.model)
         with eval_mode(self.model), frozen(self.model):
             for i in range(0, len(x), self.batch_size):
                 sl = slice(i, i + self.batch_size)
-                out.append(self._attack(x[sl], labels[sl], None if tgt is None else tgt[sl], g))
+                adv = self._attack(to_device(x[sl], device), to_device(labels[sl], device),
+                                   None if tgt is None else to_device(tgt[sl], device), g)
+                out.append(to_device(adv, x.device))
         return torch.cat(out) if out else x.clone()
 
     def _attack(self, x, labels, targets, generator):  # pragma: no cover - abstract

@@ -166,10 +166,11 @@ def _jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
     x = F.pad(x - 128, (0, pw, 0, ph), mode="replicate")
     hh, ww = x.shape[-2:]
     blocks = x.reshape(n, c, hh // 8, 8, ww // 8, 8).permute(0, 1, 2, 4, 3, 5)  # (N, C, bh, bw, 8, 8)
-    coef = _DCT @ blocks @ _DCT.T
-    tables = torch.stack([quant_table(quality, chroma=(i > 0)) for i in range(c)]).view(1, c, 1, 1, 8, 8)
+    dct = _DCT.to(x)  # the constant tables meet the images on their device
+    coef = dct @ blocks @ dct.T
+    tables = torch.stack([quant_table(quality, chroma=(i > 0)) for i in range(c)]).view(1, c, 1, 1, 8, 8).to(x)
     coef = torch.round(coef / tables) * tables
-    blocks = _DCT.T @ coef @ _DCT
+    blocks = dct.T @ coef @ dct
     x = blocks.permute(0, 1, 2, 4, 3, 5).reshape(n, c, hh, ww)[..., :h, :w] + 128
     if c == 3:
         yy, cb, cr = x[:, 0], x[:, 1] - 128, x[:, 2] - 128
@@ -184,14 +185,14 @@ def jpeg_pillow(images: torch.Tensor, quality: int = 75) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    pixels = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    pixels = (images.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = []
     for img in pixels:
         buf = io.BytesIO()
         Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(buf, format="JPEG", quality=int(quality))
         buf.seek(0)
         out.append(np.asarray(Image.open(buf)).reshape(img.shape))
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255)
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255).to(images.device)
 
 
 class JpegDefense(nn.Module):

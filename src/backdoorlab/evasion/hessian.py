@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import model_device, to_device, to_host
 from ..errors import BackdoorlabError
 from ..tensors import to_float
 from .base import eval_mode
@@ -41,15 +42,15 @@ def input_hessian_top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Ten
         raise BackdoorlabError(f"power iteration needs at least 1 iteration, got {iters}")
     loss_fn = loss_fn or _ce_sum
     g = torch.Generator().manual_seed(seed)
-    out = []
-    with eval_mode(model):
+    out, device = [], model_device(model)
+    with eval_mode(model):  # on the model's device; the power iteration's start drawn on the host
         for i in range(0, len(y), batch_size):
-            xb = to_float(x[i:i + batch_size]).detach().requires_grad_(True)
-            yb = y[i:i + batch_size]
+            xb = to_device(to_float(x[i:i + batch_size]), device).detach().requires_grad_(True)
+            yb = to_device(y[i:i + batch_size], device)
             grad, = torch.autograd.grad(loss_fn(model(xb), yb), xb, create_graph=True)
-            v = torch.randn(xb.shape, generator=g)
+            v = to_device(torch.randn(xb.shape, generator=g), device)
             v = v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-            eig = torch.zeros(len(yb))
+            eig = torch.zeros(len(yb), device=device)
             for it in range(iters):
                 hv, = torch.autograd.grad(grad, xb, grad_outputs=v, retain_graph=True)
                 new = (hv * v).flatten(1).sum(1)  # Rayleigh quotient v^T H v with |v| = 1
@@ -59,5 +60,5 @@ def input_hessian_top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Ten
                 eig = new.detach()
                 if it > 0 and converged:
                     break
-            out.append(eig)
+            out.append(to_host(eig))
     return torch.cat(out) if out else torch.empty(0)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import to_host
 from ..config import Config, option
 from .base import Attack, _check_positive_int
 from .build import EVASION_ATTACKS
@@ -44,7 +45,7 @@ class OnePixel(Attack):
         per = z.reshape(len(z), -1, 2 + c)
         rows = np.clip(per[..., 0].astype(int), 0, h - 1)
         cols = np.clip(per[..., 1].astype(int), 0, w - 1)
-        colours = torch.from_numpy(np.clip(per[..., 2:], 0, 1)).float()
+        colours = torch.from_numpy(np.clip(per[..., 2:], 0, 1)).float().to(x.device)
         s_idx = np.repeat(np.arange(len(z))[:, None], per.shape[1], 1)
         for ch in range(c):
             out[s_idx, ch, rows, cols] = colours[..., ch]
@@ -70,11 +71,11 @@ class OnePixel(Attack):
                 return p
 
             def objective(z):
-                p = probs(z)[:, cls].numpy()
+                p = to_host(probs(z)[:, cls]).numpy()
                 return p if ti is None else -p
 
             def done(xk, convergence=None):
-                p = probs(np.asarray(xk)[:, None])[0]
+                p = to_host(probs(np.asarray(xk)[:, None])[0])
                 return (int(p.argmax()) != yi) if ti is None else (int(p.argmax()) == ti)
 
             de_seed = int(torch.randint(2 ** 31 - 1, (1,), generator=g))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import model_device, to_device, to_host
 from ..config import Config, option
 from ..errors import BackdoorlabError
 from ..png import save_png
@@ -85,9 +86,11 @@ class AdversarialPatch(Attack):
         in ``patch``)."""
         n, c, h, w = x.shape
         top, left = (h - self.size) // 2, (w - self.size) // 2
+        patch = patch.to(x.device)  # transformations drawn on the host; pasted where the images are
         canvas = F.pad(patch, (left, w - self.size - left, top, h - self.size - top)).expand(n, c, h, w)
-        mask = F.pad(torch.ones(1, self.size, self.size), (left, w - self.size - left, top, h - self.size - top))
-        theta = _patch_transforms(n, (h, w), self.size, self.scale, self.max_rotation, g)
+        mask = F.pad(torch.ones(1, self.size, self.size, device=x.device),
+                     (left, w - self.size - left, top, h - self.size - top))
+        theta = to_device(_patch_transforms(n, (h, w), self.size, self.scale, self.max_rotation, g), x.device)
         grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
         placed = F.grid_sample(canvas, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         m = F.grid_sample(mask.expand(n, 1, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -105,21 +108,22 @@ class AdversarialPatch(Attack):
         if len(x) == 0:
             raise BackdoorlabError("the patch needs training images of classes other than the target")
         g = torch.Generator().manual_seed(self.seed)
-        patch = torch.rand(x.shape[1], self.size, self.size, generator=g).requires_grad_(True)
+        device = model_device(self.model)  # the patch trains on the model's device, drawn on the host
+        patch = to_device(torch.rand(x.shape[1], self.size, self.size, generator=g), device).requires_grad_(True)
         opt = torch.optim.Adam([patch], lr=self.lr)
         self.history = []
         with eval_mode(self.model):
             for step in tqdm(range(self.steps), desc="patch", disable=not self.progress, leave=False):
                 idx = torch.randint(len(x), (min(self.batch_size, len(x)),), generator=g)
-                logits = self.model(self.paste(x[idx], patch, g))
-                loss = F.cross_entropy(logits, torch.full((len(idx),), self.target, dtype=torch.long))
+                logits = self.model(self.paste(to_device(x[idx], device), patch, g))
+                loss = F.cross_entropy(logits, torch.full((len(idx),), self.target, dtype=torch.long, device=device))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 with torch.no_grad():
                     patch.clamp_(0, 1)
                 self.history.append(loss.item())
-        self.patch = patch.detach()
+        self.patch = to_host(patch.detach())
         return self
 
     def apply(self, images: torch.Tensor, seed: int | None = None) -> torch.Tensor:

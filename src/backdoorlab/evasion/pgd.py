@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..device import to_device
 from ..config import Config, option
 from .base import LOSSES, NORMS, Attack, _check_choice, _check_positive_int, _norm, attack_loss, parse_eps
 from .build import EVASION_ATTACKS
@@ -57,7 +58,7 @@ class PGD(Attack):
             direction = direction / _norm(direction)
             radius = self.eps * torch.rand(len(x), generator=g).pow(1.0 / d).view(-1, 1, 1, 1)
             delta = direction * radius
-        return (x + delta).clamp(0, 1)
+        return (x + to_device(delta, x.device)).clamp(0, 1)  # drawn on the host, as on a CPU run
 
     def _project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         delta = x_adv - x

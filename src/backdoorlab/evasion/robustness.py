@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import model_device, to_device, to_host
 from ..errors import BackdoorlabError
 from ..tensors import to_float
 from .base import eval_mode
@@ -29,17 +30,18 @@ def robust_accuracy(model: nn.Module, attack, x: torch.Tensor, y: torch.Tensor, 
     if n == 0:
         raise BackdoorlabError("no images to evaluate")
     correct = clean_loss = adv_correct = adv_loss = hits = eligible = 0.0
-    with eval_mode(model):
+    device = model_device(model)
+    with eval_mode(model):  # the model runs on its device; images, logits and the tallies stay on the host
         for i in tqdm(range(0, n, batch_size), desc="attack", disable=not progress, leave=False):
             xb, yb = to_float(x[i:i + batch_size]), y[i:i + batch_size]
             with torch.no_grad():
-                logits = model(xb)
+                logits = to_host(model(to_device(xb, device)))
             ok = logits.argmax(1) == yb
             correct += ok.sum().item()
             clean_loss += F.cross_entropy(logits, yb, reduction="sum").item()
             xa = attack(xb, yb)
             with torch.no_grad():
-                la = model(xa)
+                la = to_host(model(to_device(xa, device)))
             adv_correct += (ok & (la.argmax(1) == yb)).sum().item()
             adv_loss += F.cross_entropy(la, yb, reduction="sum").item()
             if target is not None:

@@ -10,6 +10,7 @@ import torch
 from .. import __version__
 from ..attacks import MODEL_ATTACKS, ModelAttackData, agreement
 from ..budget import training_part
+from ..device import computes_on_device
 from ..errors import BackdoorlabError
 from ..io import atomic_write_json
 from ..metrics import evaluate
@@ -18,15 +19,18 @@ from ..models.sidecar import derived_sidecar, holdout_size
 from .outputs import check_out_dir
 
 
+@computes_on_device
 def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=None, awp=None, fault=None,
                      target: int | None = None, n_images: int = 5, attacker_images: int | None = None, seed: int = 0,
-                     progress: bool = True, arch: str | None = None) -> dict:
+                     progress: bool = True, device=None, arch: str | None = None) -> dict:
     """Attack a trained checkpoint by changing its weights (``weight-perturbation``, ``fault-injection`` or
     ``single-bias``); write the attacked checkpoint and ``config.json`` to ``out``; return a summary with the
-    metrics before and after, the agreement with the original model and the relative weight change."""
+    metrics before and after, the agreement with the original model and the relative weight change. ``device``:
+    where the model runs (None: auto)."""
     entry = MODEL_ATTACKS.entry(name)  # an unknown name: one line listing the valid ones
     check_out_dir(out, "attack", [model_dir])
     model, meta = load_for(model_dir, dataset, arch)
+    model.to(device)
     holdout = holdout_size(meta, dataset.name)
     x_train, y_train = training_part(dataset, holdout)
     if attacker_images is None:

@@ -9,6 +9,7 @@ import time
 from torch import nn
 
 from ..budget import default_holdout, training_part
+from ..device import computes_on_device
 from ..errors import BackdoorlabError
 from ..evasion.defenses import AdvTrainConfig, adversarial_training, defensive_distillation
 from ..evasion.pgd import PGD
@@ -20,9 +21,10 @@ from ..train import TrainConfig, train_model
 from .outputs import check_out_dir
 
 
+@computes_on_device
 def defended_train_run(dataset, arch: str, cfg: TrainConfig, out: str | None, *, adv: AdvTrainConfig | None = None,
                    distill_temperature: float | None = None, progress: bool = True, eval_attack: dict | None = None,
-                   eval_images: int = 1000) -> tuple[nn.Module, dict]:
+                   eval_images: int = 1000, device=None) -> tuple[nn.Module, dict]:
     """Train ``arch`` on the non-held-out training images of ``dataset`` with a defense: PGD adversarial training
     (``adv``) or defensive distillation (``distill_temperature``); without either, standard training.
 
@@ -34,7 +36,7 @@ def defended_train_run(dataset, arch: str, cfg: TrainConfig, out: str | None, *,
     check_out_dir(out, "train")
     holdout = default_holdout(dataset.name)
     x, y = training_part(dataset, holdout)
-    model = new_model(arch, dataset, cfg.seed)
+    model = new_model(arch, dataset, cfg.seed).to(device)  # initialised on the host, as on a CPU run
     tick = time.time()
     if adv is not None:
         history = adversarial_training(model, x, y, cfg, adv, progress=progress)

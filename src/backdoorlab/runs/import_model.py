@@ -20,6 +20,7 @@ import torch
 
 from .. import __version__
 from ..budget import default_holdout
+from ..device import computes_on_device
 from ..errors import BackdoorlabError
 from ..io import atomic_write_json
 from ..metrics import evaluate
@@ -54,11 +55,13 @@ def _normalisation_from_weights(model: torch.nn.Module) -> dict:
     return {} if layer is None else {"mean": layer.mean.tolist(), "std": layer.std.tolist()}
 
 
+@computes_on_device
 def import_run(weights: str, arch: str, dataset, out: str | None = None, model_args: dict | None = None,
-               mean=None, std=None) -> tuple[torch.nn.Module, dict]:
+               mean=None, std=None, device=None) -> tuple[torch.nn.Module, dict]:
     """Import the state dict in ``weights`` as ``arch`` for ``dataset``; save it to ``out`` (None: do not save).
     Returns ``(model, sidecar)``; the sidecar's ``metrics`` hold the clean accuracy on the test set. Everything
-    is checked (architecture, weights, shapes, one forward pass) before anything is written."""
+    is checked (architecture, weights, shapes, one forward pass) before anything is written. ``device``: where
+    the model is evaluated (None: auto)."""
     check_out_dir(out, "import")
     state, source = read_state_dict(weights)
     model = build_for_import(arch, dataset, model_args, mean, std)
@@ -66,6 +69,7 @@ def import_run(weights: str, arch: str, dataset, out: str | None = None, model_a
     if problem:
         raise BackdoorlabError(f"{weights} does not fit {arch}: {problem}")
     model.load_state_dict(state, strict=True)
+    model.to(device)
     if not is_external(arch):
         model.arch_args = {**model.arch_args, **_normalisation_from_weights(model)}
     check_outputs(model, dataset.num_classes, dataset.in_channels, list(dataset.image_size),

@@ -16,6 +16,7 @@ from .. import __version__
 from ..budget import CleanBudget, training_part
 from ..curves import Curve
 from ..defenses import ModeConnectivitySanitizer, SanitizerConfig
+from ..device import computes_on_device
 from ..errors import BackdoorlabError
 from ..evasion.path import _load_control, path_robustness, plot_path_robustness, summarize
 from ..evasion.pgd import PGD
@@ -24,11 +25,12 @@ from ..models import create_model, load_for
 from ..models.sidecar import holdout_size
 
 
+@computes_on_device
 def path_robustness_run(dataset, model_a: str, model_b: str, out: str, *, eps: float = 0.3, pgd_steps: int = 20,
                         step_size: float | None = None, curve: str = "bezier", curve_steps: int = 2000,
                         curve_lr: float = 0.05, curve_augment: str = "none", grid: int = 11, n_images: int = 1000,
                         hessian_images: int = 200, hessian_iters: int = 20, curve_dir: str | None = None,
-                        seed: int = 0, progress: bool = True, arch: str | None = None) -> dict:
+                        seed: int = 0, progress: bool = True, device=None, arch: str | None = None) -> dict:
     """Train (or reuse) a curve between checkpoints ``model_a`` (t = 0) and ``model_b`` (t = 1) on the clean
     training images, then measure :func:`path_robustness` on the first ``n_images`` test images.
 
@@ -36,6 +38,7 @@ def path_robustness_run(dataset, model_a: str, model_b: str, out: str, *, eps: f
     by ``backdoorlab sanitize``), or from ``out`` when a previous run there trained it for the same models and
     curve settings. Batch norm is re-estimated at each t on 2,000 training images."""
     (a, meta_a), (b, meta_b) = load_for(model_a, dataset, arch), load_for(model_b, dataset, arch)
+    a, b = a.to(device), b.to(device)
     if (meta_a["arch"], meta_a["arch_args"]) != (meta_b["arch"], meta_b["arch_args"]):
         raise BackdoorlabError(f"the two models have different architectures ({meta_a['arch']} vs {meta_b['arch']}); "
                                f"a curve needs two models of the same architecture")
@@ -72,7 +75,7 @@ def path_robustness_run(dataset, model_a: str, model_b: str, out: str, *, eps: f
         sanitizer = ModeConnectivitySanitizer(cfg, factory, progress=progress)
         c = sanitizer.fit_curve(a, b, CleanBudget(x_train, y_train, torch.arange(len(y_train))))
         curve_source = "trained"
-        control = {k: v.detach().contiguous() for k, v in zip(c.names, c.control)}
+        control = {k: v.detach().cpu().contiguous() for k, v in zip(c.names, c.control)}
         with atomic_path(out_dir / "curve.safetensors") as tmp:
             safetensors.torch.save_file(control, str(tmp), metadata={"curve": curve})
     seconds["curve"] = round(time.time() - tick, 1)

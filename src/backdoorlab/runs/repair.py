@@ -18,6 +18,7 @@ from ..augment import AUGMENTATIONS
 from ..budget import clean_budget
 from ..data.registry import sanitizer_augmentation, training_augmentation
 from ..defenses import finetune
+from ..device import computes_on_device
 from ..defenses.repair import REPAIRERS, run_repairer
 from ..errors import BackdoorlabError
 from ..io import atomic_write_json
@@ -50,9 +51,10 @@ def resolve_bn_augment(cfg, meta: dict):
     return dataclasses.replace(cfg, bn_augment=trained if trained in AUGMENTATIONS else "none")
 
 
+@computes_on_device
 def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out: str | None = None,
                options: dict | None = None, backdoor=None, budget_seed: int = 0, progress: bool = True,
-               reuse_second_endpoint: str | None = None, command: str = "repair",
+               reuse_second_endpoint: str | None = None, command: str = "repair", device=None,
                arch: str | None = None) -> dict:
     """Repair suspect checkpoint(s) with defense ``name`` on a clean budget; evaluate before and after.
 
@@ -62,7 +64,8 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
     scratch endpoint) ``second-endpoint/``, and its report carries ``summary`` (what ``path.json`` holds).
     ``reuse_second_endpoint``: such a saved endpoint (or the run directory holding it), reused when it was made
     for the same budget and recipe. ``command`` names the command in ``config.json`` (``repair`` or
-    ``sanitize``: the same run)."""
+    ``sanitize``: the same run). ``device`` (None: auto) and ``amp``: where the models run and whether training
+    steps use mixed precision."""
     entry = REPAIRERS.entry(name)
     if not 1 <= len(model_dirs) <= 2:
         raise BackdoorlabError(f"{command} takes one or two models, got {len(model_dirs)}")
@@ -74,6 +77,8 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
     check_out_dir(out, command, model_dirs)
     named_arch = arch  # what the caller named (needed to load a model of the user's own code)
     loaded = [load_for(p, dataset, named_arch) for p in model_dirs]
+    for model, _ in loaded:
+        model.to(device)
     metas = [m for _, m in loaded]
     cfg = resolve_bn_augment(cfg, metas[0])
     if len(loaded) == 2 and (metas[0]["arch"], metas[0]["arch_args"]) != (metas[1]["arch"], metas[1]["arch_args"]):
@@ -90,7 +95,7 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
         record = path_outputs.second_endpoint_record(metas[0], dataset.name, budget_size, budget_seed, holdout, cfg)
         reused = None
         if reuse_second_endpoint is not None:  # the sanitizer refuses it with two suspects or a non-scratch method
-            reused = path_outputs.load_second_endpoint(reuse_second_endpoint, dataset, record, named_arch)
+            reused = path_outputs.load_second_endpoint(reuse_second_endpoint, dataset, record, named_arch).to(device)
         context = {"test": test, "backdoor": backdoor, "num_classes": dataset.num_classes, "second_model": reused,
                    "artifacts": {}}
     before = [evaluate(m, *test, backdoor, dataset.num_classes) for m, _ in loaded]
@@ -137,11 +142,13 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
     return report
 
 
+@computes_on_device
 def finetune_run(dataset, model_dir: str, budget_size: int, cfg: TrainConfig, backdoor=None, budget_seed: int = 0,
-                 progress: bool = True, arch: str | None = None) -> dict:
+                 progress: bool = True, device=None, arch: str | None = None) -> dict:
     """Fine-tuning baseline with an explicit training recipe on the same clean budget (for comparison tables);
     returns the metrics of the fine-tuned model."""
     model, meta = load_for(model_dir, dataset, arch)
+    model.to(device)
     holdout = holdout_size(meta, dataset.name)
     budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
     tuned = finetune(model, budget.x, budget.y, cfg, progress=progress)

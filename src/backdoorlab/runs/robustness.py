@@ -10,6 +10,7 @@ import time
 import torch
 
 from ..budget import training_part
+from ..device import computes_on_device
 from ..errors import BackdoorlabError
 from ..evasion import EVASION_ATTACKS, JpegDefense, make_attack, parse_eps, robust_accuracy
 from ..evasion.build import names_text
@@ -39,11 +40,12 @@ def check_robustness_options(attack: str, eps, target: int | None, defense: str,
     return eps
 
 
+@computes_on_device
 def robustness_run(dataset, model_dir: str, attack: str = "pgd", eps: str | float | None = None, *,
                    target: int | None = None, settings: dict | None = None, n_images: int | None = None,
                    batch_size: int = 500,
                    defense: str = "none", jpeg_quality: int = 75, bpda: bool = False, patch_images: int = 2000,
-                   out: str | None = None, seed: int = 0, progress: bool = True,
+                   out: str | None = None, seed: int = 0, progress: bool = True, device=None,
                    arch: str | None = None) -> dict:
     """Attack the checkpoint in ``model_dir`` with evasion attack ``attack`` on the first ``n_images`` test images
     (default: all, or the attack's own default) and return clean and robust accuracy and loss.
@@ -56,6 +58,7 @@ def robustness_run(dataset, model_dir: str, attack: str = "pgd", eps: str | floa
     settings = dict(settings or {})
     eps = check_robustness_options(attack, eps, target, defense, bpda)
     model, meta = load_for(model_dir, dataset, arch)
+    model.to(device)
     if target is not None and not 0 <= target < dataset.num_classes:
         raise BackdoorlabError(f"target label {target} is out of range for {dataset.num_classes} classes")
     victim = JpegDefense(model, jpeg_quality) if defense == "jpeg" else model

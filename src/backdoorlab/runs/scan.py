@@ -15,6 +15,7 @@ import time
 
 from .. import __version__
 from ..budget import clean_budget
+from ..device import computes_on_device
 from ..defenses.neural_cleanse import NeuralCleanseConfig, neural_cleanse
 from ..detectors.strip import StripConfig, StripDetector
 from ..errors import BackdoorlabError
@@ -31,9 +32,10 @@ def _nc_config(options: dict, seed: int) -> NeuralCleanseConfig:
     return NeuralCleanseConfig(**options)
 
 
+@computes_on_device
 def scan_run(dataset, model_dir: str, budget_size: int = 1000, report_dir: str | None = None, budget_seed: int = 0,
              progress: bool = True, strip: bool = True, strip_images: int = 500, strip_overlays: int = 100,
-             arch: str | None = None, **nc_options) -> dict:
+             device=None, arch: str | None = None, **nc_options) -> dict:
     """Scan the checkpoint in ``model_dir`` for a backdoor with a clean budget of ``budget_size`` images.
 
     ``nc_options`` are :class:`NeuralCleanseConfig` fields (``epochs``, ``batch_size``, ``batches_per_epoch``,
@@ -42,13 +44,15 @@ def scan_run(dataset, model_dir: str, budget_size: int = 1000, report_dir: str |
     whole budget. Returns a JSON-able dict: ``backdoored``, ``suspected_target`` (label or None),
     ``suspected_target_name``, ``anomaly_index``, ``threshold``, ``flagged_labels``, ``l1_norms`` and
     ``anomaly_indices`` (per label), ``attack_success`` (of each reversed trigger on the budget), ``strip``,
-    ``seconds``, ``config`` and ``report`` (the report directory or None)."""
+    ``seconds``, ``config`` and ``report`` (the report directory or None). ``device``: where the model runs
+    (None: auto)."""
     tick = time.time()
     cfg = _nc_config(nc_options, budget_seed)
     if strip and (strip_images < 2 or strip_overlays < 1):
         raise BackdoorlabError(f"STRIP needs at least 2 calibration images and 1 overlay, got {strip_images} "
                                f"and {strip_overlays}")
     model, meta = load_for(model_dir, dataset, arch)
+    model.to(device)
     holdout = holdout_size(meta, dataset.name)
     budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
     if budget_size < cfg.batch_size:

@@ -9,6 +9,7 @@ import torch
 
 from ..budget import default_holdout, training_part
 from ..data.registry import training_recipe
+from ..device import computes_on_device
 from ..errors import BackdoorlabError, valid_names
 from ..metrics import evaluate
 from ..models import list_models, new_model, save_checkpoint
@@ -40,20 +41,22 @@ def train_config(dataset: str, arch: str, epochs=None, lr=None, batch_size=None,
     return TrainConfig(**fixed, **d)
 
 
+@computes_on_device
 def train_run(dataset, arch: str, cfg: TrainConfig, attack=None, out: str | None = None, holdout: int | None = None,
-              progress: bool = True, desc: str = "train", model_args: dict | None = None
+              progress: bool = True, desc: str = "train", model_args: dict | None = None, device=None
               ) -> tuple[torch.nn.Module, dict]:
     """Train ``arch`` on the non-held-out training images of ``dataset``, poisoned by ``attack`` if given.
 
     ``model_args`` go to :func:`create_model` (e.g. ``dropout``); an attack may add its own (``model_args()``),
-    poison the data (``poison``) and hook into the training batches (``batch_hook``)."""
+    poison the data (``poison``) and hook into the training batches (``batch_hook``). ``device`` (None: auto) and
+    ``amp``: where the model trains and whether in mixed precision (see :func:`~backdoorlab.device.computes_on_device`)."""
     check_out_dir(out, "train")
     holdout = default_holdout(dataset.name) if holdout is None else holdout
     x, y = training_part(dataset, holdout)
     provenance, hook, extra = {"attack": None}, None, dict(model_args or {})
     if attack is not None and hasattr(attack, "model_args"):
         extra.update(attack.model_args())
-    model = new_model(arch, dataset, cfg.seed, **extra)
+    model = new_model(arch, dataset, cfg.seed, **extra).to(device)  # initialised on the host, as on a CPU run
     if attack is not None:
         poisoned = attack.poison(x, y, dataset.num_classes, seed=cfg.seed)
         x, y = poisoned.x, poisoned.y

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import BackdoorlabError
+from ...device import model_device, to_device, to_host
 from ...tensors import to_float
 from .config import NeuralCleanseConfig
 from .trigger import ReversedTrigger, _atanh_init, _frozen, _tanh_param, _target_gap, trigger_gaps, trigger_success
@@ -40,20 +41,21 @@ def complete_trigger(model: nn.Module, x: torch.Tensor, trigger: ReversedTrigger
     xf = to_float(x)
     n = len(xf)
     bs = min(cfg.batch_size, n)
-    mask_w = _atanh_init(trigger.mask.detach().float().clone()).requires_grad_(True)
-    pattern_w = _atanh_init(trigger.pattern.detach().float().clone()).requires_grad_(True)
+    device = model_device(model)
+    mask_w = _atanh_init(trigger.mask.detach().float().clone()).to(device).requires_grad_(True)
+    pattern_w = _atanh_init(trigger.pattern.detach().float().clone()).to(device).requires_grad_(True)
     opt = torch.optim.Adam([mask_w, pattern_w], lr=cfg.lr, betas=(0.5, 0.9))
     cost = max(trigger.final_cost, cfg.init_cost) * cost_factor
     with _frozen(model):
         for _ in range(steps):
-            xb = xf[torch.randint(n, (bs,), generator=g)]
+            xb = to_device(xf[torch.randint(n, (bs,), generator=g)], device)
             m, p = _tanh_param(mask_w), _tanh_param(pattern_w)
             gap = _target_gap(model((1 - m) * xb + m * p), trigger.label)
             loss = -gap.clamp(max=margin).mean() + cost * m.abs().sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    mask, pattern = _tanh_param(mask_w).detach(), _tanh_param(pattern_w).detach()
+    mask, pattern = to_host(_tanh_param(mask_w).detach()), to_host(_tanh_param(pattern_w).detach())
     grown = ReversedTrigger(trigger.label, mask, pattern, float(mask.sum()), 0.0, trigger.converged, trigger.epochs,
                             trigger.final_cost)
     grown.attack_success = trigger_success(model, xf, grown)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...device import model_device, to_device, to_host
 from ...tensors import to_float
 from .config import NeuralCleanseConfig
 from .trigger import ReversedTrigger, _atanh_init, _frozen, _tanh_param, trigger_success
@@ -18,17 +19,19 @@ def reverse_trigger(model: nn.Module, x: torch.Tensor, label: int, cfg: NeuralCl
                     generator: torch.Generator | None = None, progress_bar=None) -> ReversedTrigger:
     """Reverse-engineer the minimal trigger sending the clean images ``x`` (uint8 or float, (N, C, H, W)) to
     ``label`` with the adaptive-lambda schedule of the paper; ``model`` is run in eval mode and left unchanged
-    (its mode and ``requires_grad`` flags are restored)."""
+    (its mode and ``requires_grad`` flags are restored). The mask and pattern are optimised on the model's device
+    (drawn on the host, as on a CPU run); the trigger returned holds them on the host."""
     g = generator if generator is not None else torch.Generator().manual_seed(cfg.seed + 1000 * label)
     xf = to_float(x)
     n, c, h, w = xf.shape
     bs = min(cfg.batch_size, n)
     per_epoch = cfg.batches_per_epoch or max(1, math.ceil(n / bs))
     # random init in [0, 1], as the authors' code
-    mask_w = _atanh_init(torch.rand(1, h, w, generator=g)).requires_grad_(True)
-    pattern_w = _atanh_init(torch.rand(c, h, w, generator=g)).requires_grad_(True)
+    device = model_device(model)
+    mask_w = _atanh_init(torch.rand(1, h, w, generator=g)).to(device).requires_grad_(True)
+    pattern_w = _atanh_init(torch.rand(c, h, w, generator=g)).to(device).requires_grad_(True)
     opt = torch.optim.Adam([mask_w, pattern_w], lr=cfg.lr, betas=(0.5, 0.9))
-    target = torch.full((bs,), int(label), dtype=torch.long)
+    target = torch.full((bs,), int(label), dtype=torch.long, device=device)
     cost = cfg.init_cost
     up_count = down_count = set_count = stop_count = 0
     went_up = went_down = False
@@ -43,7 +46,7 @@ def reverse_trigger(model: nn.Module, x: torch.Tensor, label: int, cfg: NeuralCl
             for _ in range(per_epoch):
                 if pos + bs > n:
                     perm, pos = torch.randperm(n, generator=g), 0
-                xb = xf[perm[pos:pos + bs]]
+                xb = to_device(xf[perm[pos:pos + bs]], device)
                 pos += bs
                 m, p = _tanh_param(mask_w), _tanh_param(pattern_w)
                 logits = model((1 - m) * xb + m * p)
@@ -89,6 +92,7 @@ def reverse_trigger(model: nn.Module, x: torch.Tensor, label: int, cfg: NeuralCl
     if not converged:
         best_mask, best_pattern = _tanh_param(mask_w).detach(), _tanh_param(pattern_w).detach()
     # the reported norm and success are those of the kept mask, measured on all the images
+    best_mask, best_pattern = to_host(best_mask), to_host(best_pattern)
     trigger = ReversedTrigger(int(label), best_mask, best_pattern, float(best_mask.sum()), 0.0, converged, epoch,
                               float(cost))
     trigger.attack_success = trigger_success(model, xf, trigger)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ...device import model_device, to_device, to_host
 from ...tensors import to_float
 
 
@@ -59,18 +60,20 @@ def _frozen(model: nn.Module):
 def trigger_success(model: nn.Module, x: torch.Tensor, trigger: ReversedTrigger, batch_size: int = 500) -> float:
     """Fraction of the images ``x`` (uint8 or float (N, C, H, W)) that ``model`` (in eval mode, left unchanged)
     sends to ``trigger.label`` once ``trigger`` is stamped on them."""
-    xf = to_float(x)
+    xf, device = to_float(x), model_device(model)
     with torch.no_grad(), _frozen(model):
-        pred = torch.cat([model(trigger.apply(xf[i:i + batch_size])).argmax(1) for i in range(0, len(xf), batch_size)])
+        pred = torch.cat([to_host(model(trigger.apply(to_device(xf[i:i + batch_size], device))).argmax(1))
+                          for i in range(0, len(xf), batch_size)])
     return float((pred == trigger.label).float().mean())
 
 
 def trigger_gaps(model: nn.Module, x: torch.Tensor, trigger: ReversedTrigger, batch_size: int = 500) -> torch.Tensor:
     """Per image of ``x`` (uint8 or float (N, C, H, W)) stamped with ``trigger``: ``model``'s (in eval mode, left
     unchanged) ``trigger.label`` logit minus its largest other logit, (N,)."""
-    xf = to_float(x)
+    xf, device = to_float(x), model_device(model)
     with torch.no_grad(), _frozen(model):
-        return torch.cat([_target_gap(model(trigger.apply(xb)), trigger.label) for xb in xf.split(batch_size)])
+        return torch.cat([to_host(_target_gap(model(trigger.apply(to_device(xb, device))), trigger.label))
+                          for xb in xf.split(batch_size)])
 
 def _target_gap(logits: torch.Tensor, label: int) -> torch.Tensor:
     """Per row: the ``label`` logit minus the largest other one."""
