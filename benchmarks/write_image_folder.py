@@ -31,7 +31,7 @@ from backdoorlab.data.image_files import class_folders, list_split
 from backdoorlab.data.user_traits import user_holdout
 from backdoorlab.errors import BackdoorlabError
 
-BUILT_IN = ("cifar10", "mnist", "fashion-mnist")
+BUILT_IN = ("cifar10", "mnist", "fashion-mnist", "digits")  # digits: bundled, small, for the tests
 
 
 def folder_name(class_name: str) -> str:

@@ -250,5 +250,8 @@ def test_train_on_a_folder_records_its_source_and_later_commands_read_it_at_the_
     with pytest.warns(UserWarning, match="resized to 8x8"):
         assert main(["evaluate", "../model", "--dataset", "folder:../pics/", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["clean_accuracy"] == out["clean_accuracy"]
+    with pytest.warns(UserWarning, match="resized to 8x8"):  # the evasion commands too
+        assert main(["robustness", "../model", "--attack", "fgsm", "--eps", "0.1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 6
     assert main(["train", "--dataset", "folder:.", "--arch", "small-cnn", "--image-size", "0", "--out", "x"]) == 2
     assert "error: image size must be H or H,W" in capsys.readouterr().err
