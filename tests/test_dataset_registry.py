@@ -18,12 +18,13 @@ from backdoorlab.data import (DATASETS, dataset_entry, default_arch, default_hol
                               training_recipe)
 from backdoorlab.data import download as dl
 from backdoorlab.data.datasets import make_dataset
-from backdoorlab.data.registry import DatasetOptions
+from backdoorlab.data.registry import DatasetOptions, path_families
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.models import list_models
 from backdoorlab.train import TrainConfig
 
 BUILT_IN = ["cifar10", "digits", "fashion-mnist", "mnist"]
+FAMILIES = ["folder", "npz"]  # read from a path, named FAMILY:PATH (tests/test_folder_data.py, test_npz_data.py)
 
 # The tables the registry replaced, as they were (pipeline.TRAIN_DEFAULTS and train_defaults, budget's
 # DEFAULT_HOLDOUT, augment.sanitizer_augmentation, pipeline.default_repair_options' training augmentation).
@@ -58,11 +59,12 @@ ARCHS = sorted(set(list_models()) | {"small-cnn", "resnet20", "no-such-arch"})
 
 def test_the_built_in_data_sets_are_registered_and_listed_sorted():
     assert list_datasets() == BUILT_IN
-    assert sorted(DATASETS) == BUILT_IN
+    assert sorted(DATASETS) == sorted(BUILT_IN + FAMILIES)
+    assert path_families() == FAMILIES
     assert downloadable_datasets() == ["cifar10", "fashion-mnist", "mnist"]
 
 
-@pytest.mark.parametrize("name", BUILT_IN)
+@pytest.mark.parametrize("name", BUILT_IN + FAMILIES)
 def test_every_data_set_declares_its_traits(name):
     e = dataset_entry(name)
     assert e.name == name and callable(e.run)
@@ -98,7 +100,7 @@ def test_default_architectures_and_a_recipe_is_a_fresh_dict():
 
 
 def test_unknown_data_set_is_one_line_listing_the_valid_ones():
-    want = "unknown dataset 'imagenet'; valid: 'cifar10', 'digits', 'fashion-mnist', 'mnist'"
+    want = "unknown dataset 'imagenet'; valid: 'cifar10', 'digits', 'fashion-mnist', 'mnist', folder:PATH, npz:PATH"
     for call in (lambda: dataset_entry("imagenet"), lambda: load_dataset("imagenet")):
         with pytest.raises(BackdoorlabError) as info:
             call()
@@ -176,4 +178,4 @@ def test_importing_any_module_that_asks_the_registry_registers_every_data_set():
     src = os.path.dirname(os.path.dirname(backdoorlab.__file__))  # this checkout's package, in a fresh process
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
-    assert out.split("\n")[0] == "400 " + str(BUILT_IN)
+    assert out.split("\n")[0] == "400 " + str(sorted(BUILT_IN + FAMILIES))

@@ -18,8 +18,11 @@ ARGS = {"num_classes": 10, "in_channels": 1, "input_size": [8, 8], "mean": [0.5]
 
 # The top-level keys of each writer's model.json, as the commit before the schema wrote them.
 _HEAD, _TAIL = ["format", "format_version", "created", "backdoorlab_version"], ["weights_sha256"]
-TRAINED = _HEAD + list(FIELDS) + _TAIL  # train, adv-train, distill, and a model attack on a trained model
-DERIVED = _HEAD + [f for f in FIELDS if f != "training"] + _TAIL  # sanitize, repair, an attack on those
+# the fields a built-in data set's models have always had: data_source (a user's images only) is not written
+BUILT_IN_FIELDS = ["arch", "arch_args", "dataset", "class_names", "input_shape", "seed", "training", "holdout",
+                   "provenance", "metrics"]
+TRAINED = _HEAD + BUILT_IN_FIELDS + _TAIL  # train, adv-train, distill, and a model attack on a trained model
+DERIVED = _HEAD + [f for f in BUILT_IN_FIELDS if f != "training"] + _TAIL  # sanitize, repair, an attack on those
 SECOND = _HEAD + ["arch", "arch_args", "dataset", "class_names", "input_shape", "holdout", "seed", "provenance",
                   "metrics"] + _TAIL  # sanitize's scratch second endpoint
 TRAINING_KEYS = list(TrainConfig().to_dict()) + ["train_images", "seconds", "final_loss"]
@@ -205,3 +208,22 @@ def test_every_writer_records_the_same_fields(written):
         assert meta["provenance"]["attacked_from"] == str(root / source)
         assert meta.get("training") == src.get("training") and meta["seed"] == 0
         assert planted_attack(meta)["name"] == "single-bias"
+
+
+def test_data_source_is_a_field_written_only_for_a_data_set_read_from_files():
+    """A user's images (folder:, npz:) record where they came from; a built-in set's sidecar has no such key."""
+    assert list(FIELDS) == BUILT_IN_FIELDS[:5] + ["data_source"] + BUILT_IN_FIELDS[5:]
+    assert list(SECOND_ENDPOINT_ORDER).index("data_source") == list(SECOND_ENDPOINT_ORDER).index("input_shape") + 1
+
+    class Loaded:
+        class_names, in_channels, image_size, source = ["a", "b"], 1, (4, 4), None
+
+    assert "data_source" not in build_sidecar("small-cnn", {}, "digits", **dataset_fields(Loaded()))
+    assert "data_source" not in inherited_fields({"class_names": ["a"], "input_shape": [1, 4, 4]})
+    Loaded.source = {"kind": "folder", "path": "/x"}
+    meta = build_sidecar("small-cnn", {}, "folder:/x", **dataset_fields(Loaded()), seed=0)
+    assert list(meta) == ["arch", "arch_args", "dataset", "class_names", "input_shape", "data_source", "seed"]
+    assert meta["data_source"] == {"kind": "folder", "path": "/x"}
+    assert inherited_fields(meta)["data_source"] == meta["data_source"]  # a repaired model keeps it
+    with pytest.raises(BackdoorlabError, match="'data_source' must be an object"):
+        build_sidecar("small-cnn", {}, "folder:/x", data_source="/x")

@@ -15,7 +15,7 @@ import click
 
 from .cli_device import device_options
 from .cli_listing import RegistryCommand, architectures
-from .cli_options import arch_args_option, model_arch_option, parse_arch_args, parse_floats
+from .cli_options import arch_args_option, image_size_option, model_arch_option, parse_arch_args, parse_floats
 from .errors import BackdoorlabError, valid_names
 
 
@@ -23,9 +23,16 @@ def _warning_line(message, category, filename, lineno, line=None):
     return f"warning: {message}\n"
 
 
-def _dataset(name: str, data_dir):
-    from .data import load_dataset
-    return load_dataset(name, data_dir)  # an unknown name is a one-line error listing the valid ones
+def _dataset(name: str, data_dir, image_size=None, model_dir=None):
+    """Data set ``name``; a folder:/npz: set at ``image_size`` (--image-size), else at ``model_dir``'s size."""
+    from .runs.dataset import run_dataset
+    return run_dataset(name, data_dir, image_size, model_dir)  # an unknown name: one line listing the valid ones
+
+
+def _canonical(name):
+    """A --dataset name as checkpoints record it (folder:/npz: with the absolute path); None stays None."""
+    from .data.registry import canonical_name
+    return None if name is None else canonical_name(name)
 
 
 def _pct(v) -> str:
@@ -179,11 +186,12 @@ def _datasets():
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @data_dir_option
+@image_size_option
 @progress_option
 @device_options()
 def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, dropout, target_neurons,
           backdoor_fraction, epochs, lr, batch_size, schedule, weight_decay, augment, seed, out, as_json, data_dir,
-          no_progress, device, amp):
+          image_size, no_progress, device, amp):
     """Train a model, optionally with a backdoor planted by data poisoning or by the training procedure (the
     attacks are listed below); writes OUT/model.safetensors + model.json."""
     from .attacks import TRAINING_ATTACKS
@@ -212,7 +220,7 @@ def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, drop
         training = None
     else:
         poison_rate, stamp = None, None  # at their defaults (checked above), which do not apply
-    ds = _dataset(dataset, data_dir)
+    ds = _dataset(dataset, data_dir, image_size)
     atk = _make_attack(backdoor_spec, ds, poison_rate, stamp, training)
     cfg = train_config(ds.name, arch, epochs, lr, batch_size, augment, schedule=schedule,
                        weight_decay=weight_decay, seed=seed)
@@ -259,8 +267,8 @@ def evaluate(model_dir, dataset, named_arch, backdoor_spec, as_json, data_dir, d
     from .attacks import backdoor_of
     from .metrics import evaluate as evaluate_model
     from .models import check_model_fits, load_checkpoint
-    model, meta = load_checkpoint(model_dir, arch=named_arch, dataset=dataset)
-    ds = _dataset(meta["dataset"], data_dir)
+    model, meta = load_checkpoint(model_dir, arch=named_arch, dataset=_canonical(dataset))
+    ds = _dataset(meta["dataset"], data_dir, model_dir=model_dir)
     check_model_fits(meta, ds, f"checkpoint {model_dir}")
     atk = _make_attack(backdoor_spec, ds)
     backdoor = atk.backdoor if atk is not None else backdoor_of(meta)
@@ -293,8 +301,9 @@ def evaluate(model_dir, dataset, named_arch, backdoor_spec, as_json, data_dir, d
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (clean_accuracy, out, ...).")
 @data_dir_option
+@image_size_option
 @device_options(amp=False)
-def import_cmd(weights, arch, arch_args_json, dataset, mean, std, out, as_json, data_dir, device):
+def import_cmd(weights, arch, arch_args_json, dataset, mean, std, out, as_json, data_dir, image_size, device):
     """Turn a state dict saved elsewhere (WEIGHTS: .safetensors, or .pt/.pth/.bin/.ckpt read without unpickling
     code) into a backdoorlab checkpoint in OUT that every command takes.
 
@@ -304,7 +313,7 @@ def import_cmd(weights, arch, arch_args_json, dataset, mean, std, out, as_json, 
     from .runs.import_model import import_run
     model_args = parse_arch_args(arch_args_json)
     mean, std = parse_floats(mean, "--mean"), parse_floats(std, "--std")
-    ds = _dataset(dataset, data_dir)
+    ds = _dataset(dataset, data_dir, image_size)
     _, meta = import_run(weights, arch, ds, out, model_args=model_args, mean=mean, std=std, device=device)
     m = meta["metrics"]
     if as_json:
@@ -396,7 +405,7 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
         settings["augment"] = augment
     settings.update(repairers.parse_options("mode-connectivity", split_pairs(options)))
     repairers.config("mode-connectivity", **settings)  # bad values fail before the data loads
-    ds = _dataset(dataset, data_dir)
+    ds = _dataset(dataset, data_dir, model_dir=model_dirs[0])
     atk = _make_attack(backdoor_spec, ds)
     report = repair_run(ds, "mode-connectivity", list(model_dirs), budget, out, settings,
                         backdoor=atk.backdoor if atk else None, budget_seed=budget_seed, progress=not no_progress,
@@ -483,7 +492,7 @@ def repair(name, model_dirs, dataset, budget, out, options, named_arch, backdoor
     repairers.entry(name)  # an unknown NAME fails first, in one line
     opts = repairers.parse_options(name, split_pairs(options))
     repairers.config(name, **{**default_repair_options(name, dataset), **opts})  # bad values fail before the data loads
-    ds = _dataset(dataset, data_dir)
+    ds = _dataset(dataset, data_dir, model_dir=model_dirs[0])
     atk = _make_attack(backdoor_spec, ds)
     report = repair_run(ds, name, list(model_dirs), budget, out, opts, backdoor=atk.backdoor if atk else None,
                         budget_seed=budget_seed, progress=not no_progress, device=device, amp=amp,
@@ -534,7 +543,7 @@ def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, na
     from .runs import scan_run
     nc = _detectors().entry("neural-cleanse").config  # the seed comes from --budget-seed
     opts = nc.parse_options(split_pairs(options), owner="scan", exclude=("seed",))
-    ds = _dataset(dataset, data_dir)
+    ds = _dataset(dataset, data_dir, model_dir=model_dir)
     result = scan_run(ds, model_dir, budget_size=budget, report_dir=report_dir, budget_seed=budget_seed,
                       progress=not no_progress, strip=strip, device=device, arch=named_arch, **opts)
     if as_json:
@@ -595,7 +604,9 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
                                f"and triggerless attacks are planted with `backdoorlab train --attack NAME`)")
     entry = MODEL_ATTACKS.entry(name)
     meta = allowed_architecture(read_meta(model_dir), named_arch, model_dir)  # refused before the data loads
-    ds = _dataset(dataset or meta["dataset"], data_dir)  # the run refuses a checkpoint of another data set
+    if dataset is not None and meta["dataset"] != _canonical(dataset):
+        raise BackdoorlabError(f"checkpoint {model_dir} was trained on {meta['dataset']!r}, not {dataset!r}")
+    ds = _dataset(meta["dataset"], data_dir, model_dir=model_dir)
     options = {}
     if entry.traits["trigger"]:
         atk = _make_attack(backdoor_spec, ds)
@@ -660,10 +671,11 @@ def list_cmd(defaults):
     """List data sets, architectures, attacks and defenses."""
     from .attacks import MODEL_ATTACKS, TRAINING_ATTACKS
     from .data import list_datasets
+    from .data.registry import path_families
     from .defenses.repair import REPAIRERS
     from .detectors import DETECTORS
     from .models import list_models
-    click.echo("datasets:      " + ", ".join(list_datasets()))
+    click.echo("datasets:      " + ", ".join(list_datasets() + [f"{f}:PATH" for f in path_families()]))
     click.echo("architectures: " + ", ".join(list_models()))
     click.echo("attacks:       " + ", ".join(TRAINING_ATTACKS) + " (backdoorlab train --attack NAME)")
     click.echo("model attacks: " + ", ".join(MODEL_ATTACKS) + " (backdoorlab attack NAME MODEL_DIR)")

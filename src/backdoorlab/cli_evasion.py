@@ -14,7 +14,7 @@ import click
 
 from .cli_device import device_options
 from .cli_listing import RegistryCommand, architectures
-from .cli_options import model_arch_option
+from .cli_options import image_size_option, model_arch_option
 from .errors import BackdoorlabError
 
 _data_dir = click.option("--data-dir", default=None, type=click.Path(file_okay=False),
@@ -65,15 +65,15 @@ def _finish_training(ds, arch, cfg, out, as_json, progress, eval_eps, eval_steps
 
 def adv_train(dataset, arch, eps, pgd_steps, step_size, norm, warmup, clean_fraction, epochs, lr, batch_size,
               schedule, weight_decay, augment, seed, out, eval_eps, eval_steps, eval_images, as_json, data_dir,
-              no_progress, device, amp):
+              no_progress, device, amp, image_size=None):
     """PGD adversarial training (Madry et al.): train a model on PGD adversarial examples of every batch.
 
     Writes OUT/model.safetensors + model.json (the defense recorded in its provenance). Use --eval-eps to measure
     robust accuracy right after training; `backdoorlab robustness OUT` measures it in full."""
-    from .data import load_dataset
     from .evasion import AdvTrainConfig
+    from .runs.dataset import run_dataset
 
-    ds = load_dataset(dataset, data_dir)
+    ds = run_dataset(dataset, data_dir, image_size)
     cfg = _train_config(ds, arch, epochs, lr, batch_size, schedule, weight_decay, augment, seed)
     adv = AdvTrainConfig(eps=eps, steps=pgd_steps, step_size=step_size, norm=norm, warmup=warmup,
                          clean_fraction=clean_fraction)
@@ -82,17 +82,17 @@ def adv_train(dataset, arch, eps, pgd_steps, step_size, norm, warmup, clean_frac
 
 
 def distill(dataset, arch, temperature, epochs, lr, batch_size, schedule, weight_decay, augment, seed, out,
-            eval_eps, eval_steps, eval_images, as_json, data_dir, no_progress, device, amp):
+            eval_eps, eval_steps, eval_images, as_json, data_dir, no_progress, device, amp, image_size=None):
     """Defensive distillation (Papernot et al.): a teacher trained at softmax temperature T, a student trained on
     its soft labels at T, deployed at temperature 1. Writes OUT/model.safetensors + model.json (the student).
 
     Evaluate it with `backdoorlab robustness OUT --loss margin`: cross-entropy gradients vanish on its saturated
     softmax, which makes plain PGD look defeated."""
-    from .data import load_dataset
+    from .runs.dataset import run_dataset
 
     if temperature <= 0:
         raise BackdoorlabError(f"--temperature must be > 0, got {temperature}")
-    ds = load_dataset(dataset, data_dir)
+    ds = run_dataset(dataset, data_dir, image_size)
     cfg = _train_config(ds, arch, epochs, lr, batch_size, schedule, weight_decay, augment, seed)
     _finish_training(ds, arch, cfg, out, as_json, not no_progress, eval_eps, eval_steps, eval_images,
                      distill_temperature=temperature, device=device, amp=amp)
@@ -108,9 +108,10 @@ def robustness(model_dir, dataset, named_arch, attack, eps, steps, step_size, re
     evolution over --pixels pixels; slow, 100 images by default). Robust accuracy: the fraction of test images
     classified correctly both clean and attacked. --defense jpeg puts JPEG compression in front of the model;
     --bpda attacks it with the identity as the transform's gradient (Athalye et al.), the honest evaluation."""
-    from .data import load_dataset
+    from .data.registry import canonical_name
     from .evasion import EVASION_ATTACKS
     from .models.checkpoint import allowed_architecture, read_meta
+    from .runs.dataset import run_dataset
     from .runs.robustness import check_robustness_options, robustness_run
 
     entry = EVASION_ATTACKS.entry(attack)
@@ -124,7 +125,9 @@ def robustness(model_dir, dataset, named_arch, attack, eps, steps, step_size, re
                    "--pixels": pixels, "--max-iter": max_iter, "--popsize": popsize, "--seed": seed}
     settings = {field: flag_values[flag] for flag, field in entry.config.flags().items() if flag != "--target"}
     meta = allowed_architecture(read_meta(model_dir), named_arch, model_dir)  # refused before the data loads
-    ds = load_dataset(dataset or meta["dataset"], data_dir)  # the run refuses a checkpoint of another data set
+    if dataset is not None and meta["dataset"] != canonical_name(dataset):
+        raise BackdoorlabError(f"checkpoint {model_dir} was trained on {meta['dataset']!r}, not {dataset!r}")
+    ds = run_dataset(meta["dataset"], data_dir, model_dir=model_dir)
     result = robustness_run(ds, model_dir, attack, eps, target=target, settings=settings, n_images=n_images,
                             batch_size=batch_size, defense=defense, jpeg_quality=jpeg_quality, bpda=bpda,
                             patch_images=patch_images, out=out, seed=seed, progress=not no_progress, device=device,
@@ -154,10 +157,10 @@ def path_robustness(model_a, model_b, dataset, named_arch, out, eps, pgd_steps, 
     each t reports clean loss and accuracy, robust loss and accuracy under PGD, and the mean largest eigenvalue of
     the input Hessian; writes OUT/path_robustness.json (with the Pearson correlations and the loss barriers),
     OUT/path_robustness.png, OUT/curve.safetensors and OUT/config.json."""
-    from .data import load_dataset
     from .evasion import parse_eps
     from .models.checkpoint import allowed_architecture, read_meta
     from .runs import path_robustness_run
+    from .runs.dataset import run_dataset
 
     eps = parse_eps(eps)
     for v, name in ((pgd_steps, "--pgd-steps"), (curve_steps, "--curve-steps"), (n_images, "--n-images"),
@@ -167,7 +170,7 @@ def path_robustness(model_a, model_b, dataset, named_arch, out, eps, pgd_steps, 
         raise BackdoorlabError(f"--grid must be >= 2, got {grid}")
     if dataset is None:
         dataset = allowed_architecture(read_meta(model_a), named_arch, model_a)["dataset"]
-    ds = load_dataset(dataset, data_dir)
+    ds = run_dataset(dataset, data_dir, model_dir=model_a)
     s = path_robustness_run(ds, model_a, model_b, out, eps=eps, pgd_steps=pgd_steps,
                             step_size=parse_eps(step_size) if step_size is not None else None, curve=curve,
                             curve_steps=curve_steps, curve_lr=curve_lr, grid=grid, n_images=n_images,
@@ -240,7 +243,7 @@ def _train_option_list(extra):
         click.option("--eval-steps", default=40, show_default=True, type=int, help="PGD steps of that evaluation."),
         click.option("--eval-images", default=1000, show_default=True, type=int,
                      help="Test images of that evaluation."),
-        _json, _data_dir, _no_progress, device_options(),
+        _json, _data_dir, _no_progress, device_options(), image_size_option,
     ]
 
 

@@ -12,6 +12,9 @@ model_arch_option = click.option(
     "--arch", "named_arch", default=None, metavar="ARCH",
     help="The model's architecture when it is code of your own (path/to/file.py:NAME or package.module:NAME): a "
          "checkpoint never makes backdoorlab import code that the command line does not name.")
+image_size_option = click.option(
+    "--image-size", default=None, metavar="H[,W]",
+    help="folder:/npz: data sets: resize the images to H x W pixels (default: their most common size).")
 arch_args_option = click.option(
     "--arch-args", "arch_args_json", default=None, metavar="JSON",
     help="Keyword arguments of the architecture, a JSON object (for file.py:NAME: those of NAME).")

@@ -1,8 +1,8 @@
 """The :class:`Dataset` container, :func:`load_dataset` and :func:`list_datasets`.
 
 The loaders live in one module per family of data sets (``idx``: MNIST and Fashion-MNIST, ``cifar10``,
-``digits``), each registered in :data:`~backdoorlab.data.registry.DATASETS`; they build their
-:class:`Dataset` with :func:`make_dataset`.
+``digits``; ``folder`` and ``npz``: a user's own images, named ``folder:PATH`` / ``npz:PATH``), each registered
+in :data:`~backdoorlab.data.registry.DATASETS`; they build their :class:`Dataset` with :func:`make_dataset`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backdoorlab.data.registry import DATASETS
+from backdoorlab.data.registry import DATASETS, dataset_entry, split_path_name
+from backdoorlab.errors import BackdoorlabError
 
 DATA_ENV = "BACKDOORLAB_DATA"
 DIGIT_CLASSES = [str(i) for i in range(10)]  # the class names of the handwritten-digit sets
@@ -26,6 +27,9 @@ class Dataset:
 
     Images are uint8 pixel values 0..255, shape (N, C, H, W), contiguous; labels are int64 class indices,
     shape (N,). ``mean``/``std`` are per-channel statistics of ``train_x / 255`` (for normalisation).
+    ``source``: for a data set read from a user's files (``folder:PATH``, ``npz:PATH``), where and how it was
+    read (kind, path, image size, the train/test split it made if any, file counts), recorded in the sidecar of
+    the models trained on it; None for the built-in sets.
     """
 
     name: str
@@ -36,6 +40,7 @@ class Dataset:
     class_names: list[str]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    source: dict | None = None
 
     @property
     def num_classes(self) -> int:
@@ -67,7 +72,8 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
     return tuple(mean), tuple(std)
 
 
-def make_dataset(name: str, train_x, train_y, test_x, test_y, class_names: list[str]) -> Dataset:
+def make_dataset(name: str, train_x, train_y, test_x, test_y, class_names: list[str],
+                 source: dict | None = None) -> Dataset:
     """Build a :class:`Dataset` from numpy arrays (uint8 images, integer labels), computing mean/std."""
     tx = torch.from_numpy(np.ascontiguousarray(train_x))
     mean, std = channel_stats(tx)
@@ -80,12 +86,14 @@ def make_dataset(name: str, train_x, train_y, test_x, test_y, class_names: list[
         class_names=list(class_names),
         mean=mean,
         std=std,
+        source=source,
     )
 
 
 def list_datasets() -> list[str]:
-    """Names accepted by :func:`load_dataset` (the registered data sets), sorted."""
-    return sorted(DATASETS)
+    """Names accepted by :func:`load_dataset` as they are (the registered data sets), sorted; the families read
+    from a path (``folder``, ``npz``) take ``FAMILY:PATH`` instead and are not listed here."""
+    return sorted(n for n in DATASETS if not DATASETS.entry(n).traits["takes_path"])
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -100,11 +108,21 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
-                 progress: bool = True) -> Dataset:
-    """Load dataset ``name`` (see :func:`list_datasets`) from ``resolve_data_dir(data_dir)``.
+                 progress: bool = True, image_size: tuple[int, int] | None = None) -> Dataset:
+    """Load dataset ``name`` (see :func:`list_datasets`) from ``resolve_data_dir(data_dir)``, or a user's own
+    images, ``folder:PATH`` or ``npz:PATH`` (PATH relative to the current directory; docs/data.md).
 
     Missing files are downloaded from the official sources (MD5-verified) when ``download`` is set;
-    otherwise a missing file is a :class:`BackdoorlabError`.
+    otherwise a missing file is a :class:`BackdoorlabError`. ``image_size`` (H, W): the size a ``folder:`` or
+    ``npz:`` set's images are resized to (default: their most common size); the built-in sets have one size.
     """
-    load = DATASETS.entry(name).run  # an unknown name: a one-line error listing the valid ones
-    return load(resolve_data_dir(data_dir), download, progress)
+    entry = dataset_entry(name)  # an unknown name: a one-line error listing the valid ones
+    split = split_path_name(name)
+    if split is not None:
+        return entry.run(split[1], image_size)
+    if entry.traits["takes_path"]:
+        raise BackdoorlabError(f"data set {name!r} needs a path: {name}:PATH")
+    if image_size is not None:
+        raise BackdoorlabError(f"an image size applies to folder:PATH and npz:PATH data sets only; {name} images "
+                               f"have one size")
+    return entry.run(resolve_data_dir(data_dir), download, progress)

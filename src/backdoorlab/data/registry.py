@@ -12,6 +12,13 @@ sanitizer's small-budget augmentation, and for downloaded files their official m
 ``backdoorlab.data`` imports every module in it, so a new data set is one new module; nothing else keeps a
 list of data set names or tests a data set by name.
 
+A *family* of data sets read from a path (trait ``takes_path``: ``folder``, ``npz``) is registered the same
+way, with a loader called as ``fn(path, image_size) -> Dataset``; its members are named ``FAMILY:PATH``, and a
+loaded one is named canonically (:func:`canonical_name`: the absolute resolved path), so a checkpoint's data set
+compares equal whatever relative path is typed later. The family's traits apply to each member, overridden by
+those the loader found in its content (:func:`record_content_traits`: held-out pool from the number of images,
+architecture and augmentation from grey or colour; see ``user_traits``) once it is loaded in this process.
+
 The accessors below answer for any name: a name that is not registered (a checkpoint's data set, say, from a
 module not loaded) gets the registry's defaults, as the tables they replace did. :func:`dataset_entry` and
 :func:`~backdoorlab.data.load_dataset` refuse unknown names.
@@ -22,7 +29,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from pathlib import Path
+
 from backdoorlab.config import Config
+from backdoorlab.errors import BackdoorlabError, valid_names
 from backdoorlab.registry import Entry, Registry
 
 #: The training recipe of a data set that declares none, and of an architecture it has no recipe for.
@@ -51,27 +61,84 @@ DATASETS = Registry("dataset", traits={
     "mirrors": (),
     # official MD5 of each of its files, by file name
     "md5": {},
+    # a family of data sets read from a path, named FAMILY:PATH (folder, npz); its loader is fn(path, image_size)
+    "takes_path": False,
 })
+
+# traits found in the content of FAMILY:PATH data sets loaded in this process, by canonical name
+_CONTENT_TRAITS: dict[str, dict] = {}
+
+
+def split_path_name(name: str) -> tuple[str, str] | None:
+    """``(family, path)`` for a name ``FAMILY:PATH`` of a registered family (``folder:imgs`` -> ``("folder",
+    "imgs")``); None for any other name. An empty path is a one-line error."""
+    family, sep, path = name.partition(":")
+    if not sep or family not in DATASETS or not DATASETS.entry(family).traits["takes_path"]:
+        return None
+    if not path:
+        raise BackdoorlabError(f"data set {name!r} needs a path: {family}:PATH")
+    return family, path
+
+
+def canonical_name(name: str) -> str:
+    """The name a data set is known by: ``FAMILY:`` + the absolute resolved path for a ``FAMILY:PATH`` name
+    (PATH relative to the current directory, ``~`` expanded), any other name unchanged."""
+    split = split_path_name(name)
+    if split is None:
+        return name
+    family, path = split
+    return f"{family}:{Path(path).expanduser().resolve()}"
+
+
+def record_content_traits(name: str, traits: Mapping[str, Any]) -> None:
+    """Remember the traits a ``FAMILY:PATH`` data set's loader derived from its content (canonical ``name``),
+    which the accessors below then give for that name instead of the family's defaults."""
+    unknown = sorted(set(traits) - set(DATASETS.traits))
+    if unknown:
+        raise TypeError(f"unknown data set trait(s) {unknown}")
+    _CONTENT_TRAITS[canonical_name(name)] = dict(traits)
+
+
+def path_families() -> list[str]:
+    """Sorted names of the families of data sets read from a path (``folder``, ``npz``)."""
+    return sorted(n for n in DATASETS if DATASETS.entry(n).traits["takes_path"])
 
 
 def dataset_entry(name: str) -> Entry:
-    """The registry entry of data set ``name``; an unknown name is a one-line error listing the valid ones."""
-    return DATASETS.entry(name)
+    """The registry entry of data set ``name`` (of its family for ``FAMILY:PATH``); an unknown name is a
+    one-line error listing the valid ones."""
+    split = split_path_name(name)
+    if split is not None:
+        return DATASETS.entry(split[0])
+    if name in DATASETS:
+        return DATASETS.entry(name)
+    raise BackdoorlabError(f"unknown dataset {name!r}; valid: {valid_forms()}")
+
+
+def valid_forms() -> str:
+    """The names a data set may be given by, for error messages: the registered ones, then ``FAMILY:PATH``."""
+    names = [n for n in DATASETS if not DATASETS.entry(n).traits["takes_path"]]
+    return ", ".join([valid_names(names), *(f"{n}:PATH" for n in path_families())])
 
 
 def dataset_traits(name: str) -> Mapping[str, Any]:
-    """The traits of ``name``; the registry's defaults for a name that is not registered."""
+    """The traits of ``name``; the registry's defaults for a name that is not registered. A ``FAMILY:PATH``
+    name gets its family's traits, overridden by those found in its content if it was loaded in this process."""
+    split = split_path_name(name)
+    if split is not None:
+        return {**DATASETS.entry(split[0]).traits, **_CONTENT_TRAITS.get(canonical_name(name), {})}
     return DATASETS.entry(name).traits if name in DATASETS else DATASETS.traits
 
 
 def default_holdout(name: str) -> int:
-    """Size of the held-out clean pool of ``name``: 5,000 images (400 for the 1,797-image digits)."""
+    """Size of the held-out clean pool of ``name``: 5,000 images (400 for the 1,797-image digits; for a
+    ``FAMILY:PATH`` set, a tenth of a training split under 50,000 images)."""
     return dataset_traits(name)["holdout"]
 
 
 def default_arch(name: str) -> str:
     """The architecture to train on ``name`` when none is named (small-cnn for greyscale sets, resnet20 for
-    CIFAR-10)."""
+    CIFAR-10 and colour ``FAMILY:PATH`` sets)."""
     return dataset_traits(name)["arch"]
 
 

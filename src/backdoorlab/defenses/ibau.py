@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ..budget import CleanBudget
 from ..config import Config
-from ..device import model_device, to_device, to_host
+from ..device import model_device, to_device
 from ..errors import BackdoorlabError
 from ..tensors import to_float
 from ..train import seed_everything

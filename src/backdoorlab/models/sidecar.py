@@ -14,6 +14,9 @@ The fields, in the order written (:data:`FIELDS`):
 
 - ``arch``, ``arch_args``, ``dataset``: what :func:`~backdoorlab.models.create_model` and the loader need;
 - ``class_names``, ``input_shape``: the data set's label names and (C, H, W);
+- ``data_source``: for a model trained on a user's images (``folder:PATH``, ``npz:PATH``), where and how they were
+  read (the data set's ``source``: kind, path, image size, the train/test split it made, image counts); absent
+  for the built-in sets, whose sidecars stay as they were;
 - ``seed``: the seed of the run that made the weights;
 - ``training``: the training configuration, the number of training images, seconds and final loss
   (:func:`training_record`; models trained from scratch only);
@@ -34,12 +37,12 @@ from typing import Any, Mapping
 from backdoorlab.budget import SPLIT_SEED, default_holdout
 from backdoorlab.errors import BackdoorlabError
 
-FIELDS = ("arch", "arch_args", "dataset", "class_names", "input_shape", "seed", "training", "holdout",
-          "provenance", "metrics")
+FIELDS = ("arch", "arch_args", "dataset", "class_names", "input_shape", "data_source", "seed", "training",
+          "holdout", "provenance", "metrics")
 # The scratch second endpoint that sanitize saves has always written its held-out pool before its seed; kept, so
 # that its model.json stays byte-for-byte what earlier versions wrote.
-SECOND_ENDPOINT_ORDER = ("arch", "arch_args", "dataset", "class_names", "input_shape", "holdout", "seed",
-                         "training", "provenance", "metrics")
+SECOND_ENDPOINT_ORDER = ("arch", "arch_args", "dataset", "class_names", "input_shape", "data_source", "holdout",
+                         "seed", "training", "provenance", "metrics")
 
 _UNSET: Any = object()
 # field -> (accepted types, what to call them in an error); None is accepted for every optional field, since
@@ -50,6 +53,7 @@ _TYPES = {
     "dataset": ((str,), "a string"),
     "class_names": ((list, tuple, type(None)), "a list"),
     "input_shape": ((list, tuple, type(None)), "a list"),
+    "data_source": ((dict, type(None)), "an object"),
     "seed": ((int, type(None)), "an integer"),
     "training": ((dict, type(None)), "an object"),
     "holdout": ((dict, type(None)), "an object"),
@@ -65,7 +69,7 @@ def _check(name: str, value: Any) -> None:
 
 
 def build_sidecar(arch: str, arch_args: dict, dataset: str, *, class_names=_UNSET, input_shape=_UNSET,
-                  seed=_UNSET, training=_UNSET, holdout=_UNSET, provenance=_UNSET, metrics=_UNSET,
+                  data_source=_UNSET, seed=_UNSET, training=_UNSET, holdout=_UNSET, provenance=_UNSET, metrics=_UNSET,
                   order: tuple[str, ...] = FIELDS) -> dict:
     """The metadata dict a writer hands to :func:`~backdoorlab.models.save_checkpoint`.
 
@@ -75,7 +79,7 @@ def build_sidecar(arch: str, arch_args: dict, dataset: str, *, class_names=_UNSE
     if sorted(order) != sorted(FIELDS):
         raise BackdoorlabError(f"sidecar field order must name each of {', '.join(FIELDS)} once")
     given = dict(arch=arch, arch_args=arch_args, dataset=dataset, class_names=class_names, input_shape=input_shape,
-                 seed=seed, training=training, holdout=holdout, provenance=provenance, metrics=metrics)
+                 data_source=data_source, seed=seed, training=training, holdout=holdout, provenance=provenance, metrics=metrics)
     meta = {}
     for name in order:
         value = given[name]
@@ -101,15 +105,20 @@ def derived_sidecar(meta: Mapping, **updates) -> dict:
 
 
 def dataset_fields(dataset) -> dict:
-    """``class_names`` and ``input_shape`` of a loaded data set, as :func:`build_sidecar` keyword arguments."""
-    return {"class_names": list(dataset.class_names), "input_shape": [dataset.in_channels, *dataset.image_size]}
+    """``class_names`` and ``input_shape`` of a loaded data set, and its ``data_source`` when it has a source (a
+    user's images), as :func:`build_sidecar` keyword arguments."""
+    fields = {"class_names": list(dataset.class_names), "input_shape": [dataset.in_channels, *dataset.image_size]}
+    source = getattr(dataset, "source", None)
+    return fields if source is None else {**fields, "data_source": source}
 
 
 def inherited_fields(meta: Mapping) -> dict:
-    """``class_names``, ``input_shape`` and ``holdout`` copied from a suspect's sidecar, as :func:`build_sidecar`
-    keyword arguments: a sanitized or repaired model keeps its suspect's labels and held-out pool."""
-    return {"class_names": meta.get("class_names"), "input_shape": meta.get("input_shape"),
-            "holdout": meta.get("holdout")}
+    """``class_names``, ``input_shape`` and ``holdout`` (and ``data_source`` where it has one) copied from a
+    suspect's sidecar, as :func:`build_sidecar` keyword arguments: a sanitized or repaired model keeps its
+    suspect's labels, data and held-out pool."""
+    fields = {"class_names": meta.get("class_names"), "input_shape": meta.get("input_shape"),
+              "holdout": meta.get("holdout")}
+    return fields if meta.get("data_source") is None else {**fields, "data_source": meta["data_source"]}
 
 
 def holdout_record(size: int) -> dict:
