@@ -187,3 +187,59 @@ def test_train_and_sanitize_a_model_of_user_code_without_batch_norm(user_code, d
     finally:
         sys.path.remove(str(user_code))
         sys.modules.pop("net", None)
+
+
+def _three_class_npz(path, size=(12, 10), n_train=1200, n_test=60, seed=0):
+    """A learnable 3-class RGB set of ``size`` images (each class a colour, plus noise) as an npz file."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    colours = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200]])
+
+    def draw(n):
+        y = rng.integers(0, 3, n)
+        x = np.clip(colours[y][:, None, None, :] + rng.normal(0, 40, (n, *size, 3)), 0, 255).astype(np.uint8)
+        return x, y
+
+    (x_train, y_train), (x_test, y_test) = draw(n_train), draw(n_test)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def test_every_model_command_takes_an_imported_model_of_other_size_and_classes(user_code):
+    """A user's 3-class set of 12x10 RGB images and their own Net without batch norm: every command that takes a
+    model directory runs on the imported checkpoint (a few steps each)."""
+    _three_class_npz(user_code / "three.npz")
+    data, arch = "npz:three.npz", ["--arch", "net.py:Net"]
+    own = create_model("net.py:Net", num_classes=3, in_channels=3, input_size=(12, 10),
+                       kwargs={"classes": 3, "channels": 3})
+    torch.save(own.state_dict(), user_code / "w3.pt")
+    net_args = ["--arch-args", '{"classes": 3, "channels": 3}']
+    code, out = _run("import", "w3.pt", *arch, *net_args, "--dataset", data, "--mean", "0.5,0.5,0.5",
+                     "--std", "0.3,0.3,0.3", "--out", "m", "--json")
+    assert code == 0, out
+    for seed in ("1", "2"):
+        code, out = _run("train", "--dataset", data, *arch, *net_args, "--attack", "badnets", "--epochs", "2",
+                         "--seed", seed, "--out", "t" + seed, "--no-progress", "--json")
+        assert code == 0, out
+    line = _one_line_error(*_run("path-robustness", "m", "t1", *arch, "--out", "p"))
+    assert "different 'mean'" in line  # imported with its own normalisation, trained with the data's
+    quiet = ["--no-progress", "--json"]
+    budget = ["--dataset", data, "--clean-budget", "100"]
+    commands = [
+        ["evaluate", "m", *arch, "--attack", "badnets", "--json"],
+        ["scan", "m", *arch, *budget, "-o", "batch_size=16", "-o", "epochs=1", "--no-strip", *quiet],
+        ["sanitize", "m", *arch, *budget, "--out", "s", "--steps", "4", "--batch-size", "16", "--refine-steps", "0",
+         "--no-verify", *quiet],
+        ["repair", "finetune", "m", *arch, *budget, "--out", "r", "-o", "steps=3", *quiet],
+        ["attack", "weight-perturbation", "m", *arch, "--out", "a", "--steps", "3", "--attacker-images", "30",
+         *quiet],
+        ["robustness", "m", *arch, "--attack", "fgsm", "--eps", "0.1", "--n-images", "20", *quiet],
+        ["path-robustness", "t1", "t2", *arch, "--out", "p", "--curve-steps", "3", "--grid", "3", "--n-images", "10",
+         "--hessian-images", "2", "--hessian-iters", "1", *quiet],
+    ]
+    for command in commands:
+        code, out = _run(*command)
+        assert code == 0, (command[0], out)
+    for command in commands:  # and each refuses the checkpoint when the code is not named
+        unnamed = [a for a in command if a not in arch]
+        code, out = _run(*unnamed)
+        assert code == 2 and "--arch net.py:Net" in out, (command[0], out)

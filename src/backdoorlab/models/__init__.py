@@ -8,7 +8,7 @@ from backdoorlab.models import architectures, ensemble  # noqa: F401  (register 
 from backdoorlab.models.architectures import Classifier, Normalize, init_weights
 from backdoorlab.models.ensemble import Ensemble
 from backdoorlab.models.checkpoint import load_checkpoint, save_checkpoint, update_checkpoint_meta
-from backdoorlab.models.for_dataset import arch_args, check_model_fits, load_for, new_model
+from backdoorlab.models.for_dataset import arch_args, check_model_fits, check_same_architecture, load_for, new_model
 from backdoorlab.models.registry import create_model, list_models, register_model
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Normalize",
     "arch_args",
     "check_model_fits",
+    "check_same_architecture",
     "create_model",
     "init_weights",
     "list_models",

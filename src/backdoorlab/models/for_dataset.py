@@ -40,6 +40,19 @@ def check_model_fits(meta: dict, dataset, where: str) -> None:
                                f"{dataset.name} has {want[0]}x{want[1]}x{want[2]} images with {want[3]} classes")
 
 
+def check_same_architecture(meta_a: dict, meta_b: dict) -> None:
+    """Raise unless two checkpoints' sidecars record one architecture with the same arguments (what a curve
+    between them needs), naming the first difference."""
+    if meta_a["arch"] != meta_b["arch"]:
+        raise BackdoorlabError(f"the two models have different architectures ({meta_a['arch']} vs "
+                               f"{meta_b['arch']}); a curve needs two models of the same architecture")
+    a, b = meta_a["arch_args"], meta_b["arch_args"]
+    key = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
+    if key is not None:
+        raise BackdoorlabError(f"the two models are {meta_a['arch']} with different {key!r} ({a.get(key)!r} vs "
+                               f"{b.get(key)!r}); a curve needs two models of the same architecture and arguments")
+
+
 def load_for(path: str, dataset, arch: str | None = None) -> tuple[torch.nn.Module, dict]:
     """Load a checkpoint and check it fits ``dataset`` (named data set and input shape). ``arch``: the
     architecture the caller names, needed for one of the user's own code (see ``load_checkpoint``)."""

@@ -21,7 +21,7 @@ from ..errors import BackdoorlabError
 from ..evasion.path import _load_control, path_robustness, plot_path_robustness, summarize
 from ..evasion.pgd import PGD
 from ..io import atomic_path, atomic_write_json
-from ..models import create_model, load_for
+from ..models import check_same_architecture, create_model, load_for
 from ..models.sidecar import holdout_size
 
 
@@ -39,9 +39,7 @@ def path_robustness_run(dataset, model_a: str, model_b: str, out: str, *, eps: f
     curve settings. Batch norm is re-estimated at each t on 2,000 training images."""
     (a, meta_a), (b, meta_b) = load_for(model_a, dataset, arch), load_for(model_b, dataset, arch)
     a, b = a.to(device), b.to(device)
-    if (meta_a["arch"], meta_a["arch_args"]) != (meta_b["arch"], meta_b["arch_args"]):
-        raise BackdoorlabError(f"the two models have different architectures ({meta_a['arch']} vs {meta_b['arch']}); "
-                               f"a curve needs two models of the same architecture")
+    check_same_architecture(meta_a, meta_b)
     if n_images < 2:
         raise BackdoorlabError(f"--n-images must be >= 2, got {n_images}")
     out_dir = pathlib.Path(out)

@@ -23,7 +23,7 @@ from ..defenses.repair import REPAIRERS, run_repairer
 from ..errors import BackdoorlabError
 from ..io import atomic_write_json
 from ..metrics import evaluate
-from ..models import create_model, load_for, save_checkpoint
+from ..models import check_same_architecture, create_model, load_for, save_checkpoint
 from ..models.sidecar import build_sidecar, holdout_size, inherited_fields, provenance, training
 from ..train import TrainConfig
 from . import sanitize as path_outputs
@@ -81,9 +81,8 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
         model.to(device)
     metas = [m for _, m in loaded]
     cfg = resolve_bn_augment(cfg, metas[0])
-    if len(loaded) == 2 and (metas[0]["arch"], metas[0]["arch_args"]) != (metas[1]["arch"], metas[1]["arch_args"]):
-        raise BackdoorlabError(f"the two models have different architectures ({metas[0]['arch']} vs "
-                               f"{metas[1]['arch']}); a curve needs two models of the same architecture")
+    if len(loaded) == 2:
+        check_same_architecture(*metas)
     holdout = holdout_size(metas[0], dataset.name)
     budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
     if backdoor is None:
