@@ -509,6 +509,58 @@ def repair(name, model_dirs, dataset, budget, out, options, named_arch, backdoor
     click.echo(f"  {'repaired':<20} {_pct(a.get('clean_accuracy')):>8} {_pct(a.get('attack_success_rate')):>8}")
 
 
+RETUNE_FLAGS = ("poison_images", "clean_images", "epochs", "steps", "lr", "seed")
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path())
+@click.option("--dataset", required=True, help="Data set the model was trained on (the retuning set comes from it).")
+@click.option("--control", "control_dir", default=None, type=click.Path(),
+              help="A clean model of the same recipe, retuned the same way: what a model that never had the "
+                   "backdoor learns from the same images.")
+@click.option("--poison-images", default=None, type=int, help="Triggered images in the retuning set (10).")
+@click.option("--clean-images", default=None, type=int, help="Clean images in the retuning set (490).")
+@click.option("--epochs", default=None, type=int, help="Epochs over the retuning set (5).")
+@click.option("--steps", default=None, type=int, help="Optimizer steps instead of --epochs.")
+@click.option("--lr", default=None, type=float, help="Learning rate, constant (0.01).")
+@click.option("--seed", default=None, type=int, help="Which images form the retuning set, and the training order (0).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@model_arch_option
+@_backdoor_options
+@click.option("--json", "as_json", is_flag=True, help="Print CA and ASR before and after (and the control's).")
+@data_dir_option
+@progress_option
+@device_options()
+def retune(model_dir, dataset, control_dir, poison_images, clean_images, epochs, steps, lr, seed, out, named_arch,
+           backdoor_spec, as_json, data_dir, no_progress, device, amp):
+    """The retuning attack (Min et al. 2024): fine-tune MODEL_DIR on a few poisoned images among clean ones from
+    the training part, and measure CA and ASR before and after; with --control, the same on a clean model.
+
+    Writes OUT/report.json (with CA and ASR along the line from the model to its retuned self), OUT/path.png,
+    OUT/config.json and the retuned model in OUT/retuned.
+    """
+    from .defenses.retune import RetuneConfig
+    from .runs import retune_run
+    given = dict(zip(RETUNE_FLAGS, (poison_images, clean_images, epochs, steps, lr, seed)))
+    cfg = RetuneConfig(**{k: v for k, v in given.items() if v is not None})  # bad values fail before the data loads
+    ds = _dataset(dataset, data_dir, model_dir=model_dir)
+    atk = _make_attack(backdoor_spec, ds)
+    report = retune_run(ds, model_dir, out, backdoor=atk.backdoor if atk else None, control_dir=control_dir,
+                        cfg=cfg, arch=named_arch, device=device, amp=amp, progress=not no_progress)
+    keys = ("clean_accuracy", "attack_success_rate", "post_retune_clean_accuracy", "post_retune_attack_success_rate")
+    control = report["control"]
+    if as_json:
+        click.echo(json.dumps({k: report[k] for k in keys}
+                              | {"control": {k: control[k] for k in keys} if control else None, "out": out}))
+        return
+    click.echo(f"retuning attack: {cfg.poison_images} poisoned + {cfg.clean_images} clean images -> {out}")
+    click.echo(f"  {'model':<20} {'CA':>8} {'ASR':>8} {'CA after':>9} {'ASR after':>9}")
+    for name, r in (("model", report), ("control", control)):
+        if r is not None:
+            click.echo(f"  {name:<20} {_pct(r[keys[0]]):>8} {_pct(r[keys[1]]):>8} {_pct(r[keys[2]]):>9} "
+                       f"{_pct(r[keys[3]]):>9}")
+
+
 def _detectors():
     from .detectors import DETECTORS
     return DETECTORS

@@ -144,3 +144,24 @@ def reestimate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> n
     for m, mom in zip(bns, momenta):
         m.momentum = mom
     return model.eval()
+
+
+@torch.no_grad()
+def model_on_line(start: nn.Module, end: nn.Module, t: float, bn_data: torch.Tensor | None = None) -> nn.Module:
+    """The model at ``t`` on the straight line in weight space from ``start`` (t = 0) to ``end`` (t = 1), two
+    models of one architecture: every floating-point parameter and buffer is ``(1 - t) start + t end``; integer
+    buffers (batch norm's step count) are ``start``'s. With ``bn_data`` (clean images) and a model with batch
+    norm, its running statistics are re-estimated there for ``0 < t < 1`` (an interpolated mean and variance
+    describe neither endpoint); the endpoints themselves are copies of ``start`` and ``end`` as they are."""
+    t = _check_t(t)
+    source = start if t < 1.0 else end
+    model = copy.deepcopy(source)
+    if 0.0 < t < 1.0:
+        a, b = start.state_dict(), end.state_dict()
+        if a.keys() != b.keys():
+            raise BackdoorlabError("the two models of a line have different state dict keys")
+        mixed = {k: torch.lerp(v, b[k].to(v.device), t) if v.is_floating_point() else v for k, v in a.items()}
+        model.load_state_dict(mixed)
+        if bn_data is not None and has_batchnorm(model):
+            reestimate_bn(model, bn_data)
+    return model.eval()

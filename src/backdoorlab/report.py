@@ -1,4 +1,4 @@
-"""Plots: clean accuracy and attack success rate along a curve (the paper's figure)."""
+"""Plots: clean accuracy and attack success rate along a curve (the paper's figure) or a straight line."""
 
 from __future__ import annotations
 
@@ -40,6 +40,27 @@ def plot_stages(stages: list[dict], out, exported: dict | None = None, title: st
         _draw_path(ax, stage["path"], stage["t"], stage.get("ensemble"), exported if last else None)
         ax.set_xlabel(f"t   (0 = {stage['start']}, 1 = {stage['end']})", fontsize=8)
         ax.set_title(f"stage {stage['stage']}" + (f": {title}" if title and i == 0 else ""), fontsize=10)
+    _save(fig, out)
+
+
+def plot_line(rows: list[dict], out, xlabel: str, title: str = "") -> None:
+    """Write a PNG of test CA and ASR against t along a straight line between two models (``rows``: dicts with
+    ``t``, ``clean_accuracy`` and ``attack_success_rate``), such as the retuning attack's backdoor-connected
+    path."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    ts = [r["t"] for r in rows]
+    ax.plot(ts, [100 * r["clean_accuracy"] for r in rows], "o-", color="tab:blue", label="clean accuracy (test)")
+    if rows[0].get("attack_success_rate") is not None:
+        ax.plot(ts, [100 * r["attack_success_rate"] for r in rows], "s-", color="tab:red",
+                label="attack success rate (test)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("%")
+    ax.set_ylim(-3, 103)
+    ax.set_xlim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center right", fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
     _save(fig, out)
 
 

@@ -12,7 +12,8 @@ this package.
   mode-connectivity sanitizer included (``backdoorlab sanitize`` is the same run, :mod:`.sanitize` writes its
   path);
 - :mod:`.scan`: is a model backdoored (``backdoorlab scan``), with its HTML report (:mod:`.scan_report`);
-- :mod:`.robustness`, :mod:`.path_robustness`: evasion robustness of a model, and along a curve.
+- :mod:`.robustness`, :mod:`.path_robustness`: evasion robustness of a model, and along a curve;
+- :mod:`.retune`: the retuning attack on a (repaired) model beside a clean control (``backdoorlab retune``).
 """
 
 from .attack import model_attack_run
@@ -20,11 +21,12 @@ from .defended_training import defended_train_run
 from .outputs import check_out_dir
 from .path_robustness import path_robustness_run
 from .repair import default_repair_options, finetune_run, repair_run, resolve_bn_augment
+from .retune import retune_run
 from .robustness import robustness_run
 from .sanitize import SECOND_ENDPOINT_DIR, sanitize_run, sanitize_warnings
 from .scan import scan_run
 from .train import train_config, train_defaults, train_run
 
 __all__ = ["SECOND_ENDPOINT_DIR", "check_out_dir", "default_repair_options", "defended_train_run", "finetune_run",
-           "model_attack_run", "path_robustness_run", "repair_run", "resolve_bn_augment", "robustness_run",
-           "sanitize_run", "sanitize_warnings", "scan_run", "train_config", "train_defaults", "train_run"]
+           "model_attack_run", "path_robustness_run", "repair_run", "resolve_bn_augment", "retune_run",
+           "robustness_run",           "sanitize_run", "sanitize_warnings", "scan_run", "train_config", "train_defaults", "train_run"]
