@@ -151,7 +151,8 @@ def test_bad_input_is_one_line_and_writes_nothing(models, other_arch, tmp_path, 
             }[case]
     code, _, err = cli(capsys, "retune", *args, "--dataset", "digits", "--out", str(out), "--no-progress")
     expected = {"no recorded attack": "records no attack", "set larger than the training part": "larger than the 897",
-                "zero steps": "steps must be >= 1", "control of another architecture": "resnet20",
+                "zero steps": "steps must be >= 1",
+                "control of another architecture": "is a resnet20, the model a small-cnn",
                 "too many poisoned images": "can carry the trigger"}[case]
     assert code == 2
     assert err.startswith("error:") and err.count("\n") == 1 and expected in err, err

@@ -99,8 +99,8 @@ def retuning_set(dataset, backdoor, cfg: RetuneConfig, holdout: int | None = Non
         eligible &= p.eligible(labels)
     chosen = torch.nonzero(eligible).flatten()[:cfg.poison_images]
     if len(chosen) < cfg.poison_images:
-        raise BackdoorlabError(f"only {len(chosen)} training images of {dataset.name} can carry the trigger "
-                               f"(not already of the target class); --poison-images asks for {cfg.poison_images}")
+        raise BackdoorlabError(f"only {len(chosen)} training images of {dataset.name} can carry the trigger (not "
+                               f"already of the target class); the retuning set asks for {cfg.poison_images}")
     rest = torch.ones(len(order), dtype=torch.bool)
     rest[chosen] = False
     clean = torch.nonzero(rest).flatten()[:cfg.clean_images]

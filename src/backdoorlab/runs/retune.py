@@ -24,7 +24,7 @@ from ..device import computes_on_device
 from ..errors import BackdoorlabError
 from ..io import atomic_write_json
 from ..metrics import evaluate
-from ..models import check_same_architecture, load_for, save_checkpoint
+from ..models import load_for, save_checkpoint
 from ..models.sidecar import derived_sidecar, holdout_size, provenance
 from ..report import plot_line
 from .outputs import check_out_dir
@@ -45,10 +45,14 @@ def load_control(control_dir: str, dataset, meta: dict, arch: str | None) -> tor
     """The control checkpoint, refused in one line unless it is of the model's data set, architecture and
     held-out pool (the same recipe)."""
     control, control_meta = load_for(control_dir, dataset, arch)
-    try:
-        check_same_architecture(meta, control_meta)
-    except BackdoorlabError as e:
-        raise BackdoorlabError(f"--control {control_dir} is not of the model's recipe: {e}") from None
+    if control_meta["arch"] != meta["arch"]:
+        raise BackdoorlabError(f"--control {control_dir} is a {control_meta['arch']}, the model a {meta['arch']}: "
+                               "the control must be a clean model of the same architecture")
+    a, b = meta["arch_args"], control_meta["arch_args"]
+    key = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
+    if key is not None:
+        raise BackdoorlabError(f"--control {control_dir} is a {meta['arch']} with {key}={b.get(key)!r}, the model "
+                               f"one with {key}={a.get(key)!r}: the control must be of the same architecture")
     if holdout_size(control_meta, dataset.name) != holdout_size(meta, dataset.name):
         raise BackdoorlabError(f"--control {control_dir} was trained with a held-out pool of "
                                f"{holdout_size(control_meta, dataset.name)} images, the model with "
