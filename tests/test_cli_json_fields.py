@@ -86,3 +86,15 @@ def test_evasion_commands(suspect, capsys):
                  "--eps", "0.1", "--pgd-steps", "1", "--curve-steps", "5", "--grid", "2", "--n-images", "10",
                  "--hessian-images", "2", "--hessian-iters", "1", "--no-progress")
     assert {"pearson", "barrier", "path", "curve_source", "out"} <= set(r)
+
+
+def test_retune(suspect, capsys):
+    root, d = suspect
+    control = root / "retune-control"
+    assert main(["train", "--dataset", "digits", "--arch", "small-cnn", "--epochs", "1", "--out", str(control),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    r = run_json(capsys, "retune", str(d), "--dataset", "digits", "--control", str(control), "--poison-images", "2",
+                 "--clean-images", "10", "--steps", "1", "--out", str(root / "retune"), "--no-progress")
+    four = {"clean_accuracy", "attack_success_rate", "post_retune_clean_accuracy", "post_retune_attack_success_rate"}
+    assert set(r) == four | {"control", "out"} and set(r["control"]) == four
