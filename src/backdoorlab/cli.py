@@ -518,8 +518,8 @@ RETUNE_FLAGS = ("poison_images", "clean_images", "epochs", "steps", "lr", "seed"
 @click.option("--control", "control_dir", default=None, type=click.Path(),
               help="A clean model of the same recipe, retuned the same way: what a model that never had the "
                    "backdoor learns from the same images.")
-@click.option("--poison-images", default=None, type=int, help="Triggered images in the retuning set (10).")
-@click.option("--clean-images", default=None, type=int, help="Clean images in the retuning set (490).")
+@click.option("--poison-images", default=None, type=int, help="Triggered images in the retuning set (5).")
+@click.option("--clean-images", default=None, type=int, help="Clean images in the retuning set (995).")
 @click.option("--epochs", default=None, type=int, help="Epochs over the retuning set (5).")
 @click.option("--steps", default=None, type=int, help="Optimizer steps instead of --epochs.")
 @click.option("--lr", default=None, type=float, help="Learning rate, constant (0.01).")

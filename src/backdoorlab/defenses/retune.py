@@ -10,11 +10,11 @@ recipe retuned the same way (the *control*, see ``runs/retune.py``).
 The attacker holds images of the training part (what an endpoint may be trained and poisoned on,
 :func:`budget.training_part`), never the defender's held-out pool: :func:`retuning_set` draws from there.
 
-Defaults (:class:`RetuneConfig`): the paper's abstract says only "a very small number of poisoned samples"; the
-full text (its RA setting: the size of the retuning set, epochs, learning rate) could not be read where this was
-written, so the defaults here (10 poisoned + 490 clean images, 5 epochs of SGD at a constant learning rate of
-0.01, batch 128) are a small retuning set of that kind, to be checked against the paper's Section 3 and appendix
-and changed there if they differ.
+Defaults (:class:`RetuneConfig`), the RA setting of the authors' public code (its README's example and the
+defaults of its retuning script): a retuning set of 2% of the CIFAR-10 training set, 1,000 images, of which 5
+carry the trigger; 5 epochs of SGD with momentum 0.9, learning rate 0.01, constant, no weight decay, batch 128.
+Here the set is 5 poisoned + 995 clean images on every data set, and its clean images are not augmented (the
+authors' are, with their training transform).
 """
 
 from __future__ import annotations
@@ -36,21 +36,21 @@ from .finetune import finetune
 class RetuneConfig(Config):
     """The retuning attack's settings: its retuning set (``poison_images`` triggered images labelled with the
     target, ``clean_images`` clean ones) and its fine-tuning recipe (``epochs`` over the set, or ``steps``
-    optimizer steps when given; plain SGD with momentum at the constant rate ``lr``)."""
+    optimizer steps when given; SGD with momentum 0.9 (not Nesterov's) at the constant rate ``lr``)."""
 
-    poison_images: int = option(10, check=at_least(1))
-    clean_images: int = option(490, check=at_least(0))
+    poison_images: int = option(5, check=at_least(1))
+    clean_images: int = option(995, check=at_least(0))
     epochs: int = option(5, check=at_least(1))
     steps: int | None = option(None, check=(lambda v: v is None or v >= 1, ">= 1 (or none: use epochs)"))
     lr: float = option(0.01, check=(lambda v: v > 0, "> 0"))
     batch_size: int = option(128, check=at_least(1))
-    weight_decay: float = option(5e-4, check=at_least(0))
+    weight_decay: float = option(0.0, check=at_least(0))
     seed: int = 0
 
     def train_config(self) -> TrainConfig:
         """The recipe of :func:`finetune`: ``steps`` steps, else ``epochs`` epochs of the retuning set."""
         return TrainConfig(epochs=self.epochs, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
-                           weight_decay=self.weight_decay, schedule="constant", seed=self.seed)
+                           weight_decay=self.weight_decay, schedule="constant", nesterov=False, seed=self.seed)
 
 
 @dataclass
