@@ -46,7 +46,7 @@ def test_retune_brings_back_the_backdoor_of_a_repaired_model_and_retunes_the_con
                                                                                             tmp_path):
     out = tmp_path / "ra"
     report = retune_run(digits, str(models / "repaired"), str(out), control_dir=str(models / "clean"), cfg=SMALL,
-                        progress=False)
+                        progress=False, suspect_dir=str(models / "suspect"))
     assert report["attack_success_rate"] < 0.05  # FST hid the backdoor
     assert report["post_retune_attack_success_rate"] > 0.5  # ten steps on five poisoned images bring it back
     assert report["post_retune_clean_accuracy"] > 0.95
@@ -66,6 +66,14 @@ def test_retune_brings_back_the_backdoor_of_a_repaired_model_and_retunes_the_con
     assert path[0]["attack_success_rate"] == report["attack_success_rate"]
     assert path[-1]["attack_success_rate"] == report["post_retune_attack_success_rate"]
     assert path[1]["attack_success_rate"] < path[-1]["attack_success_rate"]
+    # the first leg: from the suspect (t = 0, its backdoor whole) to the repaired model (t = 1)
+    leg = report["suspect_path"]
+    suspect_metrics = evaluate(load_checkpoint(models / "suspect")[0], digits.test_x, digits.test_y,
+                               backdoor_of(meta), digits.num_classes)
+    assert [r["t"] for r in leg] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert leg[0]["attack_success_rate"] == suspect_metrics["attack_success_rate"] > 0.9
+    assert {**leg[-1], "t": 0.0} == path[0]  # the repaired model: the end of this leg, the start of the other
+    assert (out / "suspect_path.png").stat().st_size > 0
     # outputs: report, config, figure and the retuned checkpoint, which says where it came from
     assert json.loads((out / "report.json").read_text())["path"] == path
     assert json.loads((out / "config.json").read_text())["options"]["poison_images"] == 5

@@ -518,6 +518,9 @@ RETUNE_FLAGS = ("poison_images", "clean_images", "epochs", "steps", "lr", "seed"
 @click.option("--control", "control_dir", default=None, type=click.Path(),
               help="A clean model of the same recipe, retuned the same way: what a model that never had the "
                    "backdoor learns from the same images.")
+@click.option("--suspect", "suspect_dir", default=None, type=click.Path(),
+              help="The backdoored model MODEL_DIR was repaired from: adds CA and ASR along the line from it to "
+                   "MODEL_DIR (OUT/suspect_path.png).")
 @click.option("--poison-images", default=None, type=int, help="Triggered images in the retuning set (5).")
 @click.option("--clean-images", default=None, type=int, help="Clean images in the retuning set (995).")
 @click.option("--epochs", default=None, type=int, help="Epochs over the retuning set (5).")
@@ -531,7 +534,7 @@ RETUNE_FLAGS = ("poison_images", "clean_images", "epochs", "steps", "lr", "seed"
 @data_dir_option
 @progress_option
 @device_options()
-def retune(model_dir, dataset, control_dir, poison_images, clean_images, epochs, steps, lr, seed, out, named_arch,
+def retune(model_dir, dataset, control_dir, suspect_dir, poison_images, clean_images, epochs, steps, lr, seed, out, named_arch,
            backdoor_spec, as_json, data_dir, no_progress, device, amp):
     """The retuning attack (Min et al. 2024): fine-tune MODEL_DIR on a few poisoned images among clean ones from
     the training part, and measure CA and ASR before and after; with --control, the same on a clean model.
@@ -546,7 +549,8 @@ def retune(model_dir, dataset, control_dir, poison_images, clean_images, epochs,
     ds = _dataset(dataset, data_dir, model_dir=model_dir)
     atk = _make_attack(backdoor_spec, ds)
     report = retune_run(ds, model_dir, out, backdoor=atk.backdoor if atk else None, control_dir=control_dir,
-                        cfg=cfg, arch=named_arch, device=device, amp=amp, progress=not no_progress)
+                        cfg=cfg, arch=named_arch, device=device, amp=amp, progress=not no_progress,
+                        suspect_dir=suspect_dir)
     keys = ("clean_accuracy", "attack_success_rate", "post_retune_clean_accuracy", "post_retune_attack_success_rate")
     control = report["control"]
     if as_json:

@@ -24,7 +24,7 @@ from ..device import computes_on_device
 from ..errors import BackdoorlabError
 from ..io import atomic_write_json
 from ..metrics import evaluate
-from ..models import load_for, save_checkpoint
+from ..models import check_same_architecture, load_for, save_checkpoint
 from ..models.sidecar import derived_sidecar, holdout_size, provenance
 from ..report import plot_line
 from .outputs import check_out_dir
@@ -80,7 +80,7 @@ def line_path(model, retuned, dataset, backdoor, bn_images, before: dict, after:
 @computes_on_device
 def retune_run(dataset, model_dir: str, out: str | None = None, *, backdoor=None, control_dir: str | None = None,
                cfg: RetuneConfig | None = None, arch: str | None = None, device=None, progress: bool = True,
-               path_points: int = PATH_POINTS) -> dict:
+               path_points: int = PATH_POINTS, suspect_dir: str | None = None) -> dict:
     """The retuning attack on the checkpoint ``model_dir`` (and on ``control_dir``, a clean model of the same
     recipe, when given) with ``cfg`` (None: :class:`RetuneConfig`'s defaults).
 
@@ -89,13 +89,22 @@ def retune_run(dataset, model_dir: str, out: str | None = None, *, backdoor=None
     ``before``/``after`` (full metrics), ``control`` (its four figures, or None), ``path`` (CA and ASR along the
     line model -> retuned), ``retuning_set`` (sizes and training-set indices) and ``seconds``. With ``out``:
     writes ``report.json``, ``config.json``, ``path.png`` and the retuned model in ``out/retuned``. ``arch``: the
-    architecture to load a model of the user's own code; ``device`` (None: auto), ``amp``: as the other runs."""
+    architecture to load a model of the user's own code; ``device`` (None: auto), ``amp``: as the other runs.
+
+    ``suspect_dir``: the backdoored model the repaired one came from; the report then also holds
+    ``suspect_path``, CA and ASR along the line from the suspect (t = 0) to the model (t = 1), the first leg of
+    the backdoor-connected path (``suspect_path.png``): a repair that stays where the ASR is still high close to
+    it has moved little from the suspect along that path."""
     cfg = cfg or RetuneConfig()
     if path_points < 2:
         raise BackdoorlabError(f"the path needs at least 2 points, got {path_points}")
-    check_out_dir(out, "retune", [p for p in (model_dir, control_dir) if p is not None])
+    check_out_dir(out, "retune", [p for p in (model_dir, control_dir, suspect_dir) if p is not None])
     model, meta = load_for(model_dir, dataset, arch)
     control = load_control(control_dir, dataset, meta, arch) if control_dir is not None else None
+    suspect = None
+    if suspect_dir is not None:
+        suspect, suspect_meta = load_for(suspect_dir, dataset, arch)
+        check_same_architecture(suspect_meta, meta)
     if backdoor is None:
         backdoor = backdoor_of(meta)
     if backdoor is None:
@@ -113,6 +122,11 @@ def retune_run(dataset, model_dir: str, out: str | None = None, *, backdoor=None
     x_part, _ = training_part(dataset, holdout)
     bn_pick = torch.randperm(len(x_part), generator=torch.Generator().manual_seed(cfg.seed))[:BN_IMAGES]
     path = line_path(model, retuned, dataset, backdoor, x_part[bn_pick], before, after, path_points)
+    suspect_path = None
+    if suspect is not None:
+        suspect.to(device)
+        suspect_path = line_path(suspect, model, dataset, backdoor, x_part[bn_pick], evaluate(suspect, *test), before,
+                                 path_points)
     control_report = None
     if control is not None:
         control.to(device)
@@ -121,7 +135,7 @@ def retune_run(dataset, model_dir: str, out: str | None = None, *, backdoor=None
         control_report = {"model": str(control_dir), **headline(control_before, control_after),
                           "before": control_before, "after": control_after}
     report = {**headline(before, after), "control": control_report, "before": before, "after": after,
-              "path": path, "retuning_set": {"poison_images": cfg.poison_images, "clean_images": cfg.clean_images,
+              "path": path, "suspect_path": suspect_path, "retuning_set": {"poison_images": cfg.poison_images, "clean_images": cfg.clean_images,
                                              "indices": rset.indices.tolist(),
                                              "poisoned": rset.poisoned.tolist()},
               "seconds": round(time.time() - tick, 1)}
@@ -136,7 +150,11 @@ def retune_run(dataset, model_dir: str, out: str | None = None, *, backdoor=None
     plot_line(path, out_dir / "path.png", "t   (0 = the model, 1 = the model after the retuning attack)",
               title=f"retuning attack, {dataset.name}, {meta['arch']}, {cfg.poison_images} poisoned + "
                     f"{cfg.clean_images} clean images")
-    config = {"command": "retune", "model": str(model_dir), "control": control_dir, "dataset": dataset.name,
+    if suspect_path is not None:
+        plot_line(suspect_path, out_dir / "suspect_path.png", "t   (0 = the suspect, 1 = the repaired model)",
+                  title=f"from the suspect to the repaired model, {dataset.name}, {meta['arch']}")
+    config = {"command": "retune", "model": str(model_dir), "control": control_dir, "suspect": suspect_dir,
+              "dataset": dataset.name,
               "holdout": holdout, "options": cfg.to_dict(), "backdoor": backdoor.to_dict(),
               "path_points": path_points, "backdoorlab_version": __version__}
     atomic_write_json(out_dir / "report.json", report)
