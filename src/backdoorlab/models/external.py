@@ -22,7 +22,6 @@ import hashlib
 import importlib
 import importlib.util
 import keyword
-import numbers
 import pathlib
 import sys
 from typing import Any, Callable
@@ -128,47 +127,21 @@ def _normalize_input(module: nn.Module, args: tuple) -> tuple:
     return ((x - mean.to(x.dtype)) / std.to(x.dtype), *rest)
 
 
-def _stats(values, n: int, what: str) -> list[float]:
-    if isinstance(values, numbers.Real) and not isinstance(values, bool):
-        values = [values]
-    try:
-        values = [float(v) for v in values if not isinstance(v, bool)]
-    except (TypeError, ValueError):
-        raise BackdoorlabError(f"{what} must be numbers, got {values!r}") from None
-    if len(values) != n:
-        raise BackdoorlabError(f"{what} has {len(values)} values but the images have {n} channel(s)")
-    if what == "--std" and any(v <= 0 for v in values):
-        raise BackdoorlabError(f"--std must be positive, got {values}")
-    return values
-
-
-def _positive(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise BackdoorlabError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def build_external(spec: str, num_classes: int, in_channels: int, input_size, mean=None, std=None,
                    kwargs: dict | None = None, **unexpected) -> nn.Module:
     """Call the factory ``spec`` names with ``kwargs``; return its module, normalising inputs with ``mean``/``std``
     when given, carrying ``arch``/``arch_args`` like :func:`~backdoorlab.models.create_model`'s models.
 
-    ``num_classes``, ``in_channels`` and ``input_size`` describe the data the model is for (checked by
-    :func:`check_outputs`, recorded in the sidecar); they are not passed to the factory."""
+    ``num_classes``, ``in_channels``, ``input_size`` (H, W) and ``mean``/``std`` (None, or one float per channel)
+    come checked from :func:`~backdoorlab.models.create_model`, the one way in. The first three describe the data
+    the model is for (checked by :func:`check_outputs`, recorded in the sidecar); they are not passed to the
+    factory."""
     if unexpected:
         raise BackdoorlabError(f"architecture {spec!r} (code of your own) takes no backdoorlab option(s) "
                                f"{', '.join(map(repr, sorted(unexpected)))}; its own arguments go in --arch-args")
     kwargs = {} if kwargs is None else kwargs
     if not isinstance(kwargs, dict):
         raise BackdoorlabError(f"--arch-args must be a JSON object, got {type(kwargs).__name__}")
-    num_classes, in_channels = _positive(num_classes, "num_classes"), _positive(in_channels, "in_channels")
-    if isinstance(input_size, numbers.Integral):
-        input_size = (input_size, input_size)
-    input_size = [_positive(v, "input_size") for v in input_size]
-    if (mean is None) != (std is None):
-        raise BackdoorlabError("give both --mean and --std, or neither (for a model that normalises its input)")
-    if mean is not None:
-        mean, std = _stats(mean, in_channels, "--mean"), _stats(std, in_channels, "--std")
     factory = resolve_factory(spec)
     try:
         model = factory(**kwargs)
@@ -183,8 +156,9 @@ def build_external(spec: str, num_classes: int, in_channels: int, input_size, me
         model.register_buffer(_STD, torch.tensor(std).view(shape), persistent=False)
         model.register_forward_pre_hook(_normalize_input)
     model.arch = spec
-    model.arch_args = {"num_classes": num_classes, "in_channels": in_channels, "input_size": input_size,
-                       "mean": mean, "std": std, "kwargs": dict(kwargs)}
+    model.arch_args = {"num_classes": num_classes, "in_channels": in_channels, "input_size": list(input_size),
+                       "mean": None if mean is None else list(mean), "std": None if std is None else list(std),
+                       "kwargs": dict(kwargs)}
     return model
 
 

@@ -59,7 +59,8 @@ def _floats(values, n: int, what: str, in_channels: int) -> tuple[float, ...]:
         values = [values]
     values = list(values)
     if len(values) != n:
-        raise BackdoorlabError(f"{what} has {len(values)} values but in_channels is {in_channels}")
+        raise BackdoorlabError(f"{what} has {len(values)} values but in_channels is {in_channels} (one value per "
+                               "channel of the images)")
     if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
         raise BackdoorlabError(f"{what} must be numbers, got {values!r}")
     return tuple(float(v) for v in values)
@@ -89,14 +90,10 @@ def create_model(
     (:mod:`backdoorlab.models.external`): its factory is called with ``kwargs={...}``, and ``mean``/``std``, when
     given, normalise its input (none by default: such a model may normalise itself).
     """
-    if name not in _REGISTRY and is_external(name):
-        extra = {"dropout": dropout} if dropout else {}
-        extra |= {"dropout_at_inference": dropout_at_inference} if dropout_at_inference else {}
-        return build_external(name, num_classes, in_channels, input_size, mean, std, **extra, **kwargs)
-    if name not in _REGISTRY:
+    external = name not in _REGISTRY and is_external(name)
+    if name not in _REGISTRY and not external:
         raise BackdoorlabError(f"unknown architecture {name!r}; valid: {valid_names(list_models())}, or code of your "
                                "own as path/to/file.py:NAME or package.module:NAME")
-    builder = _REGISTRY[name]
     num_classes = _positive_int(num_classes, "num_classes")
     in_channels = _positive_int(in_channels, "in_channels")
     if isinstance(input_size, numbers.Integral):
@@ -104,12 +101,22 @@ def create_model(
     if isinstance(input_size, (str, bytes)) or not hasattr(input_size, "__len__") or len(input_size) != 2:
         raise BackdoorlabError(f"input_size must be (height, width), got {input_size!r}")
     input_size = tuple(_positive_int(v, "input_size") for v in input_size)
-    # an ensemble of models of the user's own code normalises their input only if asked to, as they do
-    keep_unset = mean is None and std is None and is_external(kwargs.get("member"))
-    mean = None if keep_unset else _floats(mean, in_channels, "mean", in_channels)
-    std = None if keep_unset else _floats(std, in_channels, "std", in_channels)
+    # a model of the user's own code (or an ensemble of them) normalises its input only if asked to; for it the
+    # statistics come from the command line's --mean/--std
+    keep_unset = mean is None and std is None and (external or is_external(kwargs.get("member")))
+    if external and (mean is None) != (std is None):
+        raise BackdoorlabError("give both --mean and --std, or neither (for a model that normalises its input)")
+    flag = "--" if external else ""
+    mean = None if keep_unset else _floats(mean, in_channels, f"{flag}mean", in_channels)
+    std = None if keep_unset else _floats(std, in_channels, f"{flag}std", in_channels)
     if std is not None and any(s <= 0 for s in std):
-        raise BackdoorlabError(f"std must be positive, got {std!r}")
+        raise BackdoorlabError(f"{flag}std must be positive, got {std!r}")
+    if external:
+        extra = {"dropout": dropout} if dropout else {}
+        extra |= {"dropout_at_inference": dropout_at_inference} if dropout_at_inference else {}
+        return build_external(name, num_classes, in_channels, input_size, mean, std, **extra, **kwargs)
+
+    builder = _REGISTRY[name]
 
     params = inspect.signature(builder).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
