@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import backdoorlab
-from backdoorlab.errors import BackdoorlabError
+from backdoorlab.errors import BackdoorlabError, first_line
 from backdoorlab.io import atomic_path, atomic_write_text, write_synced
 from backdoorlab.models.external import is_external, same_architecture
 from backdoorlab.models.ensemble import ARCH as ENSEMBLE
@@ -200,8 +200,7 @@ def load_checkpoint(
         data = weights_path.read_bytes()
         state = safetensors.torch.load(data)
     except Exception as e:  # safetensors raises its own error types for bad headers / truncated data
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BackdoorlabError(f"checkpoint {weights_path} is corrupt or truncated: {reason}") from None
+        raise BackdoorlabError(f"checkpoint {weights_path} is corrupt or truncated: {first_line(e)}") from None
     expected_sha = meta.get("weights_sha256")
     if expected_sha is not None and hashlib.sha256(data).hexdigest() != expected_sha:
         raise BackdoorlabError(

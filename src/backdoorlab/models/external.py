@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from backdoorlab.errors import BackdoorlabError
+from backdoorlab.errors import BackdoorlabError, first_line
 
 #: the arch_args of an external architecture (besides these, none: the factory's own arguments are ``kwargs``)
 ARG_NAMES = ("num_classes", "in_channels", "input_size", "mean", "std", "kwargs")
@@ -66,11 +66,6 @@ def same_architecture(given: str, recorded: str) -> bool:
     return src_a == src_b
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
-
-
 def _import_file(path: pathlib.Path, spec: str):
     if not path.is_file():
         raise BackdoorlabError(f"--arch {spec!r}: file {path} does not exist")
@@ -89,7 +84,8 @@ def _import_file(path: pathlib.Path, spec: str):
         loader_spec.loader.exec_module(module)
     except Exception as e:
         del sys.modules[module_name]
-        raise BackdoorlabError(f"--arch {spec!r}: importing {path} raised {_first_line(e)}") from None
+        raise BackdoorlabError(f"--arch {spec!r}: importing {path} raised "
+                               f"{first_line(e, with_type=True)}") from None
     finally:
         try:
             sys.path.remove(str(resolved.parent))
@@ -102,7 +98,8 @@ def _import_module(name: str, spec: str):
     try:
         return importlib.import_module(name)
     except Exception as e:
-        raise BackdoorlabError(f"--arch {spec!r}: cannot import module {name!r}: {_first_line(e)}") from None
+        raise BackdoorlabError(f"--arch {spec!r}: cannot import module {name!r}: "
+                               f"{first_line(e, with_type=True)}") from None
 
 
 def resolve_factory(spec: str) -> Callable[..., Any]:
@@ -147,7 +144,7 @@ def build_external(spec: str, num_classes: int, in_channels: int, input_size, me
         model = factory(**kwargs)
     except Exception as e:
         raise BackdoorlabError(f"--arch {spec!r}: calling {spec.rpartition(':')[2]}(**{kwargs!r}) raised "
-                               f"{_first_line(e)}") from None
+                               f"{first_line(e, with_type=True)}") from None
     if not isinstance(model, nn.Module):
         raise BackdoorlabError(f"--arch {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
     if mean is not None:
@@ -176,7 +173,7 @@ def check_outputs(model: nn.Module, num_classes: int, in_channels: int, input_si
             out = model(x)
     except Exception as e:
         raise BackdoorlabError(f"{where} fails on a batch of {in_channels}x{input_size[0]}x{input_size[1]} images: "
-                               f"{_first_line(e)}") from None
+                               f"{first_line(e, with_type=True)}") from None
     finally:
         model.train(was_training)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):

@@ -21,7 +21,7 @@ from typing import Mapping
 import safetensors.torch
 import torch
 
-from backdoorlab.errors import BackdoorlabError
+from backdoorlab.errors import BackdoorlabError, first_line
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -29,11 +29,6 @@ _WRAPPERS = ("state_dict", "model_state_dict", "model")
 
 CONVERT_HINT = ("convert it where you trust it: `torch.save(torch.load(F, weights_only=False).state_dict(), "
                 "'weights.pt')` (for a pickled model) or save the state dict with safetensors")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _tensors_only(state, path: pathlib.Path) -> dict[str, torch.Tensor]:
@@ -73,7 +68,8 @@ def read_state_dict(path) -> tuple[dict[str, torch.Tensor], dict]:
         try:
             state = safetensors.torch.load(data)
         except Exception as e:
-            raise BackdoorlabError(f"weights file {path} is not a readable safetensors file: {_first_line(e)}") from None
+            raise BackdoorlabError(f"weights file {path} is not a readable safetensors file: "
+                                   f"{first_line(e)}") from None
         kind = "safetensors"
     else:
         try:
@@ -84,7 +80,7 @@ def read_state_dict(path) -> tuple[dict[str, torch.Tensor], dict]:
             raise BackdoorlabError(f"weights file {path} needs full unpickling{needs}, which can run arbitrary code, "
                                    f"so backdoorlab will not load it; {CONVERT_HINT}") from None
         except Exception as e:
-            raise BackdoorlabError(f"weights file {path} is not a readable PyTorch file: {_first_line(e)}") from None
+            raise BackdoorlabError(f"weights file {path} is not a readable PyTorch file: {first_line(e)}") from None
         kind = "torch"
     record = {"file": str(path), "format": kind, "sha256": hashlib.sha256(data).hexdigest()}
     return _tensors_only(state, path), record
