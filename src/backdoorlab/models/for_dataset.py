@@ -40,6 +40,12 @@ def check_model_fits(meta: dict, dataset, where: str) -> None:
                                f"{dataset.name} has {want[0]}x{want[1]}x{want[2]} images with {want[3]} classes")
 
 
+def first_differing_argument(meta_a: dict, meta_b: dict) -> str | None:
+    """The first (in sorted order) ``arch_args`` key whose value two sidecars disagree on; None if none."""
+    a, b = meta_a["arch_args"], meta_b["arch_args"]
+    return next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
+
+
 def check_same_architecture(meta_a: dict, meta_b: dict) -> None:
     """Raise unless two checkpoints' sidecars record one architecture with the same arguments (what a curve
     between them needs), naming the first difference."""
@@ -47,7 +53,7 @@ def check_same_architecture(meta_a: dict, meta_b: dict) -> None:
         raise BackdoorlabError(f"the two models have different architectures ({meta_a['arch']} vs "
                                f"{meta_b['arch']}); a curve needs two models of the same architecture")
     a, b = meta_a["arch_args"], meta_b["arch_args"]
-    key = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
+    key = first_differing_argument(meta_a, meta_b)
     if key is not None:
         raise BackdoorlabError(f"the two models are {meta_a['arch']} with different {key!r} ({a.get(key)!r} vs "
                                f"{b.get(key)!r}); a curve needs two models of the same architecture and arguments")

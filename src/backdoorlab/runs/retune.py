@@ -25,6 +25,7 @@ from ..errors import BackdoorlabError
 from ..io import atomic_write_json
 from ..metrics import evaluate
 from ..models import check_same_architecture, load_for, save_checkpoint
+from ..models.for_dataset import first_differing_argument
 from ..models.sidecar import derived_sidecar, holdout_size, provenance
 from ..report import plot_line
 from .outputs import check_out_dir
@@ -49,7 +50,7 @@ def load_control(control_dir: str, dataset, meta: dict, arch: str | None) -> tor
         raise BackdoorlabError(f"--control {control_dir} is a {control_meta['arch']}, the model a {meta['arch']}: "
                                "the control must be a clean model of the same architecture")
     a, b = meta["arch_args"], control_meta["arch_args"]
-    key = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
+    key = first_differing_argument(meta, control_meta)
     if key is not None:
         raise BackdoorlabError(f"--control {control_dir} is a {meta['arch']} with {key}={b.get(key)!r}, the model "
                                f"one with {key}={a.get(key)!r}: the control must be of the same architecture")
