@@ -653,15 +653,13 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
     label per image; one shared random label for single-bias).
     """
     from .attacks import MODEL_ATTACKS
-    from .models.checkpoint import allowed_architecture, read_meta
+    from .models.checkpoint import checked_meta
     from .runs import model_attack_run
     if name not in MODEL_ATTACKS:
         raise BackdoorlabError(f"unknown model attack {name!r}; valid: {valid_names(MODEL_ATTACKS)} (data poisoning "
                                f"and triggerless attacks are planted with `backdoorlab train --attack NAME`)")
     entry = MODEL_ATTACKS.entry(name)
-    meta = allowed_architecture(read_meta(model_dir), named_arch, model_dir)  # refused before the data loads
-    if dataset is not None and meta["dataset"] != _canonical(dataset):
-        raise BackdoorlabError(f"checkpoint {model_dir} was trained on {meta['dataset']!r}, not {dataset!r}")
+    meta = checked_meta(model_dir, named_arch, _canonical(dataset))  # refused before the data loads
     ds = _dataset(meta["dataset"], data_dir, model_dir=model_dir)
     options = {}
     if entry.traits["trigger"]:

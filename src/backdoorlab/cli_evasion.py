@@ -110,7 +110,7 @@ def robustness(model_dir, dataset, named_arch, attack, eps, steps, step_size, re
     --bpda attacks it with the identity as the transform's gradient (Athalye et al.), the honest evaluation."""
     from .data.registry import canonical_name
     from .evasion import EVASION_ATTACKS
-    from .models.checkpoint import allowed_architecture, read_meta
+    from .models.checkpoint import checked_meta
     from .runs.dataset import run_dataset
     from .runs.robustness import check_robustness_options, robustness_run
 
@@ -124,9 +124,7 @@ def robustness(model_dir, dataset, named_arch, attack, eps, steps, step_size, re
                    "--batch-size": batch_size, "--patch-size": patch_size, "--patch-steps": patch_steps,
                    "--pixels": pixels, "--max-iter": max_iter, "--popsize": popsize, "--seed": seed}
     settings = {field: flag_values[flag] for flag, field in entry.config.flags().items() if flag != "--target"}
-    meta = allowed_architecture(read_meta(model_dir), named_arch, model_dir)  # refused before the data loads
-    if dataset is not None and meta["dataset"] != canonical_name(dataset):
-        raise BackdoorlabError(f"checkpoint {model_dir} was trained on {meta['dataset']!r}, not {dataset!r}")
+    meta = checked_meta(model_dir, named_arch, None if dataset is None else canonical_name(dataset))
     ds = run_dataset(meta["dataset"], data_dir, model_dir=model_dir)
     result = robustness_run(ds, model_dir, attack, eps, target=target, settings=settings, n_images=n_images,
                             batch_size=batch_size, defense=defense, jpeg_quality=jpeg_quality, bpda=bpda,
@@ -158,7 +156,7 @@ def path_robustness(model_a, model_b, dataset, named_arch, out, eps, pgd_steps, 
     the input Hessian; writes OUT/path_robustness.json (with the Pearson correlations and the loss barriers),
     OUT/path_robustness.png, OUT/curve.safetensors and OUT/config.json."""
     from .evasion import parse_eps
-    from .models.checkpoint import allowed_architecture, read_meta
+    from .models.checkpoint import checked_meta
     from .runs import path_robustness_run
     from .runs.dataset import run_dataset
 
@@ -169,7 +167,7 @@ def path_robustness(model_a, model_b, dataset, named_arch, out, eps, pgd_steps, 
     if grid < 2:
         raise BackdoorlabError(f"--grid must be >= 2, got {grid}")
     if dataset is None:
-        dataset = allowed_architecture(read_meta(model_a), named_arch, model_a)["dataset"]
+        dataset = checked_meta(model_a, named_arch)["dataset"]
     ds = run_dataset(dataset, data_dir, model_dir=model_a)
     s = path_robustness_run(ds, model_a, model_b, out, eps=eps, pgd_steps=pgd_steps,
                             step_size=parse_eps(step_size) if step_size is not None else None, curve=curve,

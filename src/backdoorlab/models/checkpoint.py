@@ -175,6 +175,15 @@ def read_meta(path: str | os.PathLike) -> dict:
     return _read_meta(_checkpoint_dir(path))
 
 
+def checked_meta(path: str | os.PathLike, arch: str | None = None, dataset: str | None = None) -> dict:
+    """The sidecar of a checkpoint checked, before anything is built or loaded, against the architecture the
+    caller names (:func:`allowed_architecture`) and the data set (a canonical name; None: any)."""
+    meta = allowed_architecture(read_meta(path), arch, path)
+    if dataset is not None and meta["dataset"] != dataset:
+        raise BackdoorlabError(f"checkpoint {path} was trained on {meta['dataset']!r}, not {dataset!r}")
+    return meta
+
+
 def load_checkpoint(
     path: str | os.PathLike, arch: str | None = None, dataset: str | None = None, map_location="cpu"
 ) -> tuple[nn.Module, dict]:
@@ -189,9 +198,7 @@ def load_checkpoint(
     backdoorlab import code.
     """
     directory = _checkpoint_dir(path)
-    meta = allowed_architecture(_read_meta(directory), arch, path)
-    if dataset is not None and meta["dataset"] != dataset:
-        raise BackdoorlabError(f"checkpoint {path} was trained on {meta['dataset']!r}, not {dataset!r}")
+    meta = checked_meta(path, arch, dataset)
 
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
