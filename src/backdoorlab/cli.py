@@ -195,12 +195,10 @@ def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, drop
     """Train a model, optionally with a backdoor planted by data poisoning or by the training procedure (the
     attacks are listed below); writes OUT/model.safetensors + model.json."""
     from .attacks import TRAINING_ATTACKS
-    from .models import list_models
     from .models.external import is_external
+    from .models.registry import check_trainable
     from .runs import train_config, train_run
-    if arch not in list_models() and not is_external(arch):
-        raise BackdoorlabError(f"unknown architecture {arch!r}; valid: {valid_names(list_models())}, or code of your "
-                               "own as path/to/file.py:NAME or package.module:NAME")
+    check_trainable(arch)
     own_args = parse_arch_args(arch_args_json)
     attack = backdoor_spec["attack"]
     if attack is None and (poison_rate != 0.1 or stamp != "data"):

@@ -46,6 +46,18 @@ def model_description(name: str) -> str:
     return doc.splitlines()[0] if doc else name
 
 
+def _unknown_architecture(name: str) -> BackdoorlabError:
+    return BackdoorlabError(f"unknown architecture {name!r}; valid: {valid_names(list_models())}, or code of your "
+                            "own as path/to/file.py:NAME or package.module:NAME")
+
+
+def check_trainable(name: str) -> None:
+    """Raise (one line, naming the valid ones) unless ``name`` is an architecture one may train or import: a
+    listed one, or code of the user's own (the sanitizer's ensembles are built, never named)."""
+    if name not in list_models() and not is_external(name):
+        raise _unknown_architecture(name)
+
+
 def _positive_int(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise BackdoorlabError(f"{what} must be a positive integer, got {value!r}")
@@ -92,8 +104,7 @@ def create_model(
     """
     external = name not in _REGISTRY and is_external(name)
     if name not in _REGISTRY and not external:
-        raise BackdoorlabError(f"unknown architecture {name!r}; valid: {valid_names(list_models())}, or code of your "
-                               "own as path/to/file.py:NAME or package.module:NAME")
+        raise _unknown_architecture(name)
     num_classes = _positive_int(num_classes, "num_classes")
     in_channels = _positive_int(in_channels, "in_channels")
     if isinstance(input_size, numbers.Integral):

@@ -26,7 +26,7 @@ from ..io import atomic_write_json
 from ..metrics import evaluate
 from ..models import Normalize, arch_args, create_model, save_checkpoint
 from ..models.external import check_outputs, is_external
-from ..models.registry import list_models
+from ..models.registry import check_trainable
 from ..models.sidecar import build_sidecar, dataset_fields, holdout_record
 from ..models.weights_file import first_mismatch, read_state_dict
 from .outputs import check_out_dir
@@ -36,6 +36,7 @@ def build_for_import(arch: str, dataset, model_args: dict | None = None, mean=No
     """A fresh ``arch`` shaped for ``dataset``: code of the user's own gets ``model_args`` as its factory's keyword
     arguments and ``mean``/``std`` (or none) as its input normalisation; a registered architecture takes
     ``model_args`` as extra builder arguments and its normalisation from the weights."""
+    check_trainable(arch)
     model_args = dict(model_args or {})
     inputs = arch_args(dataset)
     if is_external(arch):
@@ -44,8 +45,6 @@ def build_for_import(arch: str, dataset, model_args: dict | None = None, mean=No
     if mean is not None or std is not None:
         raise BackdoorlabError(f"{arch} normalises its input with the mean/std stored in its weights; --mean/--std "
                                "are for architectures of your own code")
-    if arch not in list_models():
-        create_model(arch)  # the one-line error naming the valid architectures
     return create_model(arch, **inputs, **model_args)
 
 

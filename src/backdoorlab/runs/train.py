@@ -10,10 +10,10 @@ import torch
 from ..budget import default_holdout, training_part
 from ..data.registry import training_recipe
 from ..device import computes_on_device
-from ..errors import BackdoorlabError, valid_names
+from ..errors import BackdoorlabError
 from ..metrics import evaluate
-from ..models import list_models, new_model, save_checkpoint
-from ..models.external import is_external
+from ..models import new_model, save_checkpoint
+from ..models.registry import check_trainable
 from ..models.sidecar import build_sidecar, dataset_fields, holdout_record, training_record
 from ..train import TrainConfig, train_model
 from .outputs import check_out_dir
@@ -28,9 +28,7 @@ def train_config(dataset: str, arch: str, epochs=None, lr=None, batch_size=None,
     """The training recipe for ``arch`` on ``dataset``: the defaults of :func:`train_defaults`, overridden by the
     given (non-None) ``epochs``, ``lr``, ``batch_size`` and ``augment``; ``fixed``: further TrainConfig fields
     (schedule, weight_decay, seed, ...)."""
-    if arch not in list_models() and not is_external(arch):
-        raise BackdoorlabError(f"unknown architecture {arch!r}; valid: {valid_names(list_models())}, or code of your "
-                               "own as path/to/file.py:NAME or package.module:NAME")
+    check_trainable(arch)
     d = train_defaults(dataset, arch)
     for k, v in dict(epochs=epochs, lr=lr, batch_size=batch_size, augment=augment).items():
         if v is not None:
