@@ -2,12 +2,21 @@
 default setting) on each, beside a clean control of the same recipe, as a table.
 
     python benchmarks/retune_table.py --dataset mnist --control bench-out/suspects/mnist-clean \
+        --suspect bench-out/suspects/mnist-badnets \
         --models suspect=bench-out/mnist-suspects/badnets sanitizer=bench-out/.../badnets-mode-connectivity ... \
         --out bench-out/retune-mnist-badnets
+    python benchmarks/retune_table.py --table OUT1/results.json OUT2/results.json ... --max-drop 2
 
 Every model is retuned on the same retuning set (the seed fixes it) and measured with the backdoor its sidecar
-records; the control is retuned on that set too. Writes OUT/results.json (with the command and machine) and
-prints a markdown table: CA / ASR before, CA / ASR after, and the post-retune ASR's distance to the control's.
+records; the control is retuned once, on that set too. With ``--suspect`` each row also records CA and ASR along
+the line from the suspect to the model. Writes OUT/results.json (with the command and machine) after every row
+(a rerun resumes) and prints a markdown table: CA / ASR before, CA / ASR after, and the post-retune ASR's
+distance to the control's.
+
+``--table`` reads one results.json per seed (the same row names in each) and prints the mean over them of every
+figure, each seed's distance, and whether the row meets the post-purification target: distance to the control
+at most ``--max-distance`` points at a CA drop from the suspect (the row named ``suspect``) of at most
+``--max-drop`` points, for every seed.
 """
 
 from __future__ import annotations
@@ -15,52 +24,112 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import platform
+import statistics
 import sys
 import time
 
-import torch
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from common import machine, open_results  # noqa: E402
 
-from backdoorlab.data import load_dataset
-from backdoorlab.defenses.retune import RetuneConfig
-from backdoorlab.io import atomic_write_json
-from backdoorlab.runs import retune_run
+KEYS = ("clean_accuracy", "attack_success_rate", "post_retune_clean_accuracy", "post_retune_attack_success_rate")
+
+
+def pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def distance(row: dict, control: dict) -> float:
+    """Post-retune ASR minus the control's, in points."""
+    return 100 * (row["post_retune_attack_success_rate"] - control["post_retune_attack_success_rate"])
+
+
+def render_one(res: dict) -> str:
+    control = res["control_report"]
+    lines = ["| model | CA / ASR | after retuning: CA / ASR | control after retuning: ASR | distance |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, r in res["rows"].items():
+        lines.append(f"| {name} | {pct(r['clean_accuracy'])} / {pct(r['attack_success_rate'])} | "
+                     f"{pct(r['post_retune_clean_accuracy'])} / {pct(r['post_retune_attack_success_rate'])} | "
+                     f"{pct(control['post_retune_attack_success_rate'])} | {distance(r, control):+.2f} |")
+    return "\n".join(lines)
+
+
+def render_seeds(results: list[dict], max_distance: float, max_drop: float) -> str:
+    """The mean over seeds of every row present in all of them, each seed's distance, and the target check."""
+    names = [n for n in results[0]["rows"] if all(n in r["rows"] for r in results)]
+    mean = lambda values: statistics.fmean(values)  # noqa: E731
+    lines = [f"Mean over {len(results)} seed(s); distance = post-retune ASR minus the control's, per seed; "
+             f"target: distance <= {max_distance:g} and CA drop <= {max_drop:g} points on every seed.", "",
+             "| model | CA | ASR | after retuning: CA | after retuning: ASR | distance per seed | CA drop per seed | "
+             "met? |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    controls = [r["control_report"] for r in results]
+    lines.append(f"| clean control | {pct(mean([c['clean_accuracy'] for c in controls]))} | "
+                 f"{pct(mean([c['attack_success_rate'] for c in controls]))} | "
+                 f"{pct(mean([c['post_retune_clean_accuracy'] for c in controls]))} | "
+                 f"{pct(mean([c['post_retune_attack_success_rate'] for c in controls]))} | - | - | - |")
+    for name in names:
+        rows = [r["rows"][name] for r in results]
+        gaps = [distance(row, r["control_report"]) for row, r in zip(rows, results)]
+        drops = [100 * (r["rows"]["suspect"]["clean_accuracy"] - row["clean_accuracy"]) if "suspect" in r["rows"]
+                 else None for row, r in zip(rows, results)]
+        met = all(g <= max_distance for g in gaps) and all(d is not None and d <= max_drop for d in drops)
+        lines.append(f"| {name} | {pct(mean([r['clean_accuracy'] for r in rows]))} | "
+                     f"{pct(mean([r['attack_success_rate'] for r in rows]))} | "
+                     f"{pct(mean([r['post_retune_clean_accuracy'] for r in rows]))} | "
+                     f"{pct(mean([r['post_retune_attack_success_rate'] for r in rows]))} | "
+                     f"{', '.join(f'{g:+.2f}' for g in gaps)} | "
+                     f"{', '.join('-' if d is None else f'{d:.2f}' for d in drops)} | "
+                     f"{'-' if name == 'suspect' else ('yes' if met else 'no')} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--control", required=True, help="A clean model of the suspects' recipe.")
-    parser.add_argument("--models", nargs="+", required=True, metavar="NAME=DIR")
-    parser.add_argument("--out", required=True, type=pathlib.Path)
+    parser.add_argument("--table", nargs="+", help="Only print the table of these results.json (one per seed).")
+    parser.add_argument("--max-distance", type=float, default=10.0)
+    parser.add_argument("--max-drop", type=float, default=2.0)
+    parser.add_argument("--dataset")
+    parser.add_argument("--control", help="A clean model of the suspects' recipe.")
+    parser.add_argument("--suspect", help="The suspect the repaired models came from (for the path to each).")
+    parser.add_argument("--models", nargs="+", metavar="NAME=DIR")
+    parser.add_argument("--out", type=pathlib.Path)
     parser.add_argument("--seed", type=int, default=0, help="Which images form the retuning set.")
+    parser.add_argument("--path-points", type=int, default=5)
     args = parser.parse_args()
+    if args.table:
+        results = [json.loads(pathlib.Path(p).read_text()) for p in args.table]
+        print(render_seeds(results, args.max_distance, args.max_drop))
+        return
+    if not (args.dataset and args.control and args.models and args.out):
+        parser.error("--dataset, --control, --models and --out are required")
 
+    from backdoorlab.data import load_dataset
+    from backdoorlab.defenses.retune import RetuneConfig
+    from backdoorlab.runs import retune_run
+
+    out, results, save = open_results(str(args.out))
     ds = load_dataset(args.dataset)
     cfg = RetuneConfig(seed=args.seed)
-    rows = {}
+    results.update(command="python benchmarks/retune_table.py " + " ".join(sys.argv[1:]), machine=machine(),
+                   dataset=args.dataset, control=args.control, config=cfg.to_dict())
+    rows = results.setdefault("rows", {})
     for item in args.models:
         name, _, model_dir = item.partition("=")
+        if name in rows:
+            continue
+        first = results.get("control_report") is None
         tick = time.time()
-        report = retune_run(ds, model_dir, str(args.out / name), control_dir=args.control, cfg=cfg, progress=False)
-        rows[name] = {k: report[k] for k in ("clean_accuracy", "attack_success_rate", "post_retune_clean_accuracy",
-                                             "post_retune_attack_success_rate", "control")}
-        rows[name] |= {"model": model_dir, "seconds": round(time.time() - tick, 1)}
-        print(f"{name}: {json.dumps(rows[name])}", file=sys.stderr)
-    machine = (f"{platform.machine()}, {platform.processor() or 'cpu'}, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} threads")
-    atomic_write_json(args.out / "results.json", {"command": "python " + " ".join(sys.argv), "machine": machine,
-                                                  "dataset": args.dataset, "control": args.control,
-                                                  "config": cfg.to_dict(), "rows": rows})
-    pct = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
-    print("| model | CA / ASR | after retuning: CA / ASR | control after retuning: ASR | distance |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, r in rows.items():
-        control = r["control"]["post_retune_attack_success_rate"]
-        gap = 100 * (r["post_retune_attack_success_rate"] - control)
-        print(f"| {name} | {pct(r['clean_accuracy'])} / {pct(r['attack_success_rate'])} | "
-              f"{pct(r['post_retune_clean_accuracy'])} / {pct(r['post_retune_attack_success_rate'])} | "
-              f"{pct(control)} | {gap:+.2f} |")
+        report = retune_run(ds, model_dir, str(out / name), control_dir=args.control if first else None, cfg=cfg,
+                            progress=False, path_points=args.path_points,
+                            suspect_dir=args.suspect if args.suspect and name != "suspect" else None)
+        if first:
+            results["control_report"] = {k: report["control"][k] for k in ("model", *KEYS)}
+        rows[name] = {**{k: report[k] for k in KEYS}, "model": model_dir, "path": report["path"],
+                      "suspect_path": report["suspect_path"], "seconds": round(time.time() - tick, 1)}
+        print(f"{name}: {json.dumps({k: rows[name][k] for k in KEYS})} in {rows[name]['seconds']:.0f} s",
+              file=sys.stderr, flush=True)
+        save()
+    print(render_one(results))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ repairer, stays here (:mod:`.neural_cleanse`).
 from ..registry import import_plugins
 
 # every module of the package, which registers its repairer; the built-in ones in listing order
-import_plugins(__name__, first=("finetune", "fst", "pruning", "anp", "neural_cleanse", "ibau", "noise",
+import_plugins(__name__, first=("finetune", "fst", "pruning", "anp", "neural_cleanse", "pam", "ibau", "noise",
                                 "mode_connectivity"))
 from .finetune import finetune
 from .mode_connectivity import (ModeConnectivitySanitizer, SanitizerConfig, SanitizeResult, select_t,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from ..config import Config
 from ..train import TrainConfig, fit, seed_everything
@@ -46,13 +47,17 @@ def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, tempera
 
 def finetune(model: nn.Module, x, y, cfg: TrainConfig, *, progress: bool = True, desc: str = "fine-tune",
              teacher: nn.Module | None = None, temperature: float = 4.0, alpha: float = 0.0,
-             batch_hook=None, penalty=None) -> nn.Module:
+             batch_hook=None, penalty=None, weights_at=None) -> nn.Module:
     """Return a copy of ``model`` trained on uint8 images ``x`` (N, C, H, W) with labels ``y``.
 
     With a ``teacher`` and ``alpha > 0`` the loss is ``(1 - alpha) * CE + alpha * T^2 * KL(teacher || model)`` at
     temperature ``T`` (knowledge distillation on the same clean images). ``batch_hook``: passed to
     :func:`train.fit` (e.g. to stamp some images of each batch). ``penalty``: ``penalty(model) -> scalar``, added
     to every batch's loss (the copy being trained is passed; FST's term on the classifier weights).
+    ``weights_at``: ``weights_at(model) -> {name: tensor}``, parameters at which each batch's loss is computed
+    instead of the model's own (a functional call; the tensors must depend on the model's parameters so the
+    gradient reaches them). The update is still applied to the model's own weights, so the step is taken with
+    the gradient at the other point (PAM's path-aware step); batch-norm statistics are those of that pass.
     """
     model = copy.deepcopy(model)
     g = seed_everything(cfg.seed)
@@ -61,7 +66,7 @@ def finetune(model: nn.Module, x, y, cfg: TrainConfig, *, progress: bool = True,
         teacher.eval()
 
     def loss_fn(xb, yb):
-        logits = model(xb)
+        logits = model(xb) if weights_at is None else functional_call(model, weights_at(model), (xb,))
         loss = F.cross_entropy(logits, yb)
         if teacher is not None and alpha > 0:
             soft = F.softmax(teacher(xb).detach() / temperature, 1)

@@ -33,7 +33,7 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
                            labels: list[int] | None = None, fraction: float = 0.2, stamp: str = "fixed",
                            nc_config: NeuralCleanseConfig | None = None, num_classes: int | None = None,
                            triggers: list[ReversedTrigger] | None = None, mask_boost: float = 1.0,
-                           progress: bool = True, desc: str = "nc-unlearn") -> nn.Module:
+                           progress: bool = True, desc: str = "nc-unlearn", weights_at=None) -> nn.Module:
     """Neural Cleanse's unlearning repair: return a copy of ``model`` fine-tuned on uint8 images ``x`` (N, C, H, W)
     with labels ``y`` (N,), where a fixed, seeded ``fraction`` of the images (paper: 20%) carry a reversed trigger
     and keep their true labels.
@@ -52,7 +52,10 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
     ``mask_boost`` > 1: each stamped image's mask is multiplied by a factor drawn uniformly from [1,
     ``mask_boost``] and clipped to 1. The reversed mask is the *weakest* trigger that still works (its norm is
     minimised), so unlearning it alone can leave stronger versions of the same trigger, such as the attacker's,
-    partly working; the boosted copies cover the range between the two."""
+    partly working; the boosted copies cover the range between the two.
+
+    ``weights_at``: passed to :func:`~backdoorlab.defenses.finetune.finetune` (the loss taken at other weights
+    than the model's own; PAM's path-aware step)."""
     if not 0 < fraction <= 1:
         raise BackdoorlabError(f"the stamped fraction must lie in (0, 1], got {fraction}")
     _check_boost(mask_boost)
@@ -88,7 +91,7 @@ def neural_cleanse_unlearn(model: nn.Module, x, y, cfg: TrainConfig, *, result: 
             sel = torch.where(draw, torch.randint(len(triggers), (len(indices),), generator=g), -1)
         return stamp_parts(images, sel, stamps), labels_b
 
-    return finetune(model, x, y, cfg, progress=progress, desc=desc, batch_hook=hook)
+    return finetune(model, x, y, cfg, progress=progress, desc=desc, batch_hook=hook, weights_at=weights_at)
 
 
 def _check_boost(mask_boost: float) -> None:
@@ -166,7 +169,13 @@ def nc_unlearning(model: nn.Module, budget, cfg: UnlearningConfig | None = None,
     """The repairer form (``repair("nc-unlearning", ...)``): Neural Cleanse on the clean ``budget``, then
     :func:`neural_cleanse_unlearn`. Returns ``(model, info)`` with the detection summary and the labels
     unlearned."""
-    cfg = cfg or UnlearningConfig()
+    return reverse_and_unlearn(model, budget, cfg or UnlearningConfig(), progress=progress, num_classes=num_classes)
+
+
+def reverse_and_unlearn(model: nn.Module, budget, cfg: UnlearningConfig, *, progress: bool = True,
+                        num_classes: int | None = None, weights_at=None) -> tuple[nn.Module, dict]:
+    """The body of ``nc-unlearning`` (every round of it), shared with the repairers that unlearn the same
+    reversed triggers with another step: ``weights_at`` goes to every :func:`neural_cleanse_unlearn`."""
     tick = time.time()
     if num_classes is None:
         num_classes = _num_classes(model) or int(budget.y.max()) + 1
@@ -196,7 +205,7 @@ def nc_unlearning(model: nn.Module, budget, cfg: UnlearningConfig | None = None,
         completed = [{"label": t.label, "l1": _finite(t.l1), "attack_success": t.attack_success} for t in triggers]
     repaired = neural_cleanse_unlearn(model, budget.x, budget.y, cfg.train_config(), triggers=triggers,
                                       fraction=cfg.fraction, stamp=cfg.stamp, mask_boost=cfg.mask_boost,
-                                      progress=progress)
+                                      progress=progress, weights_at=weights_at)
     later = []
     first = dict(zip(result.labels, result.l1_norms))
     for r in range(2, cfg.rounds + 1):
@@ -217,7 +226,7 @@ def nc_unlearning(model: nn.Module, budget, cfg: UnlearningConfig | None = None,
         triggers += found
         repaired = neural_cleanse_unlearn(repaired, budget.x, budget.y, cfg.train_config(), triggers=triggers,
                                           fraction=cfg.fraction, stamp=cfg.stamp, mask_boost=cfg.mask_boost,
-                                          progress=progress, desc=f"nc-unlearn round {r}")
+                                          progress=progress, desc=f"nc-unlearn round {r}", weights_at=weights_at)
     summary = {k: v for k, v in result.to_dict().items() if k != "config"}
     return repaired, {"config": cfg.to_dict(), "neural_cleanse": summary, "unlearned_labels": list(labels),
                       "restarts": restarts, "grown": grown, "completed": completed, "later_rounds": later,
