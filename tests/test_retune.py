@@ -11,6 +11,7 @@ from backdoorlab.attacks import backdoor_of
 from backdoorlab.budget import holdout_split
 from backdoorlab.cli import main
 from backdoorlab.curves import model_on_line
+from backdoorlab.defenses.qra import PerturbationGenerator, QRAConfig, query_reactivation
 from backdoorlab.defenses.retune import RetuneConfig, retune, retuning_set
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import evaluate
@@ -147,7 +148,8 @@ def other_arch(digits, models):
 
 
 @pytest.mark.parametrize("case", ["no recorded attack", "set larger than the training part", "zero steps",
-                                  "control of another architecture", "too many poisoned images"])
+                                  "control of another architecture", "too many poisoned images", "qra without control",
+                                  "qra option without qra", "qra eps out of range", "qra set too large"])
 def test_bad_input_is_one_line_and_writes_nothing(models, other_arch, tmp_path, capsys, case):
     out = tmp_path / "ra"
     args = {"no recorded attack": [str(models / "clean"), *SMALL_FLAGS],
@@ -156,12 +158,20 @@ def test_bad_input_is_one_line_and_writes_nothing(models, other_arch, tmp_path, 
             "control of another architecture": [str(models / "repaired"), *SMALL_FLAGS, "--control",
                                                 str(other_arch)],
             "too many poisoned images": [str(models / "repaired"), "--poison-images", "880", "--clean-images", "0"],
+            "qra without control": [str(models / "repaired"), *SMALL_FLAGS, "--qra"],
+            "qra option without qra": [str(models / "repaired"), *SMALL_FLAGS, "--qra-eps", "0.1"],
+            "qra set too large": [str(models / "repaired"), *SMALL_FLAGS, "--qra", "--control", str(models / "clean")],
+            "qra eps out of range": [str(models / "repaired"), *SMALL_FLAGS, "--qra", "--qra-eps", "2",
+                                     "--control", str(models / "clean")],
             }[case]
     code, _, err = cli(capsys, "retune", *args, "--dataset", "digits", "--out", str(out), "--no-progress")
     expected = {"no recorded attack": "records no attack", "set larger than the training part": "larger than the 897",
                 "zero steps": "steps must be >= 1",
                 "control of another architecture": "is a resnet20, the model a small-cnn",
-                "too many poisoned images": "can carry the trigger"}[case]
+                "too many poisoned images": "can carry the trigger", "qra without control": "--qra needs --control",
+                "qra option without qra": "add --qra",
+                "qra set too large": "query-based reactivation: an image set of 500 poisoned + 500 clean images is larger",
+                "qra eps out of range": "eps must be in (0, 1]"}[case]
     assert code == 2
     assert err.startswith("error:") and err.count("\n") == 1 and expected in err, err
     assert not out.exists()
@@ -176,3 +186,48 @@ def test_a_backdoor_without_a_trigger_cannot_be_retuned_with(digits):
 
     with pytest.raises(BackdoorlabError, match="has none"):
         retuning_set(digits, Fault(), SMALL)
+
+
+QRA = QRAConfig(poison_images=100, clean_images=100, epochs=30, batch_size=50, hidden=128, eps=0.25)
+
+
+def test_qra_measures_the_trigger_with_its_perturbation_on_the_model_and_the_control(digits, models):
+    """On the unrepaired suspect (whose retuned self obeys the trigger as it does) the learned perturbation keeps
+    the triggered images on the target and the clean images right, while the clean control, which the
+    perturbation must leave right, does not follow the trigger; more epochs lower the generator's loss."""
+    model, meta = load_checkpoint(str(models / "suspect"))
+    control, _ = load_checkpoint(str(models / "clean"))
+    backdoor = backdoor_of(meta)
+    rset = retuning_set(digits, backdoor, SMALL)
+    retuned = retune(model, rset.x, rset.y, SMALL, progress=False)
+    r = query_reactivation(digits, backdoor, model, retuned, control, QRA)
+    assert r["attack_success_rate"] > 0.9 and r["control_attack_success_rate"] < 0.2, r
+    assert r["clean_accuracy"] > 0.8 and r["config"]["eps"] == 0.25
+    assert query_reactivation(digits, backdoor, model, retuned, control, QRA) == r  # seeded
+    short = query_reactivation(digits, backdoor, model, retuned, control, QRAConfig(**{**QRA.to_dict(), "epochs": 1}))
+    assert r["training"]["loss"] < short["training"]["loss"]
+    assert all(p.requires_grad for p in model.parameters())  # the models are left as they were
+
+
+def test_generator_bounds_the_perturbation_by_eps():
+    gen = PerturbationGenerator((1, 8, 8), eps=0.1, hidden=16)
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        for p in gen.parameters():
+            p.mul_(50)  # saturate the tanh
+        delta = gen(x)
+    assert delta.shape == x.shape and delta.abs().max() <= 0.1 + 1e-6 and delta.abs().max() > 0.09
+    assert gen.perturb(x).min() >= 0 and gen.perturb(x).max() <= 1
+
+
+def test_cli_qra_prints_its_figures_and_records_its_config(models, tmp_path, capsys):
+    out = tmp_path / "qra"
+    code, stdout, err = cli(capsys, "retune", str(models / "repaired"), "--dataset", "digits", "--control",
+                            str(models / "clean"), *SMALL_FLAGS, "--qra", "--qra-epochs", "2", "--qra-images", "50",
+                            "--out", str(out),
+                            "--json", "--no-progress")
+    assert code == 0, err
+    printed = json.loads(stdout)
+    assert {"qra_attack_success_rate", "qra_control_attack_success_rate", "qra_clean_accuracy"} <= set(printed)
+    assert json.loads((out / "config.json").read_text())["qra"]["epochs"] == 2
+    assert json.loads((out / "report.json").read_text())["qra"]["training"]["loss"] > 0

@@ -525,6 +525,13 @@ RETUNE_FLAGS = ("poison_images", "clean_images", "epochs", "steps", "lr", "seed"
 @click.option("--steps", default=None, type=int, help="Optimizer steps instead of --epochs.")
 @click.option("--lr", default=None, type=float, help="Learning rate, constant (0.01).")
 @click.option("--seed", default=None, type=int, help="Which images form the retuning set, and the training order (0).")
+@click.option("--qra", is_flag=True,
+              help="Also run the query-based reactivation attack (needs --control): a learned input perturbation "
+                   "that makes the model act like its retuned self.")
+@click.option("--qra-eps", default=None, type=float, help="QRA: largest perturbation of a pixel in [0, 1] (16/255).")
+@click.option("--qra-epochs", default=None, type=int, help="QRA: epochs of the perturbation generator (50).")
+@click.option("--qra-images", default=None, type=int,
+              help="QRA: triggered images, and as many clean ones, that the generator learns from (500).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @model_arch_option
 @_backdoor_options
@@ -532,27 +539,41 @@ RETUNE_FLAGS = ("poison_images", "clean_images", "epochs", "steps", "lr", "seed"
 @data_dir_option
 @progress_option
 @device_options()
-def retune(model_dir, dataset, control_dir, suspect_dir, poison_images, clean_images, epochs, steps, lr, seed, out, named_arch,
-           backdoor_spec, as_json, data_dir, no_progress, device, amp):
+def retune(model_dir, dataset, control_dir, suspect_dir, poison_images, clean_images, epochs, steps, lr, seed, qra,
+           qra_eps, qra_epochs, qra_images, out, named_arch, backdoor_spec, as_json, data_dir, no_progress, device, amp):
     """The retuning attack (Min et al. 2024): fine-tune MODEL_DIR on a few poisoned images among clean ones from
     the training part, and measure CA and ASR before and after; with --control, the same on a clean model.
 
     Writes OUT/report.json (with CA and ASR along the line from the model to its retuned self), OUT/path.png,
-    OUT/config.json and the retuned model in OUT/retuned.
+    OUT/config.json and the retuned model in OUT/retuned. With --qra, also the query-based reactivation attack.
     """
+    from .defenses.qra import QRAConfig
     from .defenses.retune import RetuneConfig
     from .runs import retune_run
     given = dict(zip(RETUNE_FLAGS, (poison_images, clean_images, epochs, steps, lr, seed)))
     cfg = RetuneConfig(**{k: v for k, v in given.items() if v is not None})  # bad values fail before the data loads
+    qra_given = {k: v for k, v in (("eps", qra_eps), ("epochs", qra_epochs), ("poison_images", qra_images),
+                                   ("clean_images", qra_images)) if v is not None}
+    if qra_given and not qra:
+        raise BackdoorlabError("--qra-eps, --qra-epochs and --qra-images set the query-based reactivation attack: "
+                               "add --qra")
+    qra_cfg = QRAConfig(**qra_given) if qra else None
+    if qra and control_dir is None:
+        raise BackdoorlabError("--qra needs --control: the reactivating perturbation must leave a clean model of "
+                               "the same recipe unfooled")
     ds = _dataset(dataset, data_dir, model_dir=model_dir)
     atk = _make_attack(backdoor_spec, ds)
     report = retune_run(ds, model_dir, out, backdoor=atk.backdoor if atk else None, control_dir=control_dir,
                         cfg=cfg, arch=named_arch, device=device, amp=amp, progress=not no_progress,
-                        suspect_dir=suspect_dir)
+                        suspect_dir=suspect_dir, qra=qra_cfg)
     keys = ("clean_accuracy", "attack_success_rate", "post_retune_clean_accuracy", "post_retune_attack_success_rate")
     control = report["control"]
+    q = report["qra"]
+    qra_figures = {"qra_attack_success_rate": q["attack_success_rate"],
+                   "qra_control_attack_success_rate": q["control_attack_success_rate"],
+                   "qra_clean_accuracy": q["clean_accuracy"]} if q else {}
     if as_json:
-        click.echo(json.dumps({k: report[k] for k in keys}
+        click.echo(json.dumps({k: report[k] for k in keys} | qra_figures
                               | {"control": {k: control[k] for k in keys} if control else None, "out": out}))
         return
     click.echo(f"retuning attack: {cfg.poison_images} poisoned + {cfg.clean_images} clean images -> {out}")
@@ -561,6 +582,10 @@ def retune(model_dir, dataset, control_dir, suspect_dir, poison_images, clean_im
         if r is not None:
             click.echo(f"  {name:<20} {_pct(r[keys[0]]):>8} {_pct(r[keys[1]]):>8} {_pct(r[keys[2]]):>9} "
                        f"{_pct(r[keys[3]]):>9}")
+    if q:
+        click.echo(f"query-based reactivation (eps {q['config']['eps']:.4f}): ASR {_pct(q['attack_success_rate'])} on "
+                   f"the model, {_pct(q['control_attack_success_rate'])} on the control; CA with the perturbation "
+                   f"{_pct(q['clean_accuracy'])}")
 
 
 def _detectors():

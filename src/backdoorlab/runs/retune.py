@@ -19,6 +19,7 @@ from .. import __version__
 from ..attacks import backdoor_of
 from ..budget import training_part
 from ..curves import model_on_line
+from ..defenses.qra import QRAConfig, query_reactivation, reactivation_set
 from ..defenses.retune import RetuneConfig, retune, retuning_set
 from ..device import computes_on_device
 from ..errors import BackdoorlabError
@@ -81,7 +82,7 @@ def line_path(model, retuned, dataset, backdoor, bn_images, before: dict, after:
 @computes_on_device
 def retune_run(dataset, model_dir: str, out: str | None = None, *, backdoor=None, control_dir: str | None = None,
                cfg: RetuneConfig | None = None, arch: str | None = None, device=None, progress: bool = True,
-               path_points: int = PATH_POINTS, suspect_dir: str | None = None) -> dict:
+               path_points: int = PATH_POINTS, suspect_dir: str | None = None, qra: QRAConfig | None = None) -> dict:
     """The retuning attack on the checkpoint ``model_dir`` (and on ``control_dir``, a clean model of the same
     recipe, when given) with ``cfg`` (None: :class:`RetuneConfig`'s defaults).
 
@@ -95,8 +96,14 @@ def retune_run(dataset, model_dir: str, out: str | None = None, *, backdoor=None
     ``suspect_dir``: the backdoored model the repaired one came from; the report then also holds
     ``suspect_path``, CA and ASR along the line from the suspect (t = 0) to the model (t = 1), the first leg of
     the backdoor-connected path (``suspect_path.png``): a repair that stays where the ASR is still high close to
-    it has moved little from the suspect along that path."""
+    it has moved little from the suspect along that path.
+
+    ``qra``: also run the query-based reactivation attack with these settings (:mod:`..defenses.qra`; it needs
+    the control): the report's ``qra`` holds its ASR on the model and on the control."""
     cfg = cfg or RetuneConfig()
+    if qra is not None and control_dir is None:
+        raise BackdoorlabError("the query-based reactivation attack needs a clean model of the same recipe: "
+                               "give --control")
     if path_points < 2:
         raise BackdoorlabError(f"the path needs at least 2 points, got {path_points}")
     check_out_dir(out, "retune", [p for p in (model_dir, control_dir, suspect_dir) if p is not None])
@@ -114,6 +121,8 @@ def retune_run(dataset, model_dir: str, out: str | None = None, *, backdoor=None
     backdoor.check(dataset.num_classes)
     holdout = holdout_size(meta, dataset.name)
     rset = retuning_set(dataset, backdoor, cfg, holdout)
+    if qra is not None:
+        reactivation_set(dataset, backdoor, qra, holdout)  # a set too large is refused before any training
     model.to(device)
     test = (dataset.test_x, dataset.test_y, backdoor, dataset.num_classes)
     tick = time.time()
@@ -135,7 +144,11 @@ def retune_run(dataset, model_dir: str, out: str | None = None, *, backdoor=None
         control_after = evaluate(retune(control, rset.x, rset.y, cfg, progress=progress), *test)
         control_report = {"model": str(control_dir), **headline(control_before, control_after),
                           "before": control_before, "after": control_after}
-    report = {**headline(before, after), "control": control_report, "before": before, "after": after,
+    qra_report = None
+    if qra is not None:
+        qra_report = query_reactivation(dataset, backdoor, model, retuned, control, qra, holdout)
+    report = {**headline(before, after), "control": control_report, "qra": qra_report, "before": before,
+              "after": after,
               "path": path, "suspect_path": suspect_path, "retuning_set": {"poison_images": cfg.poison_images, "clean_images": cfg.clean_images,
                                              "indices": rset.indices.tolist(),
                                              "poisoned": rset.poisoned.tolist()},
@@ -157,7 +170,8 @@ def retune_run(dataset, model_dir: str, out: str | None = None, *, backdoor=None
     config = {"command": "retune", "model": str(model_dir), "control": control_dir, "suspect": suspect_dir,
               "dataset": dataset.name,
               "holdout": holdout, "options": cfg.to_dict(), "backdoor": backdoor.to_dict(),
-              "path_points": path_points, "backdoorlab_version": __version__}
+              "path_points": path_points, "qra": qra.to_dict() if qra is not None else None,
+              "backdoorlab_version": __version__}
     atomic_write_json(out_dir / "report.json", report)
     atomic_write_json(out_dir / "config.json", config)
     return report
