@@ -45,12 +45,17 @@ def distance(row: dict, control: dict) -> float:
 
 def render_one(res: dict) -> str:
     control = res["control_report"]
-    lines = ["| model | CA / ASR | after retuning: CA / ASR | control after retuning: ASR | distance |",
-             "| --- | --- | --- | --- | --- |"]
+    qra = any(r.get("qra") for r in res["rows"].values())
+    lines = ["| model | CA / ASR | after retuning: CA / ASR | control after retuning: ASR | distance |"
+             + (" QRA: ASR on the model / on the control, CA |" if qra else ""),
+             "| --- | --- | --- | --- | --- |" + (" --- |" if qra else "")]
     for name, r in res["rows"].items():
+        q = r.get("qra")
+        extra = (f" {pct(q['attack_success_rate'])} / {pct(q['control_attack_success_rate'])}, "
+                 f"{pct(q['clean_accuracy'])} |" if q else " - |") if qra else ""
         lines.append(f"| {name} | {pct(r['clean_accuracy'])} / {pct(r['attack_success_rate'])} | "
                      f"{pct(r['post_retune_clean_accuracy'])} / {pct(r['post_retune_attack_success_rate'])} | "
-                     f"{pct(control['post_retune_attack_success_rate'])} | {distance(r, control):+.2f} |")
+                     f"{pct(control['post_retune_attack_success_rate'])} | {distance(r, control):+.2f} |" + extra)
     return "\n".join(lines)
 
 
@@ -95,6 +100,7 @@ def main() -> None:
     parser.add_argument("--out", type=pathlib.Path)
     parser.add_argument("--seed", type=int, default=0, help="Which images form the retuning set.")
     parser.add_argument("--path-points", type=int, default=5)
+    parser.add_argument("--qra", action="store_true", help="Also run the query-based reactivation attack.")
     args = parser.parse_args()
     if args.table:
         results = [json.loads(pathlib.Path(p).read_text()) for p in args.table]
@@ -104,6 +110,7 @@ def main() -> None:
         parser.error("--dataset, --control, --models and --out are required")
 
     from backdoorlab.data import load_dataset
+    from backdoorlab.defenses.qra import QRAConfig
     from backdoorlab.defenses.retune import RetuneConfig
     from backdoorlab.runs import retune_run
 
@@ -119,13 +126,15 @@ def main() -> None:
             continue
         first = results.get("control_report") is None
         tick = time.time()
-        report = retune_run(ds, model_dir, str(out / name), control_dir=args.control if first else None, cfg=cfg,
-                            progress=False, path_points=args.path_points,
-                            suspect_dir=args.suspect if args.suspect and name != "suspect" else None)
+        report = retune_run(ds, model_dir, str(out / name), cfg=cfg, progress=False,
+                            control_dir=args.control if first or args.qra else None, path_points=args.path_points,
+                            suspect_dir=args.suspect if args.suspect and name != "suspect" else None,
+                            qra=QRAConfig() if args.qra else None)
         if first:
             results["control_report"] = {k: report["control"][k] for k in ("model", *KEYS)}
         rows[name] = {**{k: report[k] for k in KEYS}, "model": model_dir, "path": report["path"],
-                      "suspect_path": report["suspect_path"], "seconds": round(time.time() - tick, 1)}
+                      "suspect_path": report["suspect_path"], "seconds": round(time.time() - tick, 1),
+                      "qra": {k: v for k, v in report["qra"].items() if k != "config"} if report["qra"] else None}
         print(f"{name}: {json.dumps({k: rows[name][k] for k in KEYS})} in {rows[name]['seconds']:.0f} s",
               file=sys.stderr, flush=True)
         save()
