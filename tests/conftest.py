@@ -35,3 +35,30 @@ def train_badnets_suspect(dataset, out):
     attack = make_poisoning_attack("badnets", target=0, poison_rate=0.1)
     cfg = TrainConfig(seed=1, **train_defaults(dataset.name, "small-cnn"))
     return train_run(dataset, "small-cnn", cfg, attack, out=str(out), progress=False)
+
+
+@pytest.fixture(scope="module")
+def digits_suspect(digits, tmp_path_factory):
+    """:func:`train_badnets_suspect` on the digits, once per test module: ``(model in eval mode, meta, its
+    directory)``."""
+    out = tmp_path_factory.mktemp("suspect") / "badnets"
+    model, meta = train_badnets_suspect(digits, out)
+    return model.eval(), meta, out
+
+
+@pytest.fixture(scope="module")
+def digits_budget(digits):
+    """A clean budget of 300 digits (seed 0)."""
+    from backdoorlab.budget import clean_budget
+    return clean_budget(digits, 300, seed=0)
+
+
+def state_of(model) -> dict:
+    """A copy of ``model``'s state dict, to compare models by value."""
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same_state(a: dict, b: dict) -> bool:
+    """Whether two :func:`state_of` copies hold the same keys and bit-identical tensors."""
+    import torch
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backdoorlab.budget import clean_budget
 from backdoorlab.cli import main
 from backdoorlab.defenses.finetune import finetune
 from backdoorlab.defenses.finetune_sam import FinetuneSAMConfig, SAMLoss, finetune_sam, sam_perturbation
@@ -17,29 +16,9 @@ from backdoorlab.errors import BackdoorlabError
 from backdoorlab.metrics import evaluate
 from backdoorlab.attacks import backdoor_of
 from backdoorlab.tensors import to_float
-from conftest import train_badnets_suspect
+from conftest import same_state, state_of
 
 QUICK = dict(epochs=30, batch_size=64)  # 120 steps on a budget of 300: about a second
-
-
-@pytest.fixture(scope="module")
-def suspect(digits, tmp_path_factory):
-    out = tmp_path_factory.mktemp("finetune-sam") / "badnets"
-    model, meta = train_badnets_suspect(digits, out)
-    return model.eval(), meta, out
-
-
-@pytest.fixture(scope="module")
-def budget(digits):
-    return clean_budget(digits, 300, seed=0)
-
-
-def _state(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -84,19 +63,19 @@ def test_perturbation_lies_on_the_sam_ball_along_the_gradient():
     assert F.cosine_similarity(e[0].flatten(), (params[0] ** 2 * grads[0]).flatten(), dim=0) > 0.9999
 
 
-def test_sam_step_takes_the_gradient_at_the_perturbed_weights_without_moving_them(suspect, budget):
-    model = copy.deepcopy(suspect[0]).train()
-    x, y = to_float(budget.x[:64]), budget.y[:64].long()
+def test_sam_step_takes_the_gradient_at_the_perturbed_weights_without_moving_them(digits_suspect, digits_budget):
+    model = copy.deepcopy(digits_suspect[0]).train()
+    x, y = to_float(digits_budget.x[:64]), digits_budget.y[:64].long()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     reference = copy.deepcopy(model)  # one plain forward: the BN statistics a SAM step should leave
     reference(x)
     loss_fn = SAMLoss(model, rho=2.0, adaptive=True, label_smoothing=0.1)
     loss, logits = loss_fn(x, y)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # nothing to restore
-    assert _same(dict(model.named_buffers()), dict(reference.named_buffers()))  # the perturbed pass updated copies
+    assert same_state(dict(model.named_buffers()), dict(reference.named_buffers()))  # the perturbed pass updated copies
     loss.backward()
     # the same step by hand: gradient at w, move the weights by e, gradient there
-    manual = copy.deepcopy(suspect[0]).train()
+    manual = copy.deepcopy(digits_suspect[0]).train()
     params = list(manual.parameters())
     plain = F.cross_entropy(manual(x), y, label_smoothing=0.1)
     assert torch.allclose(logits, manual(x).detach(), atol=1e-5)
@@ -113,50 +92,52 @@ def test_sam_step_takes_the_gradient_at_the_perturbed_weights_without_moving_the
         assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-6)
 
 
-def test_repair_returns_a_new_model_is_seeded_and_leaves_the_suspect(suspect, budget):
-    model = suspect[0]
-    before, was_training = _state(model), model.training
-    repaired, info = repair("finetune-sam", model, budget, progress=False, epochs=5, batch_size=64)
+def test_repair_returns_a_new_model_is_seeded_and_leaves_the_suspect(digits_suspect, digits_budget):
+    model = digits_suspect[0]
+    before, was_training = state_of(model), model.training
+    repaired, info = repair("finetune-sam", model, digits_budget, progress=False, epochs=5, batch_size=64)
     assert repaired is not model and not repaired.training and model.training == was_training
-    assert _same(_state(model), before)  # the suspect is untouched
-    assert not _same(_state(repaired), before)
+    assert same_state(state_of(model), before)  # the suspect is untouched
+    assert not same_state(state_of(repaired), before)
     assert info["steps"] == 5 * (300 // 64) and info["config"]["rho"] == 2.0
     assert info["sharpness_first_steps"] > 0 and json.dumps(info)
-    again, _ = repair("finetune-sam", model, budget, progress=False, epochs=5, batch_size=64)
-    assert _same(_state(again), _state(repaired))  # same seed, same model
-    other, _ = repair("finetune-sam", model, budget, progress=False, epochs=5, batch_size=64, seed=1)
-    assert not _same(_state(other), _state(repaired))
+    again, _ = repair("finetune-sam", model, digits_budget, progress=False, epochs=5, batch_size=64)
+    assert same_state(state_of(again), state_of(repaired))  # same seed, same model
+    other, _ = repair("finetune-sam", model, digits_budget, progress=False, epochs=5, batch_size=64, seed=1)
+    assert not same_state(state_of(other), state_of(repaired))
 
 
-def test_rho_zero_is_plain_fine_tuning_and_sam_departs_from_it(suspect, budget):
+def test_rho_zero_is_plain_fine_tuning_and_sam_departs_from_it(digits_suspect, digits_budget):
     """rho=0 runs the library's fine-tuning with the same recipe, to the bit; rho > 0 changes the result, and plain
     SAM differs from adaptive SAM."""
-    model = suspect[0]
+    model = digits_suspect[0]
     cfg = FinetuneSAMConfig(rho=0.0, label_smoothing=0.0, epochs=5, batch_size=64)
-    plain, _ = finetune_sam(model, budget, cfg, progress=False)
-    reference = finetune(model, budget.x, budget.y.long(), cfg.train_config(), progress=False)
-    assert _same(_state(plain), _state(reference))
-    sam, _ = finetune_sam(model, budget, FinetuneSAMConfig(label_smoothing=0.0, epochs=5, batch_size=64),
+    plain, _ = finetune_sam(model, digits_budget, cfg, progress=False)
+    reference = finetune(model, digits_budget.x, digits_budget.y.long(), cfg.train_config(), progress=False)
+    assert same_state(state_of(plain), state_of(reference))
+    sam, _ = finetune_sam(model, digits_budget, FinetuneSAMConfig(label_smoothing=0.0, epochs=5, batch_size=64),
                           progress=False)
-    assert not _same(_state(sam), _state(plain))
-    non_adaptive, _ = finetune_sam(model, budget, FinetuneSAMConfig(rho=0.05, adaptive=False, label_smoothing=0.0,
-                                                                    epochs=5, batch_size=64), progress=False)
-    assert not _same(_state(non_adaptive), _state(sam)) and not _same(_state(non_adaptive), _state(plain))
+    assert not same_state(state_of(sam), state_of(plain))
+    non_adaptive, _ = finetune_sam(model, digits_budget,
+                                   FinetuneSAMConfig(rho=0.05, adaptive=False, label_smoothing=0.0, epochs=5,
+                                                     batch_size=64), progress=False)
+    assert not same_state(state_of(non_adaptive), state_of(sam))
+    assert not same_state(state_of(non_adaptive), state_of(plain))
 
 
-def test_lowers_the_attack_success_rate_more_than_plain_fine_tuning(suspect, budget, digits):
-    model, meta, _ = suspect
+def test_lowers_the_attack_success_rate_more_than_plain_fine_tuning(digits_suspect, digits_budget, digits):
+    model, meta, _ = digits_suspect
     backdoor = backdoor_of(meta)
     test = (digits.test_x, digits.test_y, backdoor, digits.num_classes)
     assert evaluate(model, *test)["attack_success_rate"] > 0.95
-    sam = evaluate(repair("finetune-sam", model, budget, progress=False, **QUICK)[0], *test)
-    plain = evaluate(repair("finetune-sam", model, budget, progress=False, rho=0.0, **QUICK)[0], *test)
+    sam = evaluate(repair("finetune-sam", model, digits_budget, progress=False, **QUICK)[0], *test)
+    plain = evaluate(repair("finetune-sam", model, digits_budget, progress=False, rho=0.0, **QUICK)[0], *test)
     assert sam["clean_accuracy"] >= 0.97
     assert sam["attack_success_rate"] < 0.7 and sam["attack_success_rate"] < plain["attack_success_rate"] - 0.2
 
 
-def test_repair_cli_runs_finetune_sam(suspect, tmp_path, capsys):
-    _, _, path = suspect
+def test_repair_cli_runs_finetune_sam(digits_suspect, tmp_path, capsys):
+    _, _, path = digits_suspect
     out = tmp_path / "sam"
     code = main(["repair", "finetune-sam", str(path), "--dataset", "digits", "--clean-budget", "300", "--out", str(out),
                  "-o", "epochs=3", "-o", "batch-size=64", "-o", "adaptive=false", "-o", "rho=0.1", "--json",

@@ -9,37 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backdoorlab.budget import clean_budget
 from backdoorlab.cli import main
 from backdoorlab.defenses.finetune import finetune
 from backdoorlab.defenses.pam import PAMConfig, PathAwareWeights, pam
 from backdoorlab.defenses.repair import REPAIRERS, repair, repairer_config
 from backdoorlab.errors import BackdoorlabError
 from backdoorlab.train import TrainConfig
-from conftest import train_badnets_suspect
+from conftest import same_state, state_of
 
 # a short run: Neural Cleanse with few batches, 30 unlearning steps
 QUICK = dict(nc_epochs=2, nc_batches_per_epoch=2, steps=30, batch_size=64)
-
-
-@pytest.fixture(scope="module")
-def suspect(digits, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pam") / "badnets"
-    model, meta = train_badnets_suspect(digits, out)
-    return model.eval(), meta, out
-
-
-@pytest.fixture(scope="module")
-def budget(digits):
-    return clean_budget(digits, 300, seed=0)
-
-
-def _state(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
-def _same(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _flat(tensors) -> torch.Tensor:
@@ -88,35 +67,35 @@ def test_displacement_has_length_rho_towards_the_reference_and_passes_the_gradie
     assert all(torch.equal(still[n], p) for n, p in model.named_parameters())
 
 
-def test_finetune_at_the_model_itself_is_plain_fine_tuning(suspect, budget):
+def test_finetune_at_the_model_itself_is_plain_fine_tuning(digits_suspect, digits_budget):
     """``weights_at`` returning the model's own parameters changes nothing, to the bit: the hook is the only
     difference between PAM's steps and Neural Cleanse unlearning's."""
-    model = suspect[0]
+    model = digits_suspect[0]
     cfg = TrainConfig(epochs=0, steps=10, lr=0.01, batch_size=64)
-    plain = finetune(model, budget.x, budget.y.long(), cfg, progress=False)
-    hooked = finetune(model, budget.x, budget.y.long(), cfg, progress=False,
+    plain = finetune(model, digits_budget.x, digits_budget.y.long(), cfg, progress=False)
+    hooked = finetune(model, digits_budget.x, digits_budget.y.long(), cfg, progress=False,
                       weights_at=lambda m: dict(m.named_parameters()))
-    assert _same(_state(plain), _state(hooked))
+    assert same_state(state_of(plain), state_of(hooked))
 
 
-def test_rho_zero_is_nc_unlearning_and_pam_moves_further_from_the_suspect(suspect, budget):
-    model = suspect[0]
-    before = _state(model)
-    zero, _ = pam(model, budget, PAMConfig(rho=0.0, **QUICK), progress=False)
-    unlearned, _ = repair("nc-unlearning", model, budget, progress=False, **QUICK)
-    assert _same(_state(zero), _state(unlearned))
-    moved, info = pam(model, budget, PAMConfig(rho=2.0, **QUICK), progress=False)
-    assert _same(_state(model), before)  # the suspect is untouched
-    assert not moved.training and not _same(_state(moved), _state(unlearned))
-    _, zero_info = pam(model, budget, PAMConfig(rho=0.0, **QUICK), progress=False)
+def test_rho_zero_is_nc_unlearning_and_pam_moves_further_from_the_suspect(digits_suspect, digits_budget):
+    model = digits_suspect[0]
+    before = state_of(model)
+    zero, _ = pam(model, digits_budget, PAMConfig(rho=0.0, **QUICK), progress=False)
+    unlearned, _ = repair("nc-unlearning", model, digits_budget, progress=False, **QUICK)
+    assert same_state(state_of(zero), state_of(unlearned))
+    moved, info = pam(model, digits_budget, PAMConfig(rho=2.0, **QUICK), progress=False)
+    assert same_state(state_of(model), before)  # the suspect is untouched
+    assert not moved.training and not same_state(state_of(moved), state_of(unlearned))
+    _, zero_info = pam(model, digits_budget, PAMConfig(rho=0.0, **QUICK), progress=False)
     assert info["distance_from_suspect"] > zero_info["distance_from_suspect"] > 0
     assert info["unlearned_labels"] == zero_info["unlearned_labels"] and json.dumps(info)
-    again, _ = pam(model, budget, PAMConfig(rho=2.0, **QUICK), progress=False)
-    assert _same(_state(again), _state(moved))  # seeded
+    again, _ = pam(model, digits_budget, PAMConfig(rho=2.0, **QUICK), progress=False)
+    assert same_state(state_of(again), state_of(moved))  # seeded
 
 
-def test_repair_cli_runs_pam_and_refuses_a_bad_rho(suspect, tmp_path, capsys):
-    _, _, path = suspect
+def test_repair_cli_runs_pam_and_refuses_a_bad_rho(digits_suspect, tmp_path, capsys):
+    _, _, path = digits_suspect
     out = tmp_path / "pam"
     args = ["repair", "pam", str(path), "--dataset", "digits", "--clean-budget", "300", "--no-progress"]
     options = [f"-o{k.replace('_', '-')}={v}" for k, v in QUICK.items()]

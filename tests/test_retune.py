@@ -170,7 +170,7 @@ def test_bad_input_is_one_line_and_writes_nothing(models, other_arch, tmp_path, 
                 "control of another architecture": "is a resnet20, the model a small-cnn",
                 "too many poisoned images": "can carry the trigger", "qra without control": "--qra needs --control",
                 "qra option without qra": "add --qra",
-                "qra set too large": "query-based reactivation: an image set of 500 poisoned + 500 clean images is larger",
+                "qra set too large": "query-based reactivation: an image set of 500 poisoned + 500 clean images",
                 "qra eps out of range": "eps must be in (0, 1]"}[case]
     assert code == 2
     assert err.startswith("error:") and err.count("\n") == 1 and expected in err, err

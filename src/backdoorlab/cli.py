@@ -540,7 +540,8 @@ RETUNE_FLAGS = ("poison_images", "clean_images", "epochs", "steps", "lr", "seed"
 @progress_option
 @device_options()
 def retune(model_dir, dataset, control_dir, suspect_dir, poison_images, clean_images, epochs, steps, lr, seed, qra,
-           qra_eps, qra_epochs, qra_images, out, named_arch, backdoor_spec, as_json, data_dir, no_progress, device, amp):
+           qra_eps, qra_epochs, qra_images, out, named_arch, backdoor_spec, as_json, data_dir, no_progress, device,
+           amp):
     """The retuning attack (Min et al. 2024): fine-tune MODEL_DIR on a few poisoned images among clean ones from
     the training part, and measure CA and ASR before and after; with --control, the same on a clean model.
 

@@ -148,10 +148,9 @@ def retune_run(dataset, model_dir: str, out: str | None = None, *, backdoor=None
     if qra is not None:
         qra_report = query_reactivation(dataset, backdoor, model, retuned, control, qra, holdout)
     report = {**headline(before, after), "control": control_report, "qra": qra_report, "before": before,
-              "after": after,
-              "path": path, "suspect_path": suspect_path, "retuning_set": {"poison_images": cfg.poison_images, "clean_images": cfg.clean_images,
-                                             "indices": rset.indices.tolist(),
-                                             "poisoned": rset.poisoned.tolist()},
+              "after": after, "path": path, "suspect_path": suspect_path,
+              "retuning_set": {"poison_images": cfg.poison_images, "clean_images": cfg.clean_images,
+                               "indices": rset.indices.tolist(), "poisoned": rset.poisoned.tolist()},
               "seconds": round(time.time() - tick, 1)}
     if out is None:
         return report
