@@ -88,9 +88,44 @@ def render_seeds(results: list[dict], max_distance: float, max_drop: float) -> s
     return "\n".join(lines)
 
 
+def plot_paths(res: dict, out: str, names: list[str] | None = None) -> None:
+    """One figure, two panels: the ASR along the line from the suspect to each repaired model, and from each
+    repaired model to its retuned self (the two legs of the backdoor-connected path), one line per row."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from backdoorlab.io import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120, sharey=True)
+    for name, r in res["rows"].items():
+        if names and name not in names:
+            continue
+        for ax, key in zip(axes, ("suspect_path", "path")):
+            rows = r.get(key)
+            if rows:
+                ax.plot([p["t"] for p in rows], [100 * p["attack_success_rate"] for p in rows], "o-", label=name)
+    axes[0].set_xlabel("t   (0 = the suspect, 1 = the repaired model)")
+    axes[1].set_xlabel("t   (0 = the repaired model, 1 = after the retuning attack)")
+    axes[0].set_ylabel("attack success rate (test), %")
+    control = 100 * res["control_report"]["post_retune_attack_success_rate"]
+    axes[1].axhline(control, color="grey", ls="--", lw=1, label="clean control after retuning")
+    for ax in axes:
+        ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"backdoor-connected path, {res['dataset']}", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", nargs="+", help="Only print the table of these results.json (one per seed).")
+    parser.add_argument("--plot", help="With --table: draw the first results.json's paths into this PNG.")
+    parser.add_argument("--plot-rows", nargs="+", help="The rows to draw (default: all).")
     parser.add_argument("--max-distance", type=float, default=10.0)
     parser.add_argument("--max-drop", type=float, default=2.0)
     parser.add_argument("--dataset")
@@ -105,6 +140,8 @@ def main() -> None:
     if args.table:
         results = [json.loads(pathlib.Path(p).read_text()) for p in args.table]
         print(render_seeds(results, args.max_distance, args.max_drop))
+        if args.plot:
+            plot_paths(results[0], args.plot, args.plot_rows)
         return
     if not (args.dataset and args.control and args.models and args.out):
         parser.error("--dataset, --control, --models and --out are required")
@@ -119,23 +156,32 @@ def main() -> None:
     cfg = RetuneConfig(seed=args.seed)
     results.update(command="python benchmarks/retune_table.py " + " ".join(sys.argv[1:]), machine=machine(),
                    dataset=args.dataset, control=args.control, config=cfg.to_dict())
-    rows = results.setdefault("rows", {})
+    results.setdefault("rows", {})
     for item in args.models:
         name, _, model_dir = item.partition("=")
-        if name in rows:
+        if name in results["rows"]:
             continue
+        saved = out / name / "report.json"
         first = results.get("control_report") is None
         tick = time.time()
-        report = retune_run(ds, model_dir, str(out / name), cfg=cfg, progress=False,
-                            control_dir=args.control if first or args.qra else None, path_points=args.path_points,
-                            suspect_dir=args.suspect if args.suspect and name != "suspect" else None,
-                            qra=QRAConfig() if args.qra else None)
+        if saved.exists():  # retuned by an earlier run whose table was not saved: read its report
+            report = json.loads(saved.read_text())
+            if first and report.get("control") is None:
+                saved.unlink()  # no control in it: retune again, this time with the control
+        if not saved.exists():
+            report = retune_run(ds, model_dir, str(out / name), cfg=cfg, progress=False,
+                                control_dir=args.control if first or args.qra else None,
+                                path_points=args.path_points,
+                                suspect_dir=args.suspect if args.suspect and name != "suspect" else None,
+                                qra=QRAConfig() if args.qra else None)
         if first:
-            results["control_report"] = {k: report["control"][k] for k in ("model", *KEYS)}
-        rows[name] = {**{k: report[k] for k in KEYS}, "model": model_dir, "path": report["path"],
-                      "suspect_path": report["suspect_path"], "seconds": round(time.time() - tick, 1),
-                      "qra": {k: v for k, v in report["qra"].items() if k != "config"} if report["qra"] else None}
-        print(f"{name}: {json.dumps({k: rows[name][k] for k in KEYS})} in {rows[name]['seconds']:.0f} s",
+            results["control_report"] = {k: report["control"][k] for k in KEYS} | {"model": args.control}
+        # results["rows"] is looked up afresh: a save replaces the dicts it holds with the merged ones
+        results["rows"][name] = {**{k: report[k] for k in KEYS}, "model": model_dir, "path": report["path"],
+                                 "suspect_path": report["suspect_path"], "seconds": report["seconds"],
+                                 "qra": ({k: v for k, v in report["qra"].items() if k != "config"}
+                                         if report.get("qra") else None)}
+        print(f"{name}: {json.dumps({k: report[k] for k in KEYS})} in {time.time() - tick:.0f} s",
               file=sys.stderr, flush=True)
         save()
     print(render_one(results))
