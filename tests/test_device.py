@@ -165,6 +165,10 @@ def test_meta_curve(digits, images):
 def test_meta_repairers_and_detectors(meta_model, images, digits):
     from backdoorlab.budget import CleanBudget
     from backdoorlab.defenses.anp import ANPConfig, learn_masks
+    from backdoorlab.defenses.finetune import finetune
+    from backdoorlab.defenses.pam import PathAwareWeights
+    from backdoorlab.defenses.qra import QRAConfig, train_reactivation
+    from backdoorlab.tensors import to_float
     from backdoorlab.defenses.ibau import IBAUConfig, ibau
     from backdoorlab.defenses.neural_cleanse import NeuralCleanseConfig, reverse_trigger
     from backdoorlab.defenses.noise import add_weight_noise
@@ -176,6 +180,10 @@ def test_meta_repairers_and_detectors(meta_model, images, digits):
     x, y = images
     budget = CleanBudget(x, y, torch.arange(len(y)))
     _no_mismatch(lambda: reverse_trigger(meta_model, x, 1, NeuralCleanseConfig(epochs=1, batch_size=32)))
+    _no_mismatch(lambda: finetune(meta_model, x, y, TrainConfig(epochs=0, steps=1, batch_size=32), progress=False,
+                                  weights_at=PathAwareWeights(meta_model, 0.5)))
+    _no_mismatch(lambda: train_reactivation(meta_model, meta_model, meta_model, to_float(x), y,
+                                            QRAConfig(epochs=1, batch_size=32, hidden=8)))
     _no_mismatch(lambda: ibau(meta_model, budget, IBAUConfig(rounds=1, batch_size=32), progress=False))
     _no_mismatch(lambda: learn_masks(meta_model, budget, ANPConfig(iterations=1, batch_size=32), progress=False))
     _no_mismatch(lambda: add_weight_noise(meta_model, 0.1, torch.Generator().manual_seed(0)))
