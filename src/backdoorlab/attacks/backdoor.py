@@ -143,3 +143,14 @@ def backdoor_of(meta: dict):
     from backdoorlab.models.sidecar import planted_attack
     attack = planted_attack(meta)
     return backdoor_from_dict(attack) if attack else None
+
+
+def triggers_of(backdoor, user: str) -> list:
+    """The backdoor's parts that stamp a trigger (one per target of a multi-target backdoor). A backdoor without
+    a trigger to stamp (triggerless, a fault in the weights) cannot poison images: one line, naming ``user``,
+    what wanted them stamped ("the retuning attack", "a triggered test set")."""
+    parts = getattr(backdoor, "parts", None) or []
+    if not parts or not all(hasattr(getattr(p, "trigger", None), "apply") for p in parts):
+        kind = backdoor.to_dict().get("kind", type(backdoor).__name__) if hasattr(backdoor, "to_dict") else backdoor
+        raise BackdoorlabError(f"{user} stamps a trigger on images; the {kind} backdoor has none")
+    return parts

@@ -33,13 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint_data import triggered_test_set
 from ..config import Config, option
 from ..device import model_device
 from ..errors import BackdoorlabError
 from ..metrics import predict
 from ..tensors import to_float
 from ..train import seed_everything
-from .retune import retuning_set, triggers_of
+from .retune import retuning_set
 
 
 def _at_least(low):
@@ -132,21 +133,6 @@ def reactivation_set(dataset, backdoor, cfg: QRAConfig, holdout: int | None) -> 
     return rset.x, dataset.train_y[rset.indices]
 
 
-def triggered_test_images(dataset, backdoor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The test images the backdoor applies to (not already of the target), triggered, with the target labels;
-    the trigger's randomness (a dynamic trigger's place) is seeded."""
-    g = torch.Generator().manual_seed(0)
-    xs, ys = [], []
-    for p in triggers_of(backdoor):
-        keep = p.eligible(dataset.test_y)
-        if keep.any():
-            xs.append(p.trigger.apply(to_float(dataset.test_x[keep]), training=False, generator=g).clamp(0, 1))
-            ys.append(p.target_labels(dataset.test_y[keep], dataset.num_classes))
-    if not xs:
-        raise BackdoorlabError("no test image can carry the trigger (all are of the target class)")
-    return torch.cat(xs), torch.cat(ys)
-
-
 def _rate(model: nn.Module, gen: PerturbationGenerator, x: torch.Tensor, y: torch.Tensor) -> float:
     return round(float((predict(model, x, transform=gen.perturb) == y).float().mean()), 4)
 
@@ -161,7 +147,7 @@ def query_reactivation(dataset, backdoor, purified: nn.Module, retuned: nn.Modul
     cfg = cfg or QRAConfig()
     x, y_true = reactivation_set(dataset, backdoor, cfg, holdout)
     gen, summary = train_reactivation(purified, retuned, control, x, y_true, cfg)
-    tx, ty = triggered_test_images(dataset, backdoor)
+    tx, ty = triggered_test_set(dataset, backdoor)
     return {"attack_success_rate": _rate(purified, gen, tx, ty),
             "control_attack_success_rate": _rate(control, gen, tx, ty),
             "clean_accuracy": _rate(purified, gen, to_float(dataset.test_x), dataset.test_y),

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..attacks.backdoor import triggers_of
 from ..budget import default_holdout, holdout_split
 from ..config import Config, at_least, option
 from ..errors import BackdoorlabError
@@ -67,16 +68,6 @@ class RetuningSet:
         return len(self.y)
 
 
-def triggers_of(backdoor) -> list:
-    """The backdoor's parts that stamp a trigger (one per target of a multi-target backdoor); a backdoor without
-    a trigger to stamp (triggerless, a fault in the weights) cannot poison images: one line."""
-    parts = getattr(backdoor, "parts", None) or []
-    if not parts or not all(hasattr(getattr(p, "trigger", None), "apply") for p in parts):
-        kind = backdoor.to_dict().get("kind", type(backdoor).__name__) if hasattr(backdoor, "to_dict") else backdoor
-        raise BackdoorlabError(f"the retuning attack stamps a trigger on images; the {kind} backdoor has none")
-    return parts
-
-
 def retuning_set(dataset, backdoor, cfg: RetuneConfig, holdout: int | None = None) -> RetuningSet:
     """Draw the retuning set of ``cfg`` from the images the attacker may hold: the training part of
     ``dataset`` (its held-out pool of ``holdout`` images left out; None: the data set's default pool).
@@ -84,7 +75,7 @@ def retuning_set(dataset, backdoor, cfg: RetuneConfig, holdout: int | None = Non
     One seeded permutation (``cfg.seed``) of the training part: the first ``poison_images`` images the backdoor
     applies to (for all-to-one, those not already of the target class) get the trigger (parts of a multi-target
     backdoor in turn) and the target label; the next ``clean_images`` of the rest stay as they are."""
-    parts = triggers_of(backdoor)
+    parts = triggers_of(backdoor, "the retuning attack")
     holdout = default_holdout(dataset.name) if holdout is None else holdout
     part_idx, _ = holdout_split(len(dataset.train_y), holdout)
     need = cfg.poison_images + cfg.clean_images

@@ -15,7 +15,7 @@ import time
 from .. import __version__
 from ..attacks import backdoor_of
 from ..augment import AUGMENTATIONS
-from ..budget import clean_budget
+from ..checkpoint_data import checkpoint_clean_budget
 from ..data.registry import sanitizer_augmentation, training_augmentation
 from ..defenses import finetune
 from ..device import computes_on_device
@@ -84,7 +84,7 @@ def repair_run(dataset, name: str, model_dirs: list[str], budget_size: int, out:
     if len(loaded) == 2:
         check_same_architecture(*metas)
     holdout = holdout_size(metas[0], dataset.name)
-    budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
+    budget = checkpoint_clean_budget(dataset, metas[0], budget_size, budget_seed)
     if backdoor is None:
         backdoor = backdoor_of(metas[0])
     arch, args = metas[0]["arch"], metas[0]["arch_args"]
@@ -148,7 +148,6 @@ def finetune_run(dataset, model_dir: str, budget_size: int, cfg: TrainConfig, ba
     returns the metrics of the fine-tuned model."""
     model, meta = load_for(model_dir, dataset, arch)
     model.to(device)
-    holdout = holdout_size(meta, dataset.name)
-    budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
+    budget = checkpoint_clean_budget(dataset, meta, budget_size, budget_seed)
     tuned = finetune(model, budget.x, budget.y, cfg, progress=progress)
     return evaluate(tuned, dataset.test_x, dataset.test_y, backdoor or backdoor_of(meta), dataset.num_classes)

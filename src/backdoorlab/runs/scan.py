@@ -14,7 +14,7 @@ import pathlib
 import time
 
 from .. import __version__
-from ..budget import clean_budget
+from ..checkpoint_data import checkpoint_clean_budget
 from ..device import computes_on_device
 from ..defenses.neural_cleanse import NeuralCleanseConfig, neural_cleanse
 from ..detectors.strip import StripConfig, StripDetector
@@ -54,7 +54,7 @@ def scan_run(dataset, model_dir: str, budget_size: int = 1000, report_dir: str |
     model, meta = load_for(model_dir, dataset, arch)
     model.to(device)
     holdout = holdout_size(meta, dataset.name)
-    budget = clean_budget(dataset, budget_size, seed=budget_seed, holdout=holdout)
+    budget = checkpoint_clean_budget(dataset, meta, budget_size, budget_seed)
     if budget_size < cfg.batch_size:
         raise BackdoorlabError(f"clean budget of {budget_size} images is smaller than Neural Cleanse's batch of "
                                f"{cfg.batch_size}; use a larger budget or a smaller batch size")
