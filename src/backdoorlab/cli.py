@@ -13,7 +13,7 @@ import warnings
 
 import click
 
-from .cli_device import device_options
+from .cli_device import device_options, parse_threads, threads_option, use_threads
 from .cli_listing import RegistryCommand, architectures
 from .cli_options import arch_args_option, image_size_option, model_arch_option, parse_arch_args, parse_floats
 from .errors import BackdoorlabError, valid_names
@@ -141,8 +141,11 @@ progress_option = click.option("--no-progress", is_flag=True, help="Hide progres
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="backdoorlab")
-def cli():
+@threads_option
+def cli(threads):
     """Plant, measure and remove backdoors in neural networks."""
+    if threads is not None:  # before the command runs, so that all of its work uses them
+        use_threads(parse_threads(threads))
 
 
 def _attacks():

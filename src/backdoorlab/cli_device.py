@@ -1,10 +1,15 @@
-"""The ``--device`` option of every command that computes, and ``--amp`` of those that train.
+"""The ``--device`` option of every command that computes, ``--amp`` of those that train, and the global
+``--threads`` (``backdoorlab --threads N COMMAND``).
 
 :func:`device_options` adds them and resolves them before the command's body runs (so ``--device cuda`` on a
 machine without CUDA is a one-line error before any data is loaded or any file written); the command receives
 ``device`` (a ``torch.device``) and, with ``amp=True``, ``amp`` (bool), and hands them to its run. ``--amp``
 is offered only where the one training loop runs (training, curves, fine-tuning): elsewhere it would change
 nothing.
+
+``--threads N`` caps the CPU threads torch computes with (:func:`use_threads`, run by the command group before
+any command): by default torch takes one per core, which on a shared machine slows every other job, and a
+benchmark's timing depends on it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import functools
 
 import click
+
+from .errors import BackdoorlabError
 
 
 def device_options(amp: bool = True):
@@ -35,3 +42,34 @@ def device_options(amp: bool = True):
                                  "cuda:N or mps.")(wrapper)
 
     return decorate
+
+
+threads_option = click.option(
+    "--threads", default=None, metavar="N",
+    help="CPU threads torch may use for every command (torch.set_num_threads), an integer >= 1 (default: "
+         "torch's own choice, one per core).")
+
+
+def parse_threads(text) -> int:
+    """The ``--threads`` value as an integer >= 1; anything else is a one-line error naming it."""
+    try:
+        n = int(str(text).strip())
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise BackdoorlabError(f"--threads must be an integer >= 1, got {text!r}")
+    return n
+
+
+def use_threads(n: int) -> None:
+    """Let torch compute with ``n`` CPU threads: the intra-op pool (convolutions, matrix products) always; the
+    inter-op pool too when it can still be sized, which torch allows once per process and only before its
+    first parallel work, so a second call in the same process (tests, a notebook) leaves that pool as it is."""
+    import torch
+
+    torch.set_num_threads(n)
+    if torch.get_num_interop_threads() != n:
+        try:
+            torch.set_num_interop_threads(n)
+        except RuntimeError:  # already sized or already used in this process: keep it
+            pass
