@@ -13,6 +13,14 @@ so that a fraction ``frr`` of clean inputs is rejected (the paper fits a normal 
 entropies; we take the empirical quantile). Inputs with entropy below it are flagged as trojaned.
 :meth:`StripDetector.evaluate` reports the false-rejection rate on held-out clean inputs, the false-acceptance
 rate / detection rate on triggered inputs (when a backdoor is known, for evaluation only) and the ROC AUC.
+
+Batching: each input expands to ``n_overlays`` overlaid images, so a forward pass holds ``batch_size *
+n_overlays`` images. By default (``batch_size=None``) the number of inputs per pass is sized for the model's
+device (:func:`strip_batch_size`): about :data:`CPU_IMAGES_PER_PASS` overlaid images on a CPU, where the former
+fixed 20 inputs (2,000-image passes) ran slower per image than passes of one or two inputs (issue 37), and
+about :data:`ACCELERATOR_IMAGES_PER_PASS` on a GPU, which needs large passes to be kept busy. The overlays of
+every input are drawn in one seeded draw before batching, so the entropies do not depend on the batch size
+(up to float rounding).
 """
 
 from __future__ import annotations
@@ -33,37 +41,56 @@ from ..tensors import to_float
 from . import DETECTORS
 
 STRIP_MODES = ("add", "blend")
+CPU_IMAGES_PER_PASS = 256  # overlaid images per forward pass on a CPU: a few hundred
+ACCELERATOR_IMAGES_PER_PASS = 4096  # on a GPU (CUDA, MPS)
 
 
 @dataclass
 class StripConfig(Config):
     """``n_overlays``: clean images superimposed per input (paper: 100). ``mode``/``alpha``: see the module
     docstring. ``frr``: false-rejection rate the clean-data threshold is set for (default 1%). ``batch_size``:
-    inputs per forward batch (each expands to ``n_overlays`` images)."""
+    inputs per forward batch, each expanding to ``n_overlays`` images; None (the default) sizes it for the
+    model's device (:func:`strip_batch_size`). The batch size changes the speed and memory, not the
+    entropies."""
 
     n_overlays: int = 100
     mode: str = "add"
     alpha: float = 0.5
     frr: float = 0.01
-    batch_size: int = 20
+    batch_size: int | None = None
     seed: int = 0
 
     def validate(self):
         if self.mode not in STRIP_MODES:
             raise BackdoorlabError(f"unknown STRIP superimposition {self.mode!r}; valid: {valid_names(STRIP_MODES)}")
-        if self.n_overlays < 1 or self.batch_size < 1:
-            raise BackdoorlabError("STRIP needs n_overlays >= 1 and batch_size >= 1")
+        if self.n_overlays < 1:
+            raise BackdoorlabError(f"STRIP needs n_overlays >= 1, got {self.n_overlays}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise BackdoorlabError(f"STRIP needs batch_size >= 1 (or None: sized for the device), got "
+                                   f"{self.batch_size}")
         if not 0 < self.alpha <= 1:
             raise BackdoorlabError(f"STRIP blend alpha must lie in (0, 1], got {self.alpha}")
         if not 0 < self.frr < 1:
             raise BackdoorlabError(f"STRIP false-rejection rate must lie in (0, 1), got {self.frr}")
 
 
+def strip_batch_size(cfg: StripConfig, device: torch.device) -> int:
+    """Inputs per forward pass: ``cfg.batch_size`` when set; else as many as make about
+    :data:`CPU_IMAGES_PER_PASS` overlaid images on a CPU (:data:`ACCELERATOR_IMAGES_PER_PASS` on any other
+    device), at least one input."""
+    if cfg.batch_size is not None:
+        return cfg.batch_size
+    per_pass = CPU_IMAGES_PER_PASS if torch.device(device).type == "cpu" else ACCELERATOR_IMAGES_PER_PASS
+    return max(1, per_pass // cfg.n_overlays)
+
+
 @torch.no_grad()
 def strip_entropy(model: nn.Module, x: torch.Tensor, overlays: torch.Tensor, cfg: StripConfig | None = None,
                   progress: bool = False) -> np.ndarray:
     """STRIP entropy (bits, mean over ``cfg.n_overlays`` superimpositions) of every image in ``x`` (uint8 or float
-    (N, C, H, W)); overlays are drawn (seeded, with replacement) from the clean images ``overlays``."""
+    (N, C, H, W)); overlays are drawn (seeded, with replacement) from the clean images ``overlays``, all in one
+    draw before batching, so the batch size (:func:`strip_batch_size`) does not change which overlays an input
+    gets."""
     cfg = cfg or StripConfig()
     if x.dim() != 4 or overlays.dim() != 4 or x.shape[1:] != overlays.shape[1:]:
         raise BackdoorlabError(f"STRIP needs inputs and overlays of the same shape (N, C, H, W), got "
@@ -74,13 +101,14 @@ def strip_entropy(model: nn.Module, x: torch.Tensor, overlays: torch.Tensor, cfg
     model.eval()
     g = torch.Generator().manual_seed(cfg.seed)
     ov = to_float(overlays)
+    picks = torch.randint(len(ov), (len(x), cfg.n_overlays), generator=g)
+    batch_size = strip_batch_size(cfg, device)
     out = []
     try:
-        for i in tqdm(range(0, len(x), cfg.batch_size), desc="strip", disable=not progress, leave=False):
-            xb = to_float(x[i:i + cfg.batch_size])
+        for i in tqdm(range(0, len(x), batch_size), desc="strip", disable=not progress, leave=False):
+            xb = to_float(x[i:i + batch_size])
             b = len(xb)
-            pick = torch.randint(len(ov), (b, cfg.n_overlays), generator=g)
-            o = ov[pick]  # (b, n, C, H, W)
+            o = ov[picks[i:i + batch_size]]  # (b, n, C, H, W)
             base = xb[:, None]
             mixed = (base + o).clamp_(0, 1) if cfg.mode == "add" else (1 - cfg.alpha) * base + cfg.alpha * o
             logp = to_host(F.log_softmax(model(to_device(mixed.flatten(0, 1), device)).float(), 1))
