@@ -5,7 +5,8 @@ default setting) on each, beside a clean control of the same recipe, as a table.
         --suspect bench-out/suspects/mnist-badnets \
         --models suspect=bench-out/mnist-suspects/badnets sanitizer=bench-out/.../badnets-mode-connectivity ... \
         --out bench-out/retune-mnist-badnets
-    python benchmarks/retune_table.py --table OUT1/results.json OUT2/results.json ... --max-drop 2
+    python benchmarks/retune_table.py --table OUT1/results.json OUT2/results.json ... --max-drop 2 [--paths] \
+        [--plot paths.png --plot-rows NAME ...]
 
 Every model is retuned on the same retuning set (the seed fixes it) and measured with the backdoor its sidecar
 records; the control is retuned once, on that set too. With ``--suspect`` each row also records CA and ASR along
@@ -88,6 +89,21 @@ def render_seeds(results: list[dict], max_distance: float, max_drop: float) -> s
     return "\n".join(lines)
 
 
+def render_paths(results: list[dict]) -> str:
+    """ASR along the line from the suspect to each repaired model, at every t between, one cell per seed."""
+    names = [n for n in results[0]["rows"] if n != "suspect" and all(r["rows"].get(n, {}).get("suspect_path")
+                                                                     for r in results)]
+    if not names:
+        return ""
+    ts = [p["t"] for p in results[0]["rows"][names[0]]["suspect_path"]][1:-1]
+    lines = ["| model | " + " | ".join(f"ASR at t = {t:g}" for t in ts) + " |", "| --- |" + " --- |" * len(ts)]
+    for name in names:
+        cells = [", ".join(f"{100 * r['rows'][name]['suspect_path'][i]['attack_success_rate']:.1f}" for r in results)
+                 for i in range(1, len(ts) + 1)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot_paths(res: dict, out: str, names: list[str] | None = None) -> None:
     """One figure, two panels: the ASR along the line from the suspect to each repaired model, and from each
     repaired model to its retuned self (the two legs of the backdoor-connected path), one line per row."""
@@ -125,6 +141,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", nargs="+", help="Only print the table of these results.json (one per seed).")
     parser.add_argument("--plot", help="With --table: draw the first results.json's paths into this PNG.")
+    parser.add_argument("--paths", action="store_true",
+                        help="With --table: also the ASR along the line from the suspect to each model, per seed.")
     parser.add_argument("--plot-rows", nargs="+", help="The rows to draw (default: all).")
     parser.add_argument("--max-distance", type=float, default=10.0)
     parser.add_argument("--max-drop", type=float, default=2.0)
@@ -140,6 +158,8 @@ def main() -> None:
     if args.table:
         results = [json.loads(pathlib.Path(p).read_text()) for p in args.table]
         print(render_seeds(results, args.max_distance, args.max_drop))
+        if args.paths:
+            print("\n" + render_paths(results))
         if args.plot:
             plot_paths(results[0], args.plot, args.plot_rows)
         return
