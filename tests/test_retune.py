@@ -231,3 +231,30 @@ def test_cli_qra_prints_its_figures_and_records_its_config(models, tmp_path, cap
     assert {"qra_attack_success_rate", "qra_control_attack_success_rate", "qra_clean_accuracy"} <= set(printed)
     assert json.loads((out / "config.json").read_text())["qra"]["epochs"] == 2
     assert json.loads((out / "report.json").read_text())["qra"]["training"]["loss"] > 0
+
+
+def test_suspect_path_reaches_an_averaged_export_member_by_member(digits, models, other_arch, tmp_path):
+    """The sanitizer may export the average of two networks (an ensemble); the line from the suspect to it runs
+    from an ensemble of copies of the suspect, so it starts at the suspect's own predictions and ends at the
+    export's."""
+    from backdoorlab.models import Ensemble, save_checkpoint
+    from backdoorlab.models.sidecar import derived_sidecar
+    from backdoorlab.runs.retune import suspect_at_model_shape
+
+    suspect, suspect_meta = load_checkpoint(str(models / "suspect"))
+    repaired, meta = load_checkpoint(str(models / "repaired"))
+    export = Ensemble([repaired, suspect])
+    save_checkpoint(export, tmp_path / "export", {**derived_sidecar(meta), "arch": export.arch,
+                                                  "arch_args": export.arch_args})
+    export, export_meta = load_checkpoint(str(tmp_path / "export"))
+    start = suspect_at_model_shape(suspect, suspect_meta, export, export_meta)
+    x = to_float(digits.test_x[:32])
+    with torch.no_grad():
+        assert torch.allclose(model_on_line(start, export, 0.0).eval()(x).softmax(1), suspect.eval()(x).softmax(1),
+                              atol=1e-5)
+        assert torch.allclose(model_on_line(start, export, 1.0).eval()(x), export.eval()(x), atol=1e-5)
+    report = retune_run(digits, str(tmp_path / "export"), suspect_dir=str(models / "suspect"), cfg=SMALL,
+                        progress=False, path_points=3)
+    assert report["suspect_path"][0]["attack_success_rate"] > 0.9  # t = 0: the suspect
+    with pytest.raises(BackdoorlabError, match="different architectures"):
+        suspect_at_model_shape(*load_checkpoint(str(other_arch)), export, export_meta)

@@ -10,6 +10,7 @@ holds CA and ASR along the straight line in weight space from the model (t = 0) 
 
 from __future__ import annotations
 
+import copy
 import pathlib
 import time
 
@@ -25,7 +26,8 @@ from ..device import computes_on_device
 from ..errors import BackdoorlabError
 from ..io import atomic_write_json
 from ..metrics import evaluate
-from ..models import check_same_architecture, load_for, save_checkpoint
+from ..models import Ensemble, check_same_architecture, load_for, save_checkpoint
+from ..models.ensemble import ARCH as ENSEMBLE_ARCH
 from ..models.for_dataset import first_differing_argument
 from ..models.sidecar import derived_sidecar, holdout_size, provenance
 from ..report import plot_line
@@ -60,6 +62,21 @@ def load_control(control_dir: str, dataset, meta: dict, arch: str | None) -> tor
                                f"{holdout_size(control_meta, dataset.name)} images, the model with "
                                f"{holdout_size(meta, dataset.name)}: not the same recipe")
     return control
+
+
+def suspect_at_model_shape(suspect, suspect_meta: dict, model, meta: dict):
+    """The suspect in the form of the repaired model, for the line between them: the suspect itself when both
+    are one architecture, or, for a repaired model that averages several networks of the suspect's architecture
+    (the sanitizer's averaged export), an ensemble of copies of the suspect, so the line runs from the suspect
+    to each member at once. Anything else is a one-line error."""
+    if meta["arch"] == ENSEMBLE_ARCH and suspect_meta["arch"] != ENSEMBLE_ARCH:
+        member_meta = {**meta, "arch": meta["arch_args"]["member"], "arch_args": {
+            **{k: v for k, v in meta["arch_args"].items() if k not in ("member", "size", "member_args")},
+            **meta["arch_args"]["member_args"]}}
+        check_same_architecture(suspect_meta, member_meta)
+        return Ensemble([copy.deepcopy(suspect) for _ in model.members])
+    check_same_architecture(suspect_meta, meta)
+    return suspect
 
 
 def line_path(model, retuned, dataset, backdoor, bn_images, before: dict, after: dict,
@@ -112,7 +129,7 @@ def retune_run(dataset, model_dir: str, out: str | None = None, *, backdoor=None
     suspect = None
     if suspect_dir is not None:
         suspect, suspect_meta = load_for(suspect_dir, dataset, arch)
-        check_same_architecture(suspect_meta, meta)
+        suspect = suspect_at_model_shape(suspect, suspect_meta, model, meta)
     if backdoor is None:
         backdoor = backdoor_of(meta)
     if backdoor is None:
