@@ -114,13 +114,13 @@ def plot_paths(res: dict, out: str, names: list[str] | None = None) -> None:
     from backdoorlab.io import atomic_path
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120, sharey=True)
-    for name, r in res["rows"].items():
-        if names and name not in names:
-            continue
+    shown = [(name, r) for name, r in res["rows"].items() if not names or name in names]
+    for i, (name, r) in enumerate(shown):
         for ax, key in zip(axes, ("suspect_path", "path")):
             rows = r.get(key)
-            if rows:
-                ax.plot([p["t"] for p in rows], [100 * p["attack_success_rate"] for p in rows], "o-", label=name)
+            if rows:  # one colour per row in both panels (the suspect has no path from itself)
+                ax.plot([p["t"] for p in rows], [100 * p["attack_success_rate"] for p in rows], "o-",
+                        color=f"C{i % 10}", label=name)
     axes[0].set_xlabel("t   (0 = the suspect, 1 = the repaired model)")
     axes[1].set_xlabel("t   (0 = the repaired model, 1 = after the retuning attack)")
     axes[0].set_ylabel("attack success rate (test), %")

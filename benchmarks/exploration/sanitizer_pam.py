@@ -11,6 +11,7 @@ Prints CA / ASR before and after the extra updates, and the post-retune ASR of b
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import pathlib
 import sys
@@ -26,7 +27,7 @@ from backdoorlab.defenses.pam import PathAwareWeights
 from backdoorlab.defenses.retune import RetuneConfig, retune, retuning_set
 from backdoorlab.io import atomic_write_json
 from backdoorlab.metrics import evaluate
-from backdoorlab.models import load_for
+from backdoorlab.models import Ensemble, load_for
 from backdoorlab.models.sidecar import holdout_size
 from backdoorlab.train import TrainConfig
 
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--augment", default="none", help="The fine-tuning's augmentation (CIFAR-10: crop-flip).")
     ap.add_argument("--rho", type=float, nargs="+", default=[0.5])
     args = ap.parse_args()
     ds = load_dataset(args.dataset)
@@ -57,9 +59,12 @@ def main() -> None:
                 "post_retune_attack_success_rate": after["attack_success_rate"]}
 
     rows = {"control": measured(control), "sanitized": measured(sanitized)}
-    recipe = TrainConfig(epochs=0, steps=args.steps, lr=args.lr, batch_size=128, seed=0)
+    recipe = TrainConfig(epochs=0, steps=args.steps, lr=args.lr, batch_size=128, seed=0, augment=args.augment)
+    # an averaged export (an ensemble): the suspect copied into every member, so each member is pushed away from it
+    reference = Ensemble([copy.deepcopy(suspect) for _ in sanitized.members]) if isinstance(sanitized, Ensemble) \
+        else suspect
     for rho in [0.0, *args.rho]:
-        weights_at = PathAwareWeights(suspect, rho) if rho > 0 else None
+        weights_at = PathAwareWeights(reference, rho) if rho > 0 else None
         tuned = finetune(sanitized, budget.x, budget.y.long(), recipe, progress=False, weights_at=weights_at)
         rows[f"sanitized + {args.steps} steps, rho {rho:g}"] = measured(tuned)
         print(rho, rows[f"sanitized + {args.steps} steps, rho {rho:g}"], flush=True)
