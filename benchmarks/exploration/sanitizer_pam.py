@@ -11,7 +11,6 @@ Prints CA / ASR before and after the extra updates, and the post-retune ASR of b
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import pathlib
 import sys
@@ -27,8 +26,9 @@ from backdoorlab.defenses.pam import PathAwareWeights
 from backdoorlab.defenses.retune import RetuneConfig, retune, retuning_set
 from backdoorlab.io import atomic_write_json
 from backdoorlab.metrics import evaluate
-from backdoorlab.models import Ensemble, load_for
+from backdoorlab.models import load_for
 from backdoorlab.models.sidecar import holdout_size
+from backdoorlab.runs.retune import suspect_at_model_shape
 from backdoorlab.train import TrainConfig
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     ds = load_dataset(args.dataset)
     suspect, meta = load_for(args.suspect, ds)
-    sanitized, _ = load_for(args.sanitized, ds)
+    sanitized, sanitized_meta = load_for(args.sanitized, ds)
     control, _ = load_for(args.control, ds)
     backdoor = backdoor_of(meta)
     test = (ds.test_x, ds.test_y, backdoor, ds.num_classes)
@@ -61,8 +61,7 @@ def main() -> None:
     rows = {"control": measured(control), "sanitized": measured(sanitized)}
     recipe = TrainConfig(epochs=0, steps=args.steps, lr=args.lr, batch_size=128, seed=0, augment=args.augment)
     # an averaged export (an ensemble): the suspect copied into every member, so each member is pushed away from it
-    reference = Ensemble([copy.deepcopy(suspect) for _ in sanitized.members]) if isinstance(sanitized, Ensemble) \
-        else suspect
+    reference = suspect_at_model_shape(suspect, meta, sanitized, sanitized_meta)
     for rho in [0.0, *args.rho]:
         weights_at = PathAwareWeights(reference, rho) if rho > 0 else None
         tuned = finetune(sanitized, budget.x, budget.y.long(), recipe, progress=False, weights_at=weights_at)

@@ -46,6 +46,11 @@ class PAMConfig(UnlearningConfig):
                                     "a finite number >= 0 (0: plain Neural Cleanse unlearning)"))
 
 
+def global_norm(tensors) -> torch.Tensor:
+    """The L2 norm of several tensors taken together, as one flat vector (a distance in weight space)."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+
+
 class PathAwareWeights:
     """``weights_at`` for :func:`~backdoorlab.defenses.finetune.finetune`: the model's parameters displaced by
     ``rho`` towards ``reference`` (the suspect's parameters, by name). The displacement is computed without
@@ -61,7 +66,7 @@ class PathAwareWeights:
         params = dict(model.named_parameters())
         with torch.no_grad():
             diffs = {n: self.reference[n].to(p.device) - p for n, p in params.items()}
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(d) for d in diffs.values()]))
+            norm = global_norm(diffs.values())
             self.distances.append(float(norm))
             scale = self.rho / (norm + 1e-12)
         return {n: p + diffs[n] * scale for n, p in params.items()}
@@ -82,8 +87,6 @@ def pam(model: nn.Module, budget, cfg: PAMConfig | None = None, *, progress: boo
                                          weights_at=weights_at)
     reference = dict(model.named_parameters())
     with torch.no_grad():
-        distance = torch.linalg.vector_norm(torch.stack([
-            torch.linalg.vector_norm(p.detach() - reference[n].detach().to(p.device))
-            for n, p in repaired.named_parameters()]))
+        distance = global_norm(p - reference[n].to(p.device) for n, p in repaired.named_parameters())
     info["distance_from_suspect"] = round(float(distance), 4)
     return repaired, info

@@ -126,10 +126,9 @@ def reactivation_set(dataset, backdoor, cfg: QRAConfig, holdout: int | None) -> 
     """QRA's images: ``cfg.poison_images`` triggered and ``cfg.clean_images`` clean ones from the training part
     (:func:`~.retune.retuning_set`'s draw), with their true labels."""
     try:
-        rset = retuning_set(dataset, backdoor, cfg, holdout)
+        rset = retuning_set(dataset, backdoor, cfg, holdout, name="image set", user="the query-based reactivation")
     except BackdoorlabError as e:
-        raise BackdoorlabError(f"query-based reactivation: {e}".replace("the retuning set asks", "QRA asks")
-                               .replace("a retuning set of", "an image set of")) from None
+        raise BackdoorlabError(f"query-based reactivation: {e}") from None
     return rset.x, dataset.train_y[rset.indices]
 
 

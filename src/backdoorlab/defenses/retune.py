@@ -68,20 +68,24 @@ class RetuningSet:
         return len(self.y)
 
 
-def retuning_set(dataset, backdoor, cfg: RetuneConfig, holdout: int | None = None) -> RetuningSet:
+def retuning_set(dataset, backdoor, cfg: RetuneConfig, holdout: int | None = None, *,
+                 name: str = "retuning set", user: str = "the retuning attack") -> RetuningSet:
     """Draw the retuning set of ``cfg`` from the images the attacker may hold: the training part of
     ``dataset`` (its held-out pool of ``holdout`` images left out; None: the data set's default pool).
 
     One seeded permutation (``cfg.seed``) of the training part: the first ``poison_images`` images the backdoor
     applies to (for all-to-one, those not already of the target class) get the trigger (parts of a multi-target
-    backdoor in turn) and the target label; the next ``clean_images`` of the rest stay as they are."""
-    parts = triggers_of(backdoor, "the retuning attack")
+    backdoor in turn) and the target label; the next ``clean_images`` of the rest stay as they are. ``name`` and
+    ``user``: what the set is called and who draws it, in the one-line errors (another attack draws its own
+    image set the same way)."""
+    parts = triggers_of(backdoor, user)
     holdout = default_holdout(dataset.name) if holdout is None else holdout
     part_idx, _ = holdout_split(len(dataset.train_y), holdout)
     need = cfg.poison_images + cfg.clean_images
     if need > len(part_idx):
-        raise BackdoorlabError(f"a retuning set of {cfg.poison_images} poisoned + {cfg.clean_images} clean images is "
-                               f"larger than the {len(part_idx)} training images the attacker may hold in "
+        article = "an" if name[0] in "aeiou" else "a"
+        raise BackdoorlabError(f"{article} {name} of {cfg.poison_images} poisoned + {cfg.clean_images} clean images "
+                               f"is larger than the {len(part_idx)} training images the attacker may hold in "
                                f"{dataset.name}")
     order = part_idx[torch.randperm(len(part_idx), generator=torch.Generator().manual_seed(cfg.seed))]
     labels = dataset.train_y[order]
@@ -91,7 +95,7 @@ def retuning_set(dataset, backdoor, cfg: RetuneConfig, holdout: int | None = Non
     chosen = torch.nonzero(eligible).flatten()[:cfg.poison_images]
     if len(chosen) < cfg.poison_images:
         raise BackdoorlabError(f"only {len(chosen)} training images of {dataset.name} can carry the trigger (not "
-                               f"already of the target class); the retuning set asks for {cfg.poison_images}")
+                               f"already of the target class); the {name} asks for {cfg.poison_images}")
     rest = torch.ones(len(order), dtype=torch.bool)
     rest[chosen] = False
     clean = torch.nonzero(rest).flatten()[:cfg.clean_images]

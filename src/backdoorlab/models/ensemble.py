@@ -58,6 +58,15 @@ class Ensemble(nn.Module):
         return torch.logsumexp(log_probs, 0) - math.log(len(self.members))
 
 
+def member_meta(meta: dict) -> dict:
+    """The sidecar ``meta`` of an ensemble checkpoint as one of its members would record it: ``arch`` the
+    member's architecture, ``arch_args`` the ensemble's input arguments with ``member_args`` (the inverse of how
+    :class:`Ensemble` composes them), the other fields unchanged."""
+    args = meta["arch_args"]
+    return {**meta, "arch": args["member"],
+            "arch_args": {**{k: args[k] for k in _INPUT_ARGS if k in args}, **(args.get("member_args") or {})}}
+
+
 @register_model(ARCH, listed=False)
 def ensemble(num_classes, in_channels, input_size, mean, std, member: str | None = None, size: int = 2,
              member_args: dict | None = None) -> nn.Module:

@@ -27,7 +27,7 @@ from ..errors import BackdoorlabError
 from ..io import atomic_write_json
 from ..metrics import evaluate
 from ..models import Ensemble, check_same_architecture, load_for, save_checkpoint
-from ..models.ensemble import ARCH as ENSEMBLE_ARCH
+from ..models.ensemble import ARCH as ENSEMBLE_ARCH, member_meta
 from ..models.for_dataset import first_differing_argument
 from ..models.sidecar import derived_sidecar, holdout_size, provenance
 from ..report import plot_line
@@ -70,10 +70,7 @@ def suspect_at_model_shape(suspect, suspect_meta: dict, model, meta: dict):
     (the sanitizer's averaged export), an ensemble of copies of the suspect, so the line runs from the suspect
     to each member at once. Anything else is a one-line error."""
     if meta["arch"] == ENSEMBLE_ARCH and suspect_meta["arch"] != ENSEMBLE_ARCH:
-        member_meta = {**meta, "arch": meta["arch_args"]["member"], "arch_args": {
-            **{k: v for k, v in meta["arch_args"].items() if k not in ("member", "size", "member_args")},
-            **meta["arch_args"]["member_args"]}}
-        check_same_architecture(suspect_meta, member_meta)
+        check_same_architecture(suspect_meta, member_meta(meta))
         return Ensemble([copy.deepcopy(suspect) for _ in model.members])
     check_same_architecture(suspect_meta, meta)
     return suspect
