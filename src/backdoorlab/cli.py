@@ -640,6 +640,56 @@ def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, na
         click.echo(f"report: {report_dir}/index.html")
 
 
+@cli.command("detect-poison", cls=RegistryCommand, listings=[
+    ("Detectors (--detector)", lambda: _detectors().entries(level="training-set"))])
+@click.argument("model_dir", type=click.Path())
+@click.option("--dataset", required=True,
+              help="The data set the model was trained on: its training set is rebuilt from the checkpoint when the "
+                   "sidecar records the poisoning, else the data set's training images are examined.")
+@click.option("--detector", default="activation-clustering", show_default=True,
+              help="Training-set detector (listed below).")
+@click.option("--clean-budget", "budget", default=1000, show_default=True, type=int,
+              help="Clean images from the checkpoint's held-out pool the detector compares against; 0: none (the "
+                   "papers' rules).")
+@click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
+@click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A detector setting (repeatable), e.g. -o reduction=ica; `backdoorlab list --defaults` shows "
+                   "them.")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Write detection.json (with the flagged indices), config.json, scores.png and flagged.png here.")
+@model_arch_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@data_dir_option
+@progress_option
+@device_options(amp=False)
+def detect_poison(model_dir, dataset, detector, budget, budget_seed, options, out, named_arch, as_json, data_dir,
+                  no_progress, device):
+    """Which training images are poisoned? Run a training-set detector on the model's penultimate features.
+
+    Activation clustering splits each label's features in two and flags the cluster the clean images avoid;
+    spectral signatures flags the images far out along a label's direction of largest spread. Precision and
+    recall are printed when the checkpoint records which images were poisoned; the detector never reads them."""
+    from .config import split_pairs
+    from .runs.detect_poison import detect_poison_run, training_set_detector
+    opts = training_set_detector(detector).config.parse_options(split_pairs(options), owner=detector)
+    ds = _dataset(dataset, data_dir, model_dir=model_dir)
+    result = detect_poison_run(ds, model_dir, detector=detector, budget_size=budget, budget_seed=budget_seed,
+                               out=out, progress=not no_progress, device=device, arch=named_arch, **opts)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in result.items() if k != "per_label"}))
+        return
+    per_label = ", ".join(f"{k}: {v}" for k, v in result["flagged_per_label"].items()) or "none"
+    click.echo(f"{model_dir}: {result['flagged']} of {result['training_images']} training images flagged by "
+               f"{detector} (per label: {per_label})")
+    if "precision" in result:
+        click.echo(f"against the {result['poisoned']} poisoned images the sidecar records: precision "
+                   f"{_pct(result['precision']).strip()}, recall {_pct(result['recall']).strip()}")
+    for w in result["warnings"]:
+        click.echo(f"warning: {w}", err=True)
+    if out:
+        click.echo(f"flagged indices: {out}/detection.json")
+
+
 def _model_attacks():
     from .attacks import MODEL_ATTACKS
     return MODEL_ATTACKS.entries()

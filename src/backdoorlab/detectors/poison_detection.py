@@ -62,7 +62,8 @@ def penultimate_features(model: nn.Module, x: torch.Tensor, batch_size: int = 50
 @dataclass
 class PoisonDetection:
     """Per-sample scores (N,) (larger = more suspicious; > 1 means flagged under threshold rules), the flagged
-    indices, and per-label details."""
+    indices, per-label details, and warnings: one line each where the detector's evidence disagrees with its
+    verdict (a label left unflagged that looks poisoned by another measure)."""
 
     method: str
     scores: np.ndarray
@@ -70,10 +71,11 @@ class PoisonDetection:
     per_label: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     seconds: float = 0.0
+    warnings: list = field(default_factory=list)
 
     def summary(self) -> dict:
         return {"method": self.method, "flagged": int(len(self.flagged)), "config": self.config,
-                "per_label": self.per_label, "seconds": round(self.seconds, 2)}
+                "per_label": self.per_label, "warnings": list(self.warnings), "seconds": round(self.seconds, 2)}
 
 
 def _check(features, labels, clean_features, clean_labels):
