@@ -2,16 +2,18 @@
 top right singular vector ``v``, score every sample by ``<r_i - mean, v>^2``. ``rule="paper"`` removes the
 ``1.5 * poison_fraction * n_label`` highest-scoring samples of every label (``poison_fraction``: an upper
 bound on the poisoned fraction of a label). ``rule="clean"`` (default when clean images are given; our
-variant): the projection is measured from the mean of the label's clean images (when the poison is half of
-the label, the label's own mean sits between the two groups and both score alike); ``v`` is, among the top
-``n_directions`` (10) singular vectors, the one along which the label spreads most relative to its clean
-images (at a low poison rate the poison can lie along a later singular vector, the first being the clean
-images' own variation: docs/detectors.md), found on one seeded half of the label and used on the other, and
-judged on one half of the clean images; the samples scoring above the ``clean_quantile`` (0.999) quantile of
-the other half of the clean images' (leave-one-out) scores,
-taken as normal (a chi-square(1) quantile times their mean square: with a hundred clean images per label an
-empirical 99th percentile is too noisy), are flagged. Unlike the paper's rule it needs no bound on the
-poisoned fraction of a label.
+variant) measures everything from the mean of the label's clean images instead: the singular vectors are those
+of the label's representations minus that mean (when the poison is half of the label, the label's own mean sits
+between the two groups and both score alike), and among the top ``n_directions`` (10) of them it keeps every
+direction along which the label spreads more than ``spread_ratio`` (3) times as much as its clean images (at
+least the one that spreads most; at a low poison rate the poison can lie along a later singular vector, the
+first being the clean images' own variation, and poison made from many source images spreads over more than
+one direction: docs/detectors.md). A sample's score is the sum over the kept directions of its squared
+projection divided by the clean images' variance along it; samples above the ``clean_quantile`` (0.999)
+quantile of a chi-square with as many degrees of freedom (the clean images' projections taken as normal) are
+flagged. The directions are cross-fitted: found on one seeded half of the label and used on the other, chosen
+on one half of the clean images with the variances from the other. Unlike the paper's rule it needs no bound
+on the poisoned fraction of a label.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from statistics import NormalDist
-
 import numpy as np
+from scipy.stats import chi2
 from tqdm.auto import tqdm
 
 from ..config import Config, above, at_least, interval, option
@@ -42,6 +43,7 @@ class SpectralSignaturesConfig(Config):
     removal_factor: float = option(1.5, check=above(0))
     clean_quantile: float = option(0.999, check=interval("(0, 1)"))
     n_directions: int = option(10, check=at_least(1))
+    spread_ratio: float = option(3.0, check=above(0))
     min_clean: int = 5
     seed: int = 0
 
@@ -51,20 +53,20 @@ class SpectralSignaturesConfig(Config):
                     "direction of penultimate features are poisoned.", level="training-set")
 def spectral_signatures(features, labels, clean_features=None, clean_labels=None, *, rule: str | None = None,
                         poison_fraction: float = 0.1, removal_factor: float = 1.5, clean_quantile: float = 0.999,
-                        n_directions: int = 10, min_clean: int = 5, seed: int = 0, progress: bool = False
+                        n_directions: int = 10, spread_ratio: float = 3.0, min_clean: int = 5, seed: int = 0,
+                        progress: bool = False
                         ) -> PoisonDetection:
     """Spectral signatures on penultimate ``features`` (N, D) with training ``labels`` (N,).
 
     ``rule="paper"`` (default without clean images): per label, centre on the label's mean, score
     ``<r - mean, v>^2`` with ``v`` the top right singular vector, remove the ``ceil(removal_factor *
     poison_fraction * n_label)`` highest scores. ``rule="clean"`` (default with ``clean_features`` /
-    ``clean_labels``): score ``<r - clean mean, v>^2`` and flag scores above the ``clean_quantile`` quantile of
-    the clean images' leave-one-out projections taken as normal (``chi2_1.ppf(q) * mean square``), with ``v``
-    cross-fitted (found on a seeded half of the label's samples, used on the other half) and chosen among the
-    top ``n_directions`` right singular vectors as the one along which the label's samples spread most relative
-    to one seeded half of its clean images (the other half sets the threshold; 1: the paper's top vector, all
-    clean images set the threshold); labels with fewer than ``min_clean`` clean images use the
-    paper's rule.
+    ``clean_labels``): see the module docstring; the top ``n_directions`` right singular vectors of the label's
+    representations minus its clean images' mean, those along which the label spreads more than
+    ``spread_ratio`` times as much as one seeded half of its clean images kept (at least one), scored by the
+    squared projections over the other half's variances and flagged above the chi-square ``clean_quantile``
+    quantile; cross-fitted over two seeded halves of the label. Labels with fewer than ``min_clean`` clean
+    images use the paper's rule.
     Scores are divided by the label's cut-off score, so flagged samples score >= 1."""
     f, y, cf, cy = _check(features, labels, clean_features, clean_labels)
     rule = rule or ("clean" if cf is not None else "paper")
@@ -79,6 +81,8 @@ def spectral_signatures(features, labels, clean_features=None, clean_labels=None
         raise BackdoorlabError(f"clean quantile must lie in (0, 1), got {clean_quantile}")
     if n_directions < 1:
         raise BackdoorlabError(f"n_directions must be >= 1, got {n_directions}")
+    if spread_ratio <= 0:
+        raise BackdoorlabError(f"spread ratio must be > 0, got {spread_ratio}")
     tick = time.time()
     rng = np.random.default_rng(seed)
     scores = np.zeros(len(y))
@@ -106,7 +110,6 @@ def spectral_signatures(features, labels, clean_features=None, clean_labels=None
             # scores overstates their spread along it, by (1 + sqrt(D / n))^2 for isotropic noise)
             cl = cf[cmask]
             m = len(cl)
-            z2 = NormalDist().inv_cdf((1 + clean_quantile) / 2) ** 2  # chi-square(1) quantile
             center = cl.mean(0)
             halves = np.array_split(rng.permutation(len(idx)), 2) if len(idx) >= 4 else [np.arange(len(idx))]
             pick_b = np.arange(m)
@@ -114,31 +117,34 @@ def spectral_signatures(features, labels, clean_features=None, clean_labels=None
                 pick_a, pick_b = np.array_split(rng.permutation(m), 2)
             else:
                 pick_a = pick_b
-            take, cuts = [], []
+            take, cuts, kept = [], [], []
             for h, part in enumerate(halves):
                 fit_on = halves[1 - h] if len(halves) == 2 else part
-                rf = r[fit_on]
-                vt = np.linalg.svd(rf - rf.mean(0), full_matrices=False)[2][:n_directions]
-                v = vt[0]
-                if len(vt) > 1:
-                    # among the top principal directions, the one along which the label departs most from its
-                    # clean images, judged on one half of them (the other half sets the threshold, unbiased by
-                    # the choice)
-                    clean_ms = (((cl[pick_a] - center) @ vt.T) ** 2).mean(0)
-                    v = vt[int(np.argmax((((rf - center) @ vt.T) ** 2).mean(0) / np.maximum(clean_ms, 1e-12)))]
-                s = ((r[part] - center) @ v) ** 2
+                vt = np.linalg.svd(r[fit_on] - center, full_matrices=False)[2][:n_directions]
+                spread = (((r[fit_on] - center) @ vt.T) ** 2).mean(0)
+                # judged on one half of the clean images, the other half sets the variances: unbiased by the choice
+                ratio = spread / np.maximum((((cl[pick_a] - center) @ vt.T) ** 2).mean(0), 1e-12)
+                chosen = np.nonzero(ratio > spread_ratio)[0]
+                if len(chosen) == 0:
+                    chosen = np.array([int(np.argmax(ratio))])
+                v = vt[chosen]
                 # leave-one-out residuals of the clean images: x_j - mean_{-j} = m / (m - 1) (x_j - mean)
-                cs = ((cl[pick_b] - center) @ v * (m / (m - 1))) ** 2
-                cut = max(float(cs.mean()) * z2, 1e-12)
+                var = np.maximum(((((cl[pick_b] - center) @ v.T) * (m / (m - 1))) ** 2).mean(0), 1e-12)
+                s = ((((r[part] - center) @ v.T) ** 2) / var).sum(1)
+                cut = float(chi2.ppf(clean_quantile, len(chosen)))
                 scores[idx[part]] = s / cut
                 take.append(part[s > cut])
                 cuts.append(cut)
+                kept.append(len(chosen))
             take = np.sort(np.concatenate(take))
             cut = float(np.mean(cuts))
         flagged.append(idx[take])
         per_label[str(int(lab))] = {"n": int(len(idx)), "flagged": int(len(take)), "rule": how,
                                     "cut_off": round(float(cut), 6)}
+        if how == "clean":
+            per_label[str(int(lab))]["directions"] = kept
     flagged_idx = np.sort(np.concatenate(flagged)) if flagged else np.zeros(0, dtype=np.int64)
     config = dict(rule=rule, poison_fraction=poison_fraction, removal_factor=removal_factor,
-                  clean_quantile=clean_quantile, n_directions=n_directions, min_clean=min_clean, seed=seed)
+                  clean_quantile=clean_quantile, n_directions=n_directions, spread_ratio=spread_ratio,
+                  min_clean=min_clean, seed=seed)
     return PoisonDetection("spectral-signatures", scores, flagged_idx, per_label, config, time.time() - tick)
