@@ -109,14 +109,18 @@ def features(model, meta, ds, budget, path: pathlib.Path, progress: bool):
 def training_set_detectors(feats, rate: float) -> dict:
     """Every variant of the two training-set detectors on one model's features."""
     train, y, poisoned, clean, clean_y, _ = feats
-    runs = {}
-    for reduction in ("ica", "pca"):
-        runs[f"ac-{reduction}-clean"] = lambda r=reduction: activation_clustering(train, y, clean, clean_y, reduction=r)
-        runs[f"ac-{reduction}-size"] = lambda r=reduction: activation_clustering(train, y, analysis="size", reduction=r)
-        runs[f"ac-{reduction}-silhouette"] = lambda r=reduction: activation_clustering(
-            train, y, analysis="silhouette", reduction=r)
-    runs["ac-default"] = lambda: activation_clustering(train, y, clean, clean_y)
-    runs["ss-clean"] = lambda: spectral_signatures(train, y, clean, clean_y)
+    runs = {
+        "ac-default": lambda: activation_clustering(train, y, clean, clean_y),
+        # the former default: FastICA only, the k-means midpoint as the boundary
+        "ac-ica-kmeans": lambda: activation_clustering(train, y, clean, clean_y, reduction="ica",
+                                                       fallback_reduction=None, boundary="kmeans"),
+        "ac-pca-kmeans": lambda: activation_clustering(train, y, clean, clean_y, reduction="pca",
+                                                       fallback_reduction=None, boundary="kmeans"),
+        "ac-paper-size": lambda: activation_clustering(train, y, analysis="size", reduction="ica"),
+        "ac-paper-silhouette": lambda: activation_clustering(train, y, analysis="silhouette", reduction="ica"),
+        "ac-pca-size": lambda: activation_clustering(train, y, analysis="size", reduction="pca"),
+    }
+    runs["ss-one-direction"] = lambda: spectral_signatures(train, y, clean, clean_y, spread_ratio=1e9)
     runs["ss-paper"] = lambda: spectral_signatures(train, y, rule="paper", poison_fraction=rate)
     # the paper's epsilon bounds the poisoned share of a label; an all-to-one attack puts all of it in the target,
     # so the overall rate understates it. The oracle gives the rule the true largest share (capped so that
@@ -178,46 +182,69 @@ def pct(v) -> str:
     return "-" if v is None or v != v else f"{100 * v:.1f}"
 
 
-def table(results: dict) -> str:
+GROUPS = (("acceptance: 10% poison, MNIST BadNets / blended / dynamic seeds 1-5, Fashion-MNIST BadNets seeds 1-3",
+           lambda spec, validation: spec["rate"] == 0.1 and not validation),
+          ("lower poison rates: MNIST BadNets 5% and 1%, seeds 1-3",
+           lambda spec, validation: spec["rate"] < 0.1 and not validation),
+          ("validation: models trained after the defaults were chosen",
+           lambda spec, validation: validation))
+VARIANTS = ["ac-default", "ac-ica-kmeans", "ac-pca-kmeans", "ac-paper-size", "ac-paper-silhouette", "ac-pca-size",
+            "ss-default", "ss-one-direction", "ss-paper", "ss-paper-oracle"]
+
+
+def meets(m: dict) -> bool:
+    p, r = m["precision"], m["recall"]
+    return p == p and r == r and p >= 0.90 and r >= 0.95
+
+
+def spread(values: list[float]) -> str:
     from statistics import mean, pstdev
 
+    if not values:
+        return "-"
+    return (f"mean {100 * mean(values):.2f}%, sd {100 * pstdev(values):.2f}, min {100 * min(values):.2f}%, "
+            f"max {100 * max(values):.2f}% ({len(values)} models)")
+
+
+def table(results: dict) -> str:
     models = results.get("models", {})
+    validation = {s["name"] for s in validation_grid()}
     lines = [f"{results.get('machine')}; clean budget {results.get('budget')} images (budget seed "
              f"{results.get('budget_seed')})", ""]
-    variants = ["ac-default", "ac-ica-clean", "ac-pca-clean", "ac-ica-size", "ac-pca-size", "ac-ica-silhouette",
-                "ac-pca-silhouette", "ss-default", "ss-clean", "ss-paper", "ss-paper-oracle"]
-    lines += ["Precision / recall (%) of each training-set detector variant:", "",
-              "| model | CA / ASR | " + " | ".join(variants) + " |", "| --- " * (len(variants) + 2) + "|"]
-    for name, r in models.items():
-        p = r.get("poison") or {}
-        cells = [f"{pct(p[v]['precision'])} / {pct(p[v]['recall'])}" if v in p else "-" for v in variants]
-        lines.append(f"| {name} | {pct(r['metrics']['clean_accuracy'])} / {pct(r['metrics']['attack_success_rate'])} | "
-                     + " | ".join(cells) + " |")
-    lines += ["", "Models meeting recall >= 95% at precision >= 90%:", ""]
-    for v in variants:
-        rows = [(n, r["poison"][v]) for n, r in models.items() if v in (r.get("poison") or {})]
-        ok = [n for n, m in rows if m["recall"] == m["recall"] and m["recall"] >= 0.95
-              and m["precision"] == m["precision"] and m["precision"] >= 0.90]
-        lines.append(f"- {v}: {len(ok)} of {len(rows)}")
-    lines += ["", "STRIP and Neural Cleanse:", "", "| model | STRIP FRR | STRIP detection | NC flagged | NC label | "
-              "anomaly index |", "| --- | --- | --- | --- | --- | --- |"]
-    det, frr, nc_flag = [], [], []
-    for name, r in models.items():
-        s, nc = r.get("strip") or {}, r.get("nc") or {}
-        if s:
-            det.append(s["detection_rate"])
-            frr.append(s["frr"])
+    for title, member in GROUPS:
+        rows = {n: r for n, r in models.items() if "spec" in r and member(r["spec"], n in validation)}
+        if not rows:
+            continue
+        lines += [f"### {title}", "", "Precision / recall (%); W: warnings the default activation clustering gave", "",
+                  "| model | CA / ASR | " + " | ".join(VARIANTS) + " | W |", "| --- " * (len(VARIANTS) + 3) + "|"]
+        for name, r in rows.items():
+            p = r.get("poison") or {}
+            cells = [f"{pct(p[v]['precision'])} / {pct(p[v]['recall'])}" if v in p else "-" for v in VARIANTS]
+            lines.append(f"| {name} | {pct(r['metrics']['clean_accuracy'])} / "
+                         f"{pct(r['metrics']['attack_success_rate'])} | " + " | ".join(cells) +
+                         f" | {len((p.get('ac-default') or {}).get('warnings') or [])} |")
+        lines += ["", "Models meeting recall >= 95% at precision >= 90%: " + "; ".join(
+            f"{v} {sum(meets(r['poison'][v]) for r in rows.values() if v in (r.get('poison') or {}))} of "
+            f"{sum(v in (r.get('poison') or {}) for r in rows.values())}" for v in VARIANTS), ""]
+        strip = [r["strip"] for r in rows.values() if r.get("strip")]
+        nc = [r["nc"] for r in rows.values() if r.get("nc")]
+        if strip:
+            lines.append("STRIP (threshold at 1% FRR on 500 budget images; 1,000 held-out test images): detection rate "
+                         + spread([s["detection_rate"] for s in strip]) + "; FRR " + spread([s["frr"] for s in strip]))
         if nc:
-            nc_flag.append(bool(nc["backdoored"]))
-        lines.append(f"| {name} | {pct(s.get('frr'))} | {pct(s.get('detection_rate'))} | "
-                     f"{('yes' if nc['backdoored'] else 'no') if nc else '-'} | {nc.get('suspected_target', '-')} | "
-                     f"{nc['anomaly_index']:.2f} |" if nc else
-                     f"| {name} | {pct(s.get('frr'))} | {pct(s.get('detection_rate'))} | - | - | - |")
-    if det:
-        lines += ["", f"STRIP detection rate: mean {100 * mean(det):.2f}%, sd {100 * pstdev(det):.2f}, min "
-                      f"{100 * min(det):.2f}% over {len(det)} models; FRR mean {100 * mean(frr):.2f}%"]
-    if nc_flag:
-        lines.append(f"Neural Cleanse flag rate: {sum(nc_flag)} of {len(nc_flag)}")
+            right = sum(bool(n["backdoored"]) and n["suspected_target"] == 0 for n in nc)
+            ai = sorted(n["anomaly_index"] for n in nc)
+            lines.append(f"Neural Cleanse: flagged {sum(bool(n['backdoored']) for n in nc)} of {len(nc)} models, "
+                         f"{right} naming the target 0; anomaly index {ai[0]:.2f} to {ai[-1]:.2f} (median "
+                         f"{ai[len(ai) // 2]:.2f})")
+        lines.append("")
+    lines += ["STRIP and Neural Cleanse per model:", "", "| model | STRIP FRR | STRIP detection | NC flagged | NC label "
+              "| anomaly index |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, r in models.items():
+        s_, nc = r.get("strip") or {}, r.get("nc") or {}
+        lines.append(f"| {name} | {pct(s_.get('frr'))} | {pct(s_.get('detection_rate'))} | "
+                     + (f"{'yes' if nc['backdoored'] else 'no'} | {nc['suspected_target']} | {nc['anomaly_index']:.2f} |"
+                        if nc else "- | - | - |"))
     return "\n".join(lines)
 
 

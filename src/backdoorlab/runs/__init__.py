@@ -12,12 +12,15 @@ this package.
   mode-connectivity sanitizer included (``backdoorlab sanitize`` is the same run, :mod:`.sanitize` writes its
   path);
 - :mod:`.scan`: is a model backdoored (``backdoorlab scan``), with its HTML report (:mod:`.scan_report`);
+- :mod:`.detect_poison`: which training images are poisoned (``backdoorlab detect-poison``), with its figures
+  (:mod:`.poison_report`);
 - :mod:`.robustness`, :mod:`.path_robustness`: evasion robustness of a model, and along a curve;
 - :mod:`.retune`: the retuning attack on a (repaired) model beside a clean control (``backdoorlab retune``).
 """
 
 from .attack import model_attack_run
 from .defended_training import defended_train_run
+from .detect_poison import detect_poison_run
 from .outputs import check_out_dir
 from .path_robustness import path_robustness_run
 from .repair import default_repair_options, finetune_run, repair_run, resolve_bn_augment
@@ -27,6 +30,7 @@ from .sanitize import SECOND_ENDPOINT_DIR, sanitize_run, sanitize_warnings
 from .scan import scan_run
 from .train import train_config, train_defaults, train_run
 
-__all__ = ["SECOND_ENDPOINT_DIR", "check_out_dir", "default_repair_options", "defended_train_run", "finetune_run",
+__all__ = ["SECOND_ENDPOINT_DIR", "check_out_dir", "default_repair_options", "defended_train_run", "detect_poison_run",
+           "finetune_run",
            "model_attack_run", "path_robustness_run", "repair_run", "resolve_bn_augment", "retune_run",
-           "robustness_run",           "sanitize_run", "sanitize_warnings", "scan_run", "train_config", "train_defaults", "train_run"]
+           "robustness_run", "sanitize_run", "sanitize_warnings", "scan_run", "train_config", "train_defaults", "train_run"]
