@@ -62,15 +62,15 @@ def art_classifier(module: torch.nn.Module, input_shape, nb_classes: int):
 
 
 def without_classifier(model: torch.nn.Module) -> torch.nn.Module:
-    """The model up to its penultimate features (ART reads the last top-level module's output)."""
+    """The model up to its penultimate features, as the one top-level module ART reads activations from."""
     class Features(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.features = model
+            self.model = model
 
         def forward(self, x):
-            return model.forward_features(x)
-    return Features().eval()
+            return self.model.forward_features(x)
+    return torch.nn.Sequential(Features()).eval()
 
 
 def art_training_set(model, x: np.ndarray, y: np.ndarray, nb_classes: int, penultimate: bool) -> dict:

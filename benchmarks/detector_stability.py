@@ -238,13 +238,46 @@ def table(results: dict) -> str:
                          f"{right} naming the target 0; anomaly index {ai[0]:.2f} to {ai[-1]:.2f} (median "
                          f"{ai[len(ai) // 2]:.2f})")
         lines.append("")
-    lines += ["STRIP and Neural Cleanse per model:", "", "| model | STRIP FRR | STRIP detection | NC flagged | NC label "
-              "| anomaly index |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["STRIP and Neural Cleanse per model:", "",
+              "| model | STRIP FRR | STRIP detection | NC flagged | NC label | anomaly index |", "| --- | --- | --- | --- | --- | --- |"]
     for name, r in models.items():
         s_, nc = r.get("strip") or {}, r.get("nc") or {}
         lines.append(f"| {name} | {pct(s_.get('frr'))} | {pct(s_.get('detection_rate'))} | "
-                     + (f"{'yes' if nc['backdoored'] else 'no'} | {nc['suspected_target']} | {nc['anomaly_index']:.2f} |"
-                        if nc else "- | - | - |"))
+                     + (f"{'yes' if nc['backdoored'] else 'no'} | {nc['suspected_target']} | "
+                        f"{nc['anomaly_index']:.2f} |" if nc else "- | - | - |"))
+    return "\n".join(lines)
+
+
+def compact_table(results: dict) -> str:
+    """One row per model: the defaults and the papers' rules (precision / recall), STRIP's detection rate and
+    Neural Cleanse's verdict; the docs' table."""
+    models = results.get("models", {})
+    validation = {s["name"] for s in validation_grid()}
+    cols = [("AC, ours", "ac-default"), ("AC, paper: size", "ac-paper-size"),
+            ("AC, paper: silhouette", "ac-paper-silhouette"), ("SS, ours", "ss-default"),
+            ("SS, paper (eps = rate)", "ss-paper"), ("SS, paper (eps = true share)", "ss-paper-oracle")]
+    lines = ["| model | CA / ASR | " + " | ".join(c for c, _ in cols) + " | STRIP detection (FRR) | NC: anomaly "
+             "index (label) |", "| --- " * (len(cols) + 4) + "|"]
+    for title, member in GROUPS:
+        rows = {n: r for n, r in models.items() if "spec" in r and member(r["spec"], n in validation)}
+        if not rows:
+            continue
+        lines.append(f"| *{title.split(':')[0]}* |" + " |" * (len(cols) + 3))
+        for name in sorted(rows, key=lambda n: (rows[n]["spec"]["dataset"], -rows[n]["spec"]["rate"],
+                                                rows[n]["spec"]["attack"], rows[n]["spec"]["seed"])):
+            r = rows[name]
+            p = r.get("poison") or {}
+            cells = []
+            for _, v in cols:
+                m = p.get(v)
+                cell = f"{pct(m['precision'])} / {pct(m['recall'])}" if m else "-"
+                cells.append(f"**{cell}**" if m and v in ("ac-default", "ss-default") and not meets(m) else cell)
+            s_, nc = r.get("strip") or {}, r.get("nc") or {}
+            strip = f"{pct(s_['detection_rate'])} ({pct(s_['frr'])})" if s_ else "-"
+            ncell = (f"{nc['anomaly_index']:.2f} ({nc['suspected_target'] if nc['backdoored'] else 'none'})"
+                     if nc else "-")
+            ca, asr = r["metrics"]["clean_accuracy"], r["metrics"]["attack_success_rate"]
+            lines.append(f"| {name} | {pct(ca)} / {pct(asr)} | " + " | ".join(cells) + f" | {strip} | {ncell} |")
     return "\n".join(lines)
 
 
@@ -263,11 +296,13 @@ def main():
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--redo-poison", action="store_true", help="rerun the training-set detectors (features kept)")
     ap.add_argument("--progress", action="store_true")
-    ap.add_argument("--table", action="store_true", help="print the table of OUT/results.json and exit")
+    ap.add_argument("--table", nargs="?", const="full", choices=["full", "compact"],
+                    help="print the table of OUT/results.json and exit (compact: the docs' table)")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
     if args.table:
-        print(table(json.loads((out / "results.json").read_text())))
+        results = json.loads((out / "results.json").read_text())
+        print(table(results) if args.table == "full" else compact_table(results))
         return
     out, results, save = open_results(args.out)
     results.update(budget=args.budget, budget_seed=args.budget_seed, machine=machine(),
@@ -281,7 +316,17 @@ def main():
         return cache[name]
 
     i, n = (int(v) for v in args.shard.split("/"))
-    specs = [s for s in (grid() if args.grid == "choice" else validation_grid()) if args.only is None or s["name"] in args.only][i::n]
+    chosen = grid() if args.grid == "choice" else validation_grid()
+    specs = [s for s in chosen if args.only is None or s["name"] in args.only][i::n]
+    # hold only this process's models: a save merges what it holds over the file (and reads the others back), and
+    # a stale copy of a model another process is evaluating would overwrite that process's results
+    own = {s["name"] for s in specs}
+    merge_and_save = save
+
+    def save():
+        merge_and_save()
+        results["models"] = {k: v for k, v in results["models"].items() if k in own}
+    results["models"] = {k: v for k, v in results["models"].items() if k in own}
     for spec in specs:
         model_dir = out / "models" / spec["name"]
         if not (model_dir / "model.json").exists():
@@ -291,8 +336,8 @@ def main():
     for spec in specs:
         entry = results["models"].setdefault(spec["name"], {})
         evaluate(spec, out / "models" / spec["name"], out, entry, save, args, datasets)
-        print(f"{spec['name']}: " + ", ".join(f"{k} {v['precision']}/{v['recall']}" for k, v in entry["poison"].items()),
-              flush=True)
+        scores = ", ".join(f"{k} {v['precision']}/{v['recall']}" for k, v in entry["poison"].items())
+        print(f"{spec['name']}: {scores}", flush=True)
     print(table(results))
 
 

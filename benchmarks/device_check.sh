@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Does the library run on a GPU, and how fast? Prints the card, then
 #   1. MNIST end to end on $DEVICE through the CLI: train a BadNets small-cnn, evaluate it, sanitize it (one
-#      suspect, a short curve), with training throughput (images/s) from the model's own record;
+#      suspect, a short curve), find its poisoned training images (detect-poison), with training throughput
+#      (images/s) from the model's own record;
 #   2. one epoch of resnet20 on CIFAR-10 on $DEVICE, and the same number of steps on CPU, with images/s for each
 #      and the speed-up (the CPU figure is skipped when DEVICE=cpu).
 # Under 8 minutes on one H100 with 16 cores; no network (data in $BACKDOORLAB_DATA, else ./shared/data).
@@ -41,6 +42,10 @@ PYEOF
 bl evaluate "$OUT/mnist" --device "$DEVICE" --json
 bl sanitize "$OUT/mnist" --dataset mnist --clean-budget $budget --steps $steps --refine-steps 0 --grid 5 \
    --device "$DEVICE" "${amp[@]}" --out "$OUT/mnist-sanitized" --no-progress
+t1=$(date +%s)
+bl detect-poison "$OUT/mnist" --dataset mnist --clean-budget $budget --device "$DEVICE" --json --no-progress \
+   | "$PY" -c "import json, sys; r = json.load(sys.stdin); print('  detect-poison:', {k: r.get(k) for k in ('flagged', 'precision', 'recall', 'seconds')})"
+echo "  detect-poison: $(( $(date +%s) - t1 )) s"
 echo "  MNIST end to end: $(( $(date +%s) - t0 )) s"
 
 echo "== CIFAR-10 resnet20, one epoch"

@@ -68,7 +68,8 @@ def test_options_reach_the_detector_and_text_output_names_the_counts(digits_susp
 
 def test_without_clean_images_the_papers_rules_run(digits_suspect, capsys):
     _, _, d = digits_suspect
-    for detector, key, rule in (("activation-clustering", "analysis", "size"), ("spectral-signatures", "rule", "paper")):
+    for detector, key, rule in (("activation-clustering", "analysis", "size"),
+                                ("spectral-signatures", "rule", "paper")):
         code, text, err = run(capsys, "detect-poison", str(d), "--dataset", "digits", "--detector", detector,
                               "--clean-budget", "0", "--json", "--no-progress")
         assert code == 0, err
