@@ -126,3 +126,16 @@ def load_patch_suspect(model_dir: str, dataset_name: str):
     if backdoor is None or not hasattr(backdoor.trigger, "mask_and_pattern"):
         raise BackdoorlabError(f"{model_dir} records no patch-trigger backdoor to use as the oracle")
     return dataset, model, meta, backdoor
+
+
+def cached_detector_features(path) -> dict:
+    """The penultimate features detector_stability.py caches per model (FEATURES/NAME.npz): ``train`` (float64),
+    ``y``, ``poisoned``, ``clean``, ``clean_y``, and ``truth``, a boolean mask of the poisoned training samples."""
+    import numpy as np
+
+    z = np.load(path)
+    out = {k: z[k] for k in ("y", "poisoned", "clean", "clean_y")}
+    out["train"] = z["train"].astype(np.float64)
+    out["truth"] = np.zeros(len(out["y"]), dtype=bool)
+    out["truth"][out["poisoned"]] = True
+    return out

@@ -26,6 +26,9 @@ from scipy.stats import binom
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA, FastICA
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from common import cached_detector_features  # noqa: E402
+
 Z999 = 3.090232306167813
 
 
@@ -99,10 +102,8 @@ def main():
     args = ap.parse_args()
     totals = {v: [0, 0, 0] for v in args.variants}  # models meeting, false label flags, models
     for path in sorted(pathlib.Path(args.features).glob("*.npz")):
-        z = np.load(path)
-        train, y, poisoned, clean, cy = z["train"].astype(np.float64), z["y"], z["poisoned"], z["clean"], z["clean_y"]
-        truth = np.zeros(len(y), dtype=bool)
-        truth[poisoned] = True
+        f = cached_detector_features(path)
+        train, y, poisoned, clean, cy, truth = (f[k] for k in ("train", "y", "poisoned", "clean", "clean_y", "truth"))
         cells = []
         for v in args.variants:
             reductions, calibrated, significant, *extra = VARIANTS[v]

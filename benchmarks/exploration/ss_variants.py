@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import sys
 
 import numpy as np
 from scipy.stats import chi2
 
 from backdoorlab.detectors.spectral_signatures import spectral_signatures
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from common import cached_detector_features  # noqa: E402
 
 
 def multi_direction(f, cf, rng, pick, n_directions=10, q=0.999, basis="label"):
@@ -64,10 +68,8 @@ def main():
     totals = {v: 0 for v in ["one", *picks]}
     n_models = 0
     for path in sorted(pathlib.Path(args.features).glob("*.npz")):
-        z = np.load(path)
-        train, y, poisoned, clean, cy = z["train"].astype(np.float64), z["y"], z["poisoned"], z["clean"], z["clean_y"]
-        truth = np.zeros(len(y), dtype=bool)
-        truth[poisoned] = True
+        f = cached_detector_features(path)
+        train, y, poisoned, clean, cy, truth = (f[k] for k in ("train", "y", "poisoned", "clean", "clean_y", "truth"))
         cells = []
         det = spectral_signatures(train, y, clean, cy)
         preds = {"one": np.isin(np.arange(len(y)), det.flagged)}

@@ -15,7 +15,8 @@ import click
 
 from .cli_device import device_options, parse_threads, threads_option, use_threads
 from .cli_listing import RegistryCommand, architectures
-from .cli_options import arch_args_option, image_size_option, model_arch_option, parse_arch_args, parse_floats
+from .cli_options import (arch_args_option, budget_seed_option, image_size_option, json_option, model_arch_option,
+                          parse_arch_args, parse_floats)
 from .errors import BackdoorlabError, valid_names
 
 
@@ -260,7 +261,7 @@ def _print_metrics(m: dict) -> None:
 @click.option("--dataset", default=None, help="Data set to evaluate on (default: the one in the model's sidecar).")
 @model_arch_option
 @_backdoor_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 @data_dir_option
 @device_options(amp=False)
 def evaluate(model_dir, dataset, named_arch, backdoor_spec, as_json, data_dir, device):
@@ -377,8 +378,8 @@ def import_cmd(weights, arch, arch_args_json, dataset, mean, std, out, as_json, 
 @model_arch_option
 @_backdoor_options
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@budget_seed_option
+@json_option
 @data_dir_option
 @progress_option
 @device_options()
@@ -474,7 +475,7 @@ def _repairers():
               help="A hyperparameter of the defense (repeatable); `backdoorlab list --defaults` shows them.")
 @model_arch_option
 @_backdoor_options
-@click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
+@budget_seed_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @data_dir_option
 @progress_option
@@ -605,14 +606,14 @@ def _detectors():
               help="Number of clean images the defender has.")
 @click.option("--report", "report_dir", default=None, type=click.Path(file_okay=False),
               help="Write an HTML report (reversed triggers, anomaly indices, plots) to this directory.")
-@click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
+@budget_seed_option
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A Neural Cleanse setting (repeatable), e.g. -o epochs=100 -o anomaly_threshold=2; "
                    "`backdoorlab list --defaults` shows them.")
 @click.option("--strip/--no-strip", "strip", default=True, show_default=True,
               help="Also calibrate STRIP's input-screening threshold on the clean budget.")
 @model_arch_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 @data_dir_option
 @progress_option
 @device_options(amp=False)
@@ -651,14 +652,14 @@ def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, na
 @click.option("--clean-budget", "budget", default=1000, show_default=True, type=int,
               help="Clean images from the checkpoint's held-out pool the detector compares against; 0: none (the "
                    "papers' rules).")
-@click.option("--budget-seed", default=0, show_default=True, type=int, help="Which clean images form the budget.")
+@budget_seed_option
 @click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A detector setting (repeatable), e.g. -o reduction=ica; `backdoorlab list --defaults` shows "
                    "them.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Write detection.json (with the flagged indices), config.json, scores.png and flagged.png here.")
 @model_arch_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 @data_dir_option
 @progress_option
 @device_options(amp=False)
@@ -716,7 +717,7 @@ def _model_attacks():
 @model_arch_option
 @_backdoor_options_trigger
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 @data_dir_option
 @progress_option
 @device_options(amp=False)

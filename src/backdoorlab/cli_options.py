@@ -15,6 +15,9 @@ model_arch_option = click.option(
 image_size_option = click.option(
     "--image-size", default=None, metavar="H[,W]",
     help="folder:/npz: data sets: resize the images to H x W pixels (default: their most common size).")
+budget_seed_option = click.option("--budget-seed", default=0, show_default=True, type=int,
+                                  help="Which clean images form the budget.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 arch_args_option = click.option(
     "--arch-args", "arch_args_json", default=None, metavar="JSON",
     help="Keyword arguments of the architecture, a JSON object (for file.py:NAME: those of NAME).")
