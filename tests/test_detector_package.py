@@ -123,4 +123,4 @@ def test_a_new_detector_is_one_new_file(tmp_path):
     assert p.returncode == 0, p.stderr
     line = next(x for x in p.stdout.splitlines() if x.startswith("detectors:"))
     assert line.startswith("detectors:     fake, neural-cleanse, strip (backdoorlab scan MODEL_DIR); "
-                           "activation-clustering, spectral-signatures (Python API: "), line
+                           "activation-clustering, spectral-signatures (backdoorlab detect-poison "), line

@@ -125,7 +125,9 @@ def test_scan_cli_and_list_show_the_registered_detectors(capsys):
     assert _help_section(capsys.readouterr().out, "Detectors") == scanned == ["neural-cleanse", "strip"]
     assert main(["list"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("detectors:"))
-    assert re.findall(r"[a-z]+(?:-[a-z]+)+|strip", line.split("(Python API")[0]) == list(DETECTORS)
+    assert re.findall(r"[a-z]+(?:-[a-z]+)+|strip", line.split("(backdoorlab detect-poison")[0]) == list(DETECTORS)
+    assert main(["detect-poison", "--help"]) == 0
+    assert _help_section(capsys.readouterr().out, "Detectors (--detector)") == DETECTORS.names(level="training-set")
 
 
 def test_detector_levels_and_configs_match_their_entry_points():

@@ -815,13 +815,15 @@ def list_cmd(defaults):
     scanned = DETECTORS.names(level="model") + DETECTORS.names(level="input")
     offline = DETECTORS.entries(level="training-set")
     click.echo("detectors:     " + ", ".join(scanned) + " (backdoorlab scan MODEL_DIR); "
-               + ", ".join(e.name for e in offline)
-               + f" (Python API: {', '.join(sorted({e.run.__module__ for e in offline}))})")
+               + ", ".join(e.name for e in offline) + " (backdoorlab detect-poison MODEL_DIR --detector NAME)")
     if defaults:
         for name in REPAIRERS:
             click.echo(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in REPAIRERS.defaults(name).items()))
         click.echo("  scan (neural-cleanse): " + ", ".join(
             f"{k}={v}" for k, v in DETECTORS.defaults("neural-cleanse").items() if k != "seed"))
+        for entry in offline:
+            click.echo(f"  detect-poison --detector {entry.name}: " + ", ".join(
+                f"{k}={v}" for k, v in DETECTORS.defaults(entry.name).items()))
         click.echo("  (augment: `backdoorlab repair` sets it from the data set: the sanitizer's small-budget "
                    "augmentation for fst and mode-connectivity (affine for greyscale data, crop-flip-jpeg for "
                    "cifar10), the data set's training augmentation for the others (none for greyscale data, "
