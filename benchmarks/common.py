@@ -31,35 +31,61 @@ def machine() -> str:
             f"cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
 
 
-def merge_results(on_disk: dict, ours: dict) -> dict:
+def merge_results(on_disk: dict, ours: dict, base: dict | None = None) -> dict:
     """``ours`` laid over ``on_disk``: top-level values of ours win, and where both hold a dict (``endpoints``,
-    ``defenses``, ...) the two are merged key by key, so entries only another process wrote are kept."""
+    ``defenses``, ``models``, ...) the two are merged key by key, so entries only another process wrote are kept.
+
+    ``base``: what ours held when it last read the file. Then only what ours changed since (or holds alone) wins;
+    an entry ours holds unchanged takes the file's version, which another process may have written since, so a
+    stale copy never overwrites it. The file's version is copied into our entry's dict, which a caller may hold.
+    """
     merged = dict(on_disk)
     for key, value in ours.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
+            theirs = merged[key]
+            old = base.get(key) if base is not None and isinstance(base.get(key), dict) else None
+            inner = dict(theirs)
+            for sub, ours_sub in value.items():
+                if old is None or sub not in theirs or sub not in old or not _same(ours_sub, old[sub]):
+                    inner[sub] = ours_sub
+                elif isinstance(ours_sub, dict) and isinstance(theirs[sub], dict):
+                    ours_sub.clear()
+                    ours_sub.update(theirs[sub])
+                    inner[sub] = ours_sub
+            value.clear()
+            value.update(inner)
+            merged[key] = value
+        elif base is None or key not in merged or key not in base or not _same(value, base[key]):
             merged[key] = value
     return merged
+
+
+def _same(a, b) -> bool:
+    """Whether two JSON-able values would be written alike."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
 def open_results(out: str) -> tuple[pathlib.Path, dict, callable]:
     """Create ``out``; return it, the results already in ``out/results.json`` (a rerun resumes) and a function
     that saves them atomically. Two processes may share ``out`` (``--endpoint-seeds 1`` and ``2`` side by side):
-    a save takes a lock, re-reads the file and merges (:func:`merge_results`), so neither loses the other's rows."""
+    a save takes a lock, re-reads the file and merges what this process changed since its last save over it
+    (:func:`merge_results`), so neither loses the other's rows, and a stale copy of a row the other process has
+    rewritten does not overwrite it."""
     out_dir = pathlib.Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
+    synced = [json.loads(json.dumps(results))]  # what the file held, as far as this process knows
 
     def save():
         with open(out_dir / ".results.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if path.exists():
-                merged = merge_results(json.loads(path.read_text()), results)
+                merged = merge_results(json.loads(path.read_text()), results, synced[0])
                 results.clear()
                 results.update(merged)
             atomic_write_json(path, results)
+            synced[0] = json.loads(json.dumps(results, default=str))
 
     return out_dir, results, save
 

@@ -318,15 +318,6 @@ def main():
     i, n = (int(v) for v in args.shard.split("/"))
     chosen = grid() if args.grid == "choice" else validation_grid()
     specs = [s for s in chosen if args.only is None or s["name"] in args.only][i::n]
-    # hold only this process's models: a save merges what it holds over the file (and reads the others back), and
-    # a stale copy of a model another process is evaluating would overwrite that process's results
-    own = {s["name"] for s in specs}
-    merge_and_save = save
-
-    def save():
-        merge_and_save()
-        results["models"] = {k: v for k, v in results["models"].items() if k in own}
-    results["models"] = {k: v for k, v in results["models"].items() if k in own}
     for spec in specs:
         model_dir = out / "models" / spec["name"]
         if not (model_dir / "model.json").exists():

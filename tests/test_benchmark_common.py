@@ -69,3 +69,27 @@ def test_trigger_visibility_bins_by_what_the_stamp_changes():
     assert by_band[(0.0, 0.02)]["n"] == 2 and by_band[(0.02, 0.05)]["n"] == 1
     assert by_band[(0.1, float("inf"))]["n"] == 2 and by_band[None]["n"] == 5  # label 0 is not eligible
     assert all(r["asr"] == 1.0 for r in rows if r["n"])  # the model fires on every stamped image
+
+
+def test_a_stale_copy_of_a_row_does_not_overwrite_what_another_writer_saved(tmp_path):
+    """Two processes evaluating different models of one grid, both holding every model's row (as each save reads
+    the other's rows back): B's unchanged copy of model x must not replace what A wrote for x."""
+    (tmp_path / "results.json").write_text(json.dumps({"models": {"x": {"poison": 1}, "y": {"poison": 1}}}))
+    _, a, save_a = open_results(str(tmp_path))
+    _, b, save_b = open_results(str(tmp_path))
+    entry_x = a["models"]["x"]
+    entry_x["strip"] = 0.99
+    save_a()
+    entry_y = b["models"]["y"]
+    entry_y["strip"] = 0.98
+    save_b()  # b still holds x as it first read it
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["models"] == {"x": {"poison": 1, "strip": 0.99}, "y": {"poison": 1, "strip": 0.98}}
+    assert b["models"]["x"] == {"poison": 1, "strip": 0.99}  # b now holds A's row
+    entry_y["nc"] = True  # a row a writer holds stays the one it saves
+    save_b()
+    entry_x["nc"] = False
+    save_a()
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["models"] == {"x": {"poison": 1, "strip": 0.99, "nc": False},
+                                 "y": {"poison": 1, "strip": 0.98, "nc": True}}
