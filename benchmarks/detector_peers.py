@@ -37,7 +37,8 @@ import torch
 
 from backdoorlab import backdoor_of, checkpoint_clean_budget, load_checkpoint, load_dataset
 from backdoorlab.detectors.activation_clustering import activation_clustering
-from backdoorlab.detectors.poison_detection import detection_metrics, penultimate_features, poisoned_training_set
+from backdoorlab.detectors.poison_detection import (PoisonDetection, detection_metrics, penultimate_features,
+                                                   poisoned_training_set)
 from backdoorlab.detectors.spectral_signatures import spectral_signatures
 from backdoorlab.detectors.strip import StripConfig, StripDetector
 from backdoorlab.tensors import to_float
@@ -45,13 +46,10 @@ from common import machine, open_results
 
 
 def metrics(flagged: np.ndarray, poisoned: np.ndarray, n: int) -> dict:
-    truth = np.zeros(n, dtype=bool)
-    truth[poisoned] = True
-    pred = np.zeros(n, dtype=bool)
-    pred[flagged] = True
-    tp = int((truth & pred).sum())
-    return {"precision": round(tp / pred.sum(), 4) if pred.sum() else None,
-            "recall": round(tp / truth.sum(), 4), "flagged": int(pred.sum()), "poisoned": int(truth.sum())}
+    """Precision and recall of flagged indices (ours or a peer's) against the recorded poison."""
+    m = detection_metrics(PoisonDetection("flagged", np.zeros(n), np.asarray(flagged, dtype=np.int64)), poisoned, n)
+    return {"precision": round(m["precision"], 4) if m["flagged"] else None, "recall": round(m["recall"], 4),
+            "flagged": m["flagged"], "poisoned": m["poisoned"]}
 
 
 def art_classifier(module: torch.nn.Module, input_shape, nb_classes: int):

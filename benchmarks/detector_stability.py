@@ -34,15 +34,16 @@ import numpy as np
 import torch
 
 from backdoorlab.attacks import backdoor_of, make_poisoning_attack
-from backdoorlab.budget import clean_budget
+from backdoorlab import checkpoint_clean_budget
 from backdoorlab.data import load_dataset
 from backdoorlab.detectors.activation_clustering import activation_clustering
 from backdoorlab.detectors.poison_detection import detection_metrics, penultimate_features, poisoned_training_set
 from backdoorlab.detectors.spectral_signatures import spectral_signatures
 from backdoorlab.detectors.strip import StripConfig, StripDetector
 from backdoorlab.models import load_for
-from backdoorlab.models.sidecar import holdout_size, planted_attack
+from backdoorlab.models.sidecar import planted_attack
 from backdoorlab.runs import scan_run, train_defaults, train_run
+from backdoorlab.tensors import to_float
 from backdoorlab.train import TrainConfig
 from common import machine, open_results
 
@@ -148,8 +149,6 @@ def strip_eval(model, meta, ds, budget, n_test: int, seed: int, progress: bool) 
     tx, ty = ds.test_x[pick], ds.test_y[pick]
     det = StripDetector(model, budget.x, StripConfig(seed=seed), progress=progress).fit(budget.x[:500])
     keep = backdoor.eligible(ty)
-    from backdoorlab.tensors import to_float
-
     r = det.evaluate(tx, backdoor.trigger.apply(to_float(tx[keep])))
     r["seconds"] = round(det.seconds, 1)
     return r
@@ -158,9 +157,10 @@ def strip_eval(model, meta, ds, budget, n_test: int, seed: int, progress: bool) 
 def evaluate(spec: dict, model_dir: pathlib.Path, out: pathlib.Path, entry: dict, save, args, datasets) -> None:
     ds = datasets(spec["dataset"])
     model, meta = load_for(str(model_dir), ds)
+    assert planted_attack(meta)["target"] == 0  # the tables name label 0 as the target
     entry.update(spec=spec, metrics={k: meta["metrics"].get(k) for k in ("clean_accuracy", "attack_success_rate")},
                  train_seconds=meta["training"].get("seconds"))
-    budget = clean_budget(ds, args.budget, seed=args.budget_seed, holdout=holdout_size(meta, ds.name))
+    budget = checkpoint_clean_budget(ds, meta, args.budget, args.budget_seed)
     feats = features(model, meta, ds, budget, out / "features" / f"{spec['name']}.npz", args.progress)
     entry["feature_seconds"] = round(feats[5], 1)
     if "poison" not in entry or args.redo_poison:
@@ -175,7 +175,6 @@ def evaluate(spec: dict, model_dir: pathlib.Path, out: pathlib.Path, entry: dict
         entry["nc"] = {k: r[k] for k in ("backdoored", "suspected_target", "anomaly_index", "flagged_labels")}
         entry["nc"]["seconds"] = r["seconds"]["neural_cleanse"]
         save()
-    assert planted_attack(meta)["target"] == 0
 
 
 def pct(v) -> str:
@@ -190,6 +189,15 @@ GROUPS = (("acceptance: 10% poison, MNIST BadNets / blended / dynamic seeds 1-5,
            lambda spec, validation: validation))
 VARIANTS = ["ac-default", "ac-ica-kmeans", "ac-pca-kmeans", "ac-paper-size", "ac-paper-silhouette", "ac-pca-size",
             "ss-default", "ss-one-direction", "ss-paper", "ss-paper-oracle"]
+
+
+def grouped(models: dict):
+    """(title, {name: row}) for each group of GROUPS that holds a model of ``models``."""
+    validation = {s["name"] for s in validation_grid()}
+    for title, member in GROUPS:
+        rows = {n: r for n, r in models.items() if "spec" in r and member(r["spec"], n in validation)}
+        if rows:
+            yield title, rows
 
 
 def meets(m: dict) -> bool:
@@ -208,13 +216,9 @@ def spread(values: list[float]) -> str:
 
 def table(results: dict) -> str:
     models = results.get("models", {})
-    validation = {s["name"] for s in validation_grid()}
     lines = [f"{results.get('machine')}; clean budget {results.get('budget')} images (budget seed "
              f"{results.get('budget_seed')})", ""]
-    for title, member in GROUPS:
-        rows = {n: r for n, r in models.items() if "spec" in r and member(r["spec"], n in validation)}
-        if not rows:
-            continue
+    for title, rows in grouped(models):
         lines += [f"### {title}", "", "Precision / recall (%); W: warnings the default activation clustering gave", "",
                   "| model | CA / ASR | " + " | ".join(VARIANTS) + " | W |", "| --- " * (len(VARIANTS) + 3) + "|"]
         for name, r in rows.items():
@@ -252,16 +256,12 @@ def compact_table(results: dict) -> str:
     """One row per model: the defaults and the papers' rules (precision / recall), STRIP's detection rate and
     Neural Cleanse's verdict; the docs' table."""
     models = results.get("models", {})
-    validation = {s["name"] for s in validation_grid()}
     cols = [("AC, ours", "ac-default"), ("AC, paper: size", "ac-paper-size"),
             ("AC, paper: silhouette", "ac-paper-silhouette"), ("SS, ours", "ss-default"),
             ("SS, paper (eps = rate)", "ss-paper"), ("SS, paper (eps = true share)", "ss-paper-oracle")]
     lines = ["| model | CA / ASR | " + " | ".join(c for c, _ in cols) + " | STRIP detection (FRR) | NC: anomaly "
              "index (label) |", "| --- " * (len(cols) + 4) + "|"]
-    for title, member in GROUPS:
-        rows = {n: r for n, r in models.items() if "spec" in r and member(r["spec"], n in validation)}
-        if not rows:
-            continue
+    for title, rows in grouped(models):
         lines.append(f"| *{title.split(':')[0]}* |" + " |" * (len(cols) + 3))
         for name in sorted(rows, key=lambda n: (rows[n]["spec"]["dataset"], -rows[n]["spec"]["rate"],
                                                 rows[n]["spec"]["attack"], rows[n]["spec"]["seed"])):

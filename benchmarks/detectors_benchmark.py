@@ -28,13 +28,14 @@ import time
 import torch
 
 from backdoorlab.attacks import make_poisoning_attack
-from backdoorlab.budget import clean_budget
+from backdoorlab import checkpoint_clean_budget
 from backdoorlab.data import load_dataset
 from backdoorlab.detectors.activation_clustering import activation_clustering
-from backdoorlab.detectors.poison_detection import detection_metrics, penultimate_features, poisoned_training_set
+from backdoorlab.detectors.poison_detection import (detection_metrics, penultimate_features, poisoned_training_set,
+                                                   records_poisoning)
 from backdoorlab.detectors.spectral_signatures import spectral_signatures
 from backdoorlab.detectors.strip import StripConfig, StripDetector
-from backdoorlab.models.sidecar import holdout_size, planted_attack, provenance
+from backdoorlab.models.sidecar import planted_attack
 from backdoorlab.attacks import backdoor_of
 from backdoorlab.models import load_for
 from backdoorlab.runs import train_defaults, train_run
@@ -200,8 +201,7 @@ def main():
         entry = results["models"].setdefault(name, {})
         entry["planted"] = planted_targets(meta)
         entry["metrics"] = {k: meta["metrics"].get(k) for k in ("clean_accuracy", "attack_success_rate")}
-        holdout = holdout_size(meta, ds.name)
-        budget = clean_budget(ds, args.budget, seed=args.budget_seed, holdout=holdout)
+        budget = checkpoint_clean_budget(ds, meta, args.budget, args.budget_seed)
         if "nc" not in entry and "nc" not in args.skip:
             r = scan_run(ds, str(mdir), budget_size=args.budget, report_dir=str(out / f"scan-{name}"),
                          budget_seed=args.budget_seed, progress=args.progress, strip=False)
@@ -217,8 +217,7 @@ def main():
                 print(f"{name}: STRIP {entry['strip']}", flush=True)
                 save()
         if "poison" not in entry and "poison" not in args.skip:
-            attack = planted_attack(meta) or {}
-            if "poison_rate" in attack and "poison_seed" in provenance(meta):
+            if records_poisoning(meta):
                 entry["poison"] = poison_eval(model, meta, ds, budget, args.progress)
                 print(f"{name}: poison detection {entry['poison']}", flush=True)
                 save()

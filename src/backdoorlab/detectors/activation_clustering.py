@@ -238,17 +238,18 @@ def inflated_labels(y: np.ndarray, clean_y: np.ndarray, min_ratio: float = INFLA
     return out
 
 
-def _clean_deficit(info: dict) -> float:
-    """The binomial probability of so few clean images falling in the cluster they visit least, were they spread
-    like the label's training samples (1 when the cluster is not under-visited by half)."""
+def _clean_deficit(info: dict) -> tuple[float, float, float]:
+    """For the cluster the clean images visit least: the binomial probability of so few of them falling in it,
+    were they spread like the label's training samples (1 when it is not under-visited by half), its ratio of
+    clean share to share of the label, and its share of the label."""
     from scipy.stats import binom
 
     k = int(np.argmin(info["clean_ratio"]))
-    if info["clean_ratio"][k] >= SHORTFALL_RATIO:
-        return 1.0
+    ratio, share = info["clean_ratio"][k], info["cluster_sizes"][k] / info["n"]
+    if ratio >= SHORTFALL_RATIO:
+        return 1.0, ratio, share
     m = info["clean_images"]
-    share = info["cluster_sizes"][k] / info["n"]
-    return float(binom.cdf(int(round(info["clean_share"][k] * m)), m, share))
+    return float(binom.cdf(int(round(info["clean_share"][k] * m)), m, share)), ratio, share
 
 
 def unflagged_label_warnings(per_label: dict, y: np.ndarray, clean_y: np.ndarray | None, clean_ratio: float,
@@ -271,10 +272,10 @@ def unflagged_label_warnings(per_label: dict, y: np.ndarray, clean_y: np.ndarray
                          f"against {100 * clean_share:.1f}% of the clean images: images relabelled into it may not "
                          f"form a cluster of their own in the {tried} split (try spectral "
                          "signatures, or another n_components)")
-        elif info.get("analysis") == "clean" and _clean_deficit(info) < SHORTFALL_P:
-            ratio = min(info["clean_ratio"])
-            share = info["cluster_sizes"][int(np.argmin(info["clean_ratio"]))] / info["n"]
-            lines.append(f"label {lab} was not flagged, yet its cluster of {100 * share:.1f}% of the label received "
-                         f"only {100 * ratio:.0f}% of its share of the clean images (flagged under "
-                         f"{100 * clean_ratio:.0f}%): it may hold poison mixed with clean images")
+        elif info.get("analysis") == "clean":
+            p, ratio, share = _clean_deficit(info)
+            if p < SHORTFALL_P:
+                lines.append(f"label {lab} was not flagged, yet its cluster of {100 * share:.1f}% of the label "
+                             f"received only {100 * ratio:.0f}% of its share of the clean images (flagged under "
+                             f"{100 * clean_ratio:.0f}%): it may hold poison mixed with clean images")
     return lines

@@ -124,6 +124,14 @@ def detection_metrics(detection: PoisonDetection, poisoned_indices, n: int | Non
             "flagged": int(pred.sum()), "poisoned": int(truth.sum()), "true_positives": tp}
 
 
+def records_poisoning(meta: dict) -> bool:
+    """Whether a checkpoint's sidecar records a data-poisoning attack with its poison seed, the provenance
+    :func:`poisoned_training_set` rebuilds the training set from."""
+    from ..models.sidecar import planted_attack, provenance
+
+    return "poison_rate" in (planted_attack(meta) or {}) and "poison_seed" in provenance(meta)
+
+
 def poisoned_training_set(dataset, meta: dict):
     """Rebuild the poisoned training set a checkpoint was trained on from its provenance (attack + poison seed):
     ``budget.training_part`` with the checkpoint's held-out pool, poisoned as in ``runs.train_run``.
@@ -134,7 +142,7 @@ def poisoned_training_set(dataset, meta: dict):
 
     prov = provenance(meta)
     attack = prov.get("attack")
-    if not attack or "poison_rate" not in attack or "poison_seed" not in prov:
+    if not records_poisoning(meta):
         name = (attack or {}).get("name", "none")
         raise BackdoorlabError(f"the checkpoint records no data-poisoning attack (attack: {name}); training-set "
                                "detectors need the poisoned training set")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+
 import numpy as np
 from scipy.stats import chi2
 from tqdm.auto import tqdm

@@ -25,12 +25,13 @@ from .. import __version__
 from ..budget import training_part
 from ..checkpoint_data import checkpoint_clean_budget
 from ..detectors import DETECTORS
-from ..detectors.poison_detection import detection_metrics, penultimate_features, poisoned_training_set
+from ..detectors.poison_detection import (detection_metrics, penultimate_features, poisoned_training_set,
+                                          records_poisoning)
 from ..device import computes_on_device
 from ..errors import BackdoorlabError, valid_names
 from ..io import atomic_write_json
 from ..models import load_for
-from ..models.sidecar import holdout_size, provenance
+from ..models.sidecar import holdout_size
 
 TRAINING_SET_DETECTORS = "training-set"
 
@@ -43,16 +44,10 @@ def training_set_detector(name: str):
     return DETECTORS.entry(name)
 
 
-def _records_poisoning(meta: dict, dataset) -> bool:
-    prov = provenance(meta)
-    attack = prov.get("attack") or {}
-    return "poison_rate" in attack and "poison_seed" in prov and meta.get("dataset") == dataset.name
-
-
 def suspect_training_set(dataset, meta: dict):
     """(x, y, poisoned indices or None, where the set came from): the checkpoint's own poisoned training set when
     its sidecar records the poisoning, else the data set's training part (its held-out pool excluded)."""
-    if _records_poisoning(meta, dataset):
+    if records_poisoning(meta) and meta.get("dataset") == dataset.name:
         data = poisoned_training_set(dataset, meta)
         return data.x, data.y, np.asarray(data.poisoned, dtype=np.int64), "rebuilt from the checkpoint's sidecar"
     x, y = training_part(dataset, holdout_size(meta, dataset.name))
