@@ -830,12 +830,13 @@ def list_cmd(defaults):
                    "crop-flip-jpeg for cifar10); -o augment=... overrides it)")
 
 
-def _register_evasion() -> None:
-    from .cli_evasion import register
-    register(cli)
+def _register_commands() -> None:
+    from . import cli_evasion, cli_sweep
+    cli_evasion.register(cli)
+    cli_sweep.register(cli)
 
 
-_register_evasion()
+_register_commands()
 
 
 def main(argv=None) -> int:
