@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Post-purification robustness of every defense on one seed: a BadNets suspect and a clean control of the same
-# recipe (trained here unless OUT already holds them), every defense run on the suspect by defenses_benchmark.py
+# recipe (trained here unless OUT already holds them), every defense run on the suspect by `backdoorlab repair`
 # (the two-model sanitizer with a second suspect of seed SEED+1), then the retuning attack on the suspect and on
 # every repaired model beside the control (retune_table.py). Every step resumes where a rerun finds its output.
 #
 #   bash benchmarks/post_purification.sh DATASET ARCH BUDGET SEED OUT [EPOCHS]
 #   e.g. OMP_NUM_THREADS=1 taskset -c 0 bash benchmarks/post_purification.sh mnist small-cnn 1000 2 bench-out/post-mnist/seed-2
 #
-# DEFENSES (environment): the benchmark's columns to run (default: every repairer and the two-model sanitizer);
+# DEFENSES (environment): the defenses to run (default: every repairer and mode-connectivity-two, the two-model
+# sanitizer);
 # the retuning attack runs on every default column whose repaired model is under OUT/defenses/repaired, so a
 # model repaired elsewhere can be linked there.
 # Tables over seeds: python benchmarks/retune_table.py --table OUT_SEED1/retune/results.json ... --max-drop 2
@@ -27,9 +28,22 @@ if [ ! -f "$out/control/model.json" ]; then
   backdoorlab train --dataset "$dataset" --arch "$arch" --seed "$seed" "${epoch_args[@]}" --no-progress \
     --out "$out/control" --json
 fi
-# shellcheck disable=SC2086
-python "$here/defenses_benchmark.py" --dataset "$dataset" --arch "$arch" --budget "$budget" --models "$out/suspects" \
-  --out "$out/defenses" --rows badnets --seed $((seed + 1)) --defenses $defenses
+for d in $defenses; do
+  where="$out/defenses/repaired/badnets-$d"
+  [ -f "$where/model.json" ] && continue
+  suspects=("$out/suspects/badnets")
+  name=$d
+  if [ "$d" = mode-connectivity-two ]; then
+    name=mode-connectivity
+    if [ ! -f "$out/suspects/badnets-2/model.json" ]; then
+      backdoorlab train --dataset "$dataset" --arch "$arch" --attack badnets --seed $((seed + 1)) "${epoch_args[@]}" \
+        --no-progress --out "$out/suspects/badnets-2" --json
+    fi
+    suspects+=("$out/suspects/badnets-2")
+  fi
+  backdoorlab repair "$name" "${suspects[@]}" --dataset "$dataset" --clean-budget "$budget" --out "$where" \
+    --no-progress --json
+done
 models=("suspect=$out/suspects/badnets")
 for d in $all; do
   [ -f "$out/defenses/repaired/badnets-$d/model.json" ] && models+=("$d=$out/defenses/repaired/badnets-$d")

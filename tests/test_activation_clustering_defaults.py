@@ -93,3 +93,24 @@ def test_bad_settings_are_one_line_errors(options, expected):
     f, y, _, cf, cy = features(n_per_class=50, n_poison=0)
     with pytest.raises(BackdoorlabError, match=expected):
         activation_clustering(f, y, cf, cy, **options)
+
+
+def test_a_reduction_that_fails_on_a_label_is_a_fallback_lost_or_a_one_line_error(monkeypatch):
+    """FastICA can degenerate on a label's features (a source of zero spread, then NaNs; seen on a blended digits
+    model): as the fallback, the first split stands and the label records why; as the chosen reduction, a
+    one-line error names it."""
+    import backdoorlab.detectors.activation_clustering as ac
+    from backdoorlab.errors import BackdoorlabError
+
+    class Degenerate:
+        def fit_transform(self, f):
+            return np.full((len(f), 2), np.nan)
+
+    real = ac._reducer
+    monkeypatch.setattr(ac, "_reducer", lambda reduction, k, seed: Degenerate() if reduction == "ica"
+                        else real(reduction, k, seed))
+    f, y, _, cf, cy = features()
+    det = activation_clustering(f, y, cf, cy)
+    assert det.per_label["0"]["reduction"] == "pca" and "not finite" in det.per_label["0"]["fallback_failed"]
+    with pytest.raises(BackdoorlabError, match="the ica split of label 0 failed"):
+        activation_clustering(f, y, cf, cy, reduction="ica", fallback_reduction=None)

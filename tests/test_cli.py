@@ -262,30 +262,6 @@ def test_reused_second_endpoint_gives_the_same_sanitized_model(trained, capsys):
     assert not (root / "bad").exists()
 
 
-def test_attacks_benchmark_finds_a_matching_second_endpoint(trained, tmp_path):
-    import pathlib
-    import shutil
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
-    from attacks_benchmark import reusable_second_endpoint
-    from backdoorlab.augment import sanitizer_augmentation
-    from backdoorlab.data import load_dataset
-    from backdoorlab.defenses import SanitizerConfig
-    root, (_, m2) = trained
-    run_dir = tmp_path / "sanitized-badnets-300"
-    shutil.copytree(root / "san1" / "second-endpoint", run_dir / "second-endpoint")
-    ds = load_dataset("digits")
-    meta = json.loads((m2 / "model.json").read_text())
-    cfg = SanitizerConfig(steps=40, second_steps=40, grid=3, augment=sanitizer_augmentation("digits"),
-                          second_endpoint="scratch")
-    assert reusable_second_endpoint([tmp_path], 300, meta, ds, cfg) == str(run_dir / "second-endpoint")
-    assert reusable_second_endpoint([tmp_path], 200, meta, ds, cfg) is None  # another budget: no such run
-    other = SanitizerConfig(steps=30, second_steps=30, grid=3, augment=sanitizer_augmentation("digits"),
-                            second_endpoint="scratch")
-    assert reusable_second_endpoint([tmp_path], 300, meta, ds, other) is None  # another recipe
-    assert reusable_second_endpoint([tmp_path], 300, {**meta, "arch_args": {**meta["arch_args"], "dropout": 0.3}},
-                                    ds, cfg) is None  # another architecture (a dropout model, say)
-
-
 def test_sanitize_one_model_default_is_the_permuted_endpoint_with_its_report(trained, capsys):
     root, (m1, _) = trained
     out_dir = root / "san-perm"

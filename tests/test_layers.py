@@ -1,5 +1,5 @@
-"""The layers import downwards only: the command line calls runs/, runs/ calls the library, and no library
-module imports runs/ or the command line (read from every module's source, imports inside functions included)."""
+"""The layers import downwards only: the command line calls sweeps/ and runs/, sweeps/ calls runs/, runs/ calls
+the library, and no library module imports runs/, sweeps/ or the command line (read from every module's source, imports inside functions included)."""
 
 import ast
 import pathlib
@@ -7,7 +7,8 @@ import pathlib
 import backdoorlab
 
 SRC = pathlib.Path(backdoorlab.__file__).parent
-CLI = {"backdoorlab.cli", "backdoorlab.cli_evasion", "backdoorlab.cli_listing", "backdoorlab.demo"}
+CLI = {"backdoorlab.cli", "backdoorlab.cli_evasion", "backdoorlab.cli_listing", "backdoorlab.cli_sweep",
+       "backdoorlab.demo"}
 
 
 def module_name(path: pathlib.Path) -> str:
@@ -43,11 +44,13 @@ def layer(module: str) -> str:
         return "cli"
     if module == "backdoorlab.runs" or module.startswith("backdoorlab.runs."):
         return "runs"
+    if module == "backdoorlab.sweeps" or module.startswith("backdoorlab.sweeps."):
+        return "sweeps"
     return "library"
 
 
 def test_no_module_imports_a_layer_above_it():
-    rank = {"library": 0, "runs": 1, "cli": 2}
+    rank = {"library": 0, "runs": 1, "sweeps": 2, "cli": 3}
     upward = []
     for path in sorted(SRC.rglob("*.py")):
         here = module_name(path)

@@ -74,6 +74,8 @@ trigger_size = 2
     ("trigger_size = 2", "trigger_size = \"big\"", "sweep.toml:7: [attacks.badnets]:"),
     ("[defenses.finetune]", "[defense.finetune]", "sweep.toml:9: [defense]: unknown section 'defense'"),
     ('datasets = ["digits"]', 'datasets = ["digitz"]', "sweep.toml:2: [sweep]:"),
+    ("trigger_size = 2", "trigger_size = 2\ntarget = 12", "sweep.toml:8: [attacks.badnets]: target"),
+    ("trigger_size = 2", "trigger_size = 9", "sweep.toml:7: [attacks.badnets]: trigger_size"),
 ])
 def test_bad_config_named_by_line_and_key(tmp_path, old, new, message):
     assert old in GOOD
@@ -188,31 +190,49 @@ def test_one_more_defense_trains_nothing_new(smoke, tmp_path):
 
 
 def test_a_failing_cell_is_reported_and_the_rest_completes(smoke, tmp_path):
+    """A Neural Cleanse batch larger than the clean budget passes the config check (it is a valid batch) and
+    fails in the cells that meet it, with the scan command's own one-line message."""
     out, result = smoke
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
-    text = SMOKE.read_text().replace("[defenses.finetune]",
-                                     "[attacks.far]\nattack = \"badnets\"\ntarget = 12\n\n[defenses.finetune]")
-    path = _config(tmp_path, text)
+    path = _config(tmp_path, SMOKE.read_text() + "\n[detectors.scan]\nbatch_size = 300\n")
     proc = _cli("sweep", str(path), "--out", str(copy), "--workers", "2", "--no-progress")
     log, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, log
     rows = json.loads((copy / "results.json").read_text())["rows"]
-    bad = [r for r in rows if r["attack"] == "far"]
-    assert len(bad) == 3 and all(r["status"] == "failed" for r in bad)
-    assert all("target" in r["error"] and "12" in r["error"] and "\n" not in r["error"] for r in bad)
-    good = [r for r in rows if r["attack"] != "far"]
+    bad = [r for r in rows if r["defense"] == "scan"]
+    assert len(bad) == 2 and all(r["status"] == "failed" for r in bad)
+    assert all("smaller than Neural Cleanse's batch of 300" in r["error"] and "\n" not in r["error"] for r in bad)
+    good = [r for r in rows if r["defense"] != "scan"]
     assert _measured(good) == _measured(result["rows"])
-    assert "3 failed" in log and "failed: digits small-cnn far seed 1 / finetune" in log
+    assert "2 failed" in log and "failed: digits small-cnn badnets seed 1 / scan" in log
 
 
-def _running_jobs() -> list[int]:
-    """Ray worker processes running a job now (Ray titles them ray::run_job while they do)."""
+def _parent(pid: int) -> int:
+    stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    try:
+        while pid > 1:
+            pid = _parent(pid)
+            if pid == ancestor:
+                return True
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def _running_jobs(driver: int) -> list[int]:
+    """The Ray worker processes of the sweep ``driver`` started (its local Ray instance's) that run a job now;
+    Ray titles them ray::run_job while they do. Workers of other sweeps on the machine are left alone."""
     pids = []
     for proc in pathlib.Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if (proc / "cmdline").read_bytes().startswith(b"ray::run_job"):
+                if (proc / "cmdline").read_bytes().startswith(b"ray::run_job") and \
+                        _descends_from(int(proc.name), driver):
                     pids.append(int(proc.name))
             except OSError:
                 pass
@@ -226,7 +246,7 @@ def test_killing_a_worker_loses_and_duplicates_no_cell(smoke, tmp_path):
     proc = _cli("sweep", str(SMOKE), "--out", str(out), "--workers", "2", "--no-progress")
     killed, deadline = None, time.time() + 240
     while killed is None and time.time() < deadline and proc.poll() is None:
-        running = _running_jobs()
+        running = _running_jobs(proc.pid)
         if running and (out / "models").is_dir() and any((out / "models").iterdir()):
             killed = running[0]
             os.kill(killed, signal.SIGKILL)
@@ -261,3 +281,28 @@ def test_an_interrupted_sweep_resumes_to_the_same_results(smoke, tmp_path):
     assert again.returncode == 0, log
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert _measured(rows) == _measured(result["rows"])
+
+
+def test_detector_verdicts_and_post_retune_asr(smoke, tmp_path):
+    """[detectors.*] add a verdict per suspect and [retune] a post-retune ASR per repaired model, from the runs of
+    `backdoorlab detect-poison` and `backdoorlab retune`; the suspects are reused."""
+    out, result = smoke
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    made = sorted(p.name for p in (copy / "models").iterdir())
+    text = (SMOKE.read_text().replace("[defenses.fine-pruning]\n", "")
+            + "\n[detectors.activation-clustering]\n\n[retune]\nepochs = 1\nclean_images = 95\n")
+    rerun = run_sweep(parse_sweep_config(__import__("tomllib").loads(text), str(SMOKE), text), copy, workers=2,
+                      progress=False)
+    assert sorted(p.name for p in (copy / "models").iterdir()) == made
+    rows = {(r["attack"], r["defense"]): r for r in rerun["rows"]}
+    assert all(r["status"] == "ok" for r in rows.values()), [r["error"] for r in rows.values()]
+    for attack in ("badnets", "blended"):
+        verdict = rows[(attack, "activation-clustering")]
+        assert verdict["kind"] == "detector" and isinstance(verdict["flagged"], bool)
+        assert "training images flagged" in verdict["detail"] and "precision" in verdict["detail"]
+        repaired = rows[(attack, "finetune")]
+        assert 0 <= repaired["post_retune_asr"] <= 1
+        before = next(r for r in result["rows"] if r["attack"] == attack and r["defense"] == "finetune")
+        assert repaired["cell"] != before["cell"]  # a retune makes it another cell (another recipe)
+        assert repaired["attack_success_rate"] == before["attack_success_rate"]  # the same repair underneath

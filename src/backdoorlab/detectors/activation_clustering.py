@@ -97,6 +97,10 @@ class ActivationClusteringConfig(Config):
     seed: int = 0
 
 
+class SplitFailed(ValueError):
+    """A reduction that gives no usable split of a label's features (FastICA degenerates on some)."""
+
+
 class _Split:
     """One label's 2-means split in a reduced space: the reducer, the k-means fit, the reduced samples."""
 
@@ -105,7 +109,12 @@ class _Split:
         self.red = _reducer(reduction, k, seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # FastICA's convergence warnings: the split is what matters
-            self.z = self.red.fit_transform(f)
+            try:
+                self.z = self.red.fit_transform(f)
+            except ValueError as e:  # FastICA on some labels: a source of zero spread, then NaNs
+                raise SplitFailed(f"{reduction}: {e}") from None
+        if not np.isfinite(self.z).all():
+            raise SplitFailed(f"{reduction}: the reduced features are not finite")
         self.km = _kmeans2(self.z, seed)
         self.assign = self.km.labels_
         self.sizes = np.bincount(self.assign, minlength=2)
@@ -175,16 +184,25 @@ def activation_clustering(features, labels, clean_features=None, clean_labels=No
         k = min(n_components, f.shape[1], len(idx) - 1)
         cmask = cy == lab if cf is not None else None
         how = analysis if analysis != "clean" or cmask.sum() >= min_clean else "size"
-        sp = _Split(f[idx], reduction, k, seed)
+        try:
+            sp = _Split(f[idx], reduction, k, seed)
+        except SplitFailed as e:
+            raise BackdoorlabError(f"activation clustering: the {reduction} split of label {int(lab)} failed "
+                                   f"({e}); try -o reduction=pca") from None
         info = {"n": int(len(idx))}
         susp, is_flagged = int(np.argmin(sp.sizes)), False
         if how == "clean":
             cshare, ratio = sp.clean_ratios(cf[cmask])
             if ratio.min() >= clean_ratio and fallback_reduction not in (None, reduction):
-                second = _Split(f[idx], fallback_reduction, k, seed)
-                cshare2, ratio2 = second.clean_ratios(cf[cmask])
-                if ratio2.min() < clean_ratio:
-                    sp, cshare, ratio = second, cshare2, ratio2
+                try:
+                    second = _Split(f[idx], fallback_reduction, k, seed)
+                except SplitFailed as e:  # no second opinion on this label: the first split stands
+                    second = None
+                    info["fallback_failed"] = str(e)
+                if second is not None:
+                    cshare2, ratio2 = second.clean_ratios(cf[cmask])
+                    if ratio2.min() < clean_ratio:
+                        sp, cshare, ratio = second, cshare2, ratio2
             susp = int(np.argmin(ratio))
             is_flagged = bool(ratio[susp] < clean_ratio)
             info.update(clean_images=int(cmask.sum()), clean_share=[round(float(v), 4) for v in cshare],

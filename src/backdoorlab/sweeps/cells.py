@@ -172,8 +172,11 @@ def _detector(recipe: dict, out: str, work: pathlib.Path, data_dir) -> dict:
     r = detect_poison_run(ds, model_dir, recipe["detector"], recipe["budget"], recipe["budget_seed"],
                           out=str(work / "detection"), progress=False, **recipe["options"])
     detail = f"{r['flagged']} of {r['training_images']} training images flagged"
-    if r.get("precision") is not None:
-        detail += f"; precision {100 * r['precision']:.2f}%, recall {100 * r['recall']:.2f}%"
+    if r.get("recall") is not None:  # the sidecar records which images were poisoned
+        precision = "-" if r.get("precision") is None else f"{100 * r['precision']:.2f}%"
+        detail += f"; precision {precision}, recall {100 * r['recall']:.2f}%"
+    if r.get("warnings"):
+        detail += f"; {len(r['warnings'])} warning(s): {r['warnings'][0]}"
     return {"flagged": r["flagged"] > 0, "detail": detail,
             "detection": {k: r.get(k) for k in ("flagged", "precision", "recall", "auc", "warnings")}}
 

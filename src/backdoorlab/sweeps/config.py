@@ -1,10 +1,10 @@
 """A sweep's configuration: the TOML grid of data sets, architectures, attacks, defenses, detectors, budgets and
 seeds, read and checked in full before any work starts.
 
-Every name, key and value that can be checked without the data is checked here, and an error names the file,
-the line and the key (``sweep.toml:12: [defenses.anp]: unknown option 'foo'; valid: ...``). What depends on the
-images themselves (a target label beyond the data set's classes, a trigger larger than its images) is checked
-when the cell that needs it runs, and that cell alone fails, with the same one-line message the CLI prints.
+Every name, key and value is checked here, triggers and target labels against the data sets' images and
+classes, and an error names the file, the line and the key (``sweep.toml:12: [defenses.anp]: unknown option
+'foo'; valid: ...``). What only a run finds out (a budget too small for an option such as Neural Cleanse's
+batch) fails the cell that meets it, alone, with the same one-line message the CLI prints.
 
 The format (``docs/sweeps.md`` has the whole reference)::
 
@@ -141,8 +141,9 @@ class _Lines:
         return BackdoorlabError(f"{at}: [{table}]: {message}" if table else f"{at}: {message}")
 
 
-def load_sweep_config(path: str) -> SweepConfig:
-    """Read and check the sweep configuration at ``path`` (see the module docstring)."""
+def load_sweep_config(path: str, data_dir: str | None = None) -> SweepConfig:
+    """Read and check the sweep configuration at ``path`` (see the module docstring); the data sets are read
+    (from ``data_dir``, default ``$BACKDOORLAB_DATA``) to check every trigger and target against them."""
     p = pathlib.Path(path)
     try:
         text = p.read_text()
@@ -152,11 +153,13 @@ def load_sweep_config(path: str) -> SweepConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise BackdoorlabError(f"{path}: not valid TOML: {e}") from None
-    return parse_sweep_config(raw, str(path), text)
+    return parse_sweep_config(raw, str(path), text, data_dir)
 
 
-def parse_sweep_config(raw: Mapping[str, Any], path: str, text: str = "") -> SweepConfig:
-    """Check the parsed TOML ``raw`` of the file ``path`` (its ``text`` gives the line numbers)."""
+def parse_sweep_config(raw: Mapping[str, Any], path: str, text: str = "", data_dir: str | None = None
+                       ) -> SweepConfig:
+    """Check the parsed TOML ``raw`` of the file ``path`` (its ``text`` gives the line numbers; the data sets
+    come from ``data_dir``)."""
     from ..data.registry import canonical_name, dataset_entry, default_holdout, split_path_name
     from ..models.registry import check_trainable
 
@@ -169,13 +172,12 @@ def parse_sweep_config(raw: Mapping[str, Any], path: str, text: str = "") -> Swe
     for key in ("datasets", "seeds", "budgets"):
         if key not in sweep:
             raise lines.error(("sweep",), f"missing key {key!r}")
-    datasets = []
+    datasets, loaded = [], []
     for name in _list(sweep, "datasets", str, ("sweep",), lines):
         try:
             dataset_entry(name)
-            if split_path_name(name) is not None:  # its held-out pool depends on its content: read it now
-                from ..data import load_dataset
-                load_dataset(name)
+            from ..data import load_dataset
+            loaded.append(load_dataset(name, data_dir))  # triggers and targets are checked against it
             datasets.append(canonical_name(name))
         except BackdoorlabError as e:
             raise lines.error(("sweep", "datasets"), str(e)) from None
@@ -203,7 +205,7 @@ def parse_sweep_config(raw: Mapping[str, Any], path: str, text: str = "") -> Swe
     _known_keys(train, TRAIN_KEYS, ("train",), lines)
     _check_train(train, datasets, archs, lines)
 
-    attacks = tuple(_attack(label, options, lines) for label, options in
+    attacks = tuple(_attack(label, options, loaded, lines) for label, options in
                     _table(raw, "attacks", lines).items())
     if not attacks:
         raise lines.error(("attacks",), "no attacks: add at least one [attacks.LABEL] table")
@@ -218,8 +220,6 @@ def parse_sweep_config(raw: Mapping[str, Any], path: str, text: str = "") -> Swe
                      _table(raw, "defenses", lines, required=False).items())
     detectors = tuple(_detector(label, options, lines) for label, options in
                       _table(raw, "detectors", lines, required=False).items())
-    if not defenses and not detectors:
-        raise lines.error(("defenses",), "nothing to measure: add a [defenses.LABEL] or [detectors.LABEL] table")
     retune = None
     if "retune" in raw:
         retune = _table(raw, "retune", lines)
@@ -271,8 +271,13 @@ def _checked(make, where: tuple, lines: _Lines):
 
 
 def _each_then_all(check, options: Mapping, where: tuple, lines: _Lines) -> None:
-    """``check(options)`` with the error at the key that causes it: each option alone first, then all together
-    (for rules that tie several options)."""
+    """``check(options)``; when it fails, the error is placed at the first key that fails alone (else at the
+    table: a rule that ties several options)."""
+    try:
+        check(options)
+        return
+    except (BackdoorlabError, TypeError, ValueError):
+        pass
     for key, value in options.items():
         try:
             check({key: value})
@@ -292,7 +297,7 @@ def _check_train(train: Mapping, datasets, archs, lines: _Lines) -> None:
                      ("train",), lines)
 
 
-def _attack(label: str, options, lines: _Lines) -> AttackSpec:
+def _attack(label: str, options, datasets, lines: _Lines) -> AttackSpec:
     from ..attacks import MODEL_ATTACKS, TRAINING_ATTACKS
     where = ("attacks", label)
     if not isinstance(options, dict):
@@ -308,7 +313,8 @@ def _attack(label: str, options, lines: _Lines) -> AttackSpec:
         keys = (*POISON_KEYS, *(f[2:].replace("-", "_") for f in entry.config.flags())) \
             if entry.traits["poisons_data"] else ("target", *(f[2:].replace("-", "_") for f in entry.config.flags()))
         _known_keys(options, keys, where, lines)
-        _each_then_all(lambda o: training_attack(name, o), options, where, lines)
+        for ds in datasets:
+            _each_then_all(lambda o: training_attack(name, o, ds), options, where, lines)
         return AttackSpec(label, name, "training", options)
     if name in MODEL_ATTACKS:
         entry = MODEL_ATTACKS.entry(name)
@@ -317,7 +323,8 @@ def _attack(label: str, options, lines: _Lines) -> AttackSpec:
             if entry.traits["trigger"] and options.get("trigger", "badnets") in TRAINING_ATTACKS else {}
         keys = (*MODEL_ATTACK_KEYS, *settings, *(f[2:].replace("-", "_") for f in trigger_keys))
         _known_keys(options, keys, where, lines)
-        _each_then_all(lambda o: model_attack_options(name, o, seed=0), options, where, lines)
+        for ds in datasets:
+            _each_then_all(lambda o: model_attack_options(name, o, seed=0, dataset=ds), options, where, lines)
         return AttackSpec(label, name, "model", options)
     valid = ["none", *TRAINING_ATTACKS, *MODEL_ATTACKS]
     raise lines.error((*where, "attack") if (*where, "attack") in lines.keys else where, f"unknown attack {name!r}; valid: {valid_names(valid)}")
