@@ -257,7 +257,7 @@ def test_killing_a_worker_loses_and_duplicates_no_cell(smoke, tmp_path):
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert len(rows) == len({r["cell"] for r in rows}) == len(result["rows"])
     assert _measured(rows) == _measured(result["rows"])
-    leftovers = [p for p in (out / "cells").iterdir() if p.name.startswith(".tmp-")]
+    leftovers = [p for sub in ("models", "cells") for p in (out / sub).iterdir() if p.name.startswith(".tmp-")]
     assert not leftovers
 
 

@@ -21,7 +21,7 @@ import uuid
 
 from ..errors import BackdoorlabError
 from ..io import atomic_write_json
-from .config import model_attack_options, training_attack
+from .attack_recipes import model_attack_options, training_attack
 
 RESULT = "result.json"
 MODELS, CELLS = "models", "cells"

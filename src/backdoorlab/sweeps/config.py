@@ -47,13 +47,14 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from ..errors import BackdoorlabError, valid_names
+from .attack_recipes import flag_keys, model_attack_options, model_attack_settings, training_attack
 
 SECTIONS = ("sweep", "train", "attacks", "defenses", "detectors", "retune")
 SWEEP_KEYS = ("name", "datasets", "archs", "seeds", "budgets", "budget_seed")
 TRAIN_KEYS = ("epochs", "lr", "batch_size", "augment", "schedule", "weight_decay")
-# options of a data-poisoning or triggerless attack, as `backdoorlab train` names them
+# options of a data-poisoning attack besides its trigger's, as `backdoorlab train` names them
 POISON_KEYS = ("target", "all_to_all", "poison_rate", "stamp")
-# options of an attack on a trained model's weights, as `backdoorlab attack` names them (less its settings)
+# options of an attack on a trained model's weights besides its settings and its trigger's (`backdoorlab attack`)
 MODEL_ATTACK_KEYS = ("trigger", "target", "all_to_all", "images", "attacker_images")
 DETECTORS = ("scan", "activation-clustering", "spectral-signatures")
 RETUNE_KEYS = ("poison_images", "clean_images", "epochs", "steps", "lr", "seed")
@@ -160,7 +161,7 @@ def parse_sweep_config(raw: Mapping[str, Any], path: str, text: str = "", data_d
                        ) -> SweepConfig:
     """Check the parsed TOML ``raw`` of the file ``path`` (its ``text`` gives the line numbers; the data sets
     come from ``data_dir``)."""
-    from ..data.registry import canonical_name, dataset_entry, default_holdout, split_path_name
+    from ..data.registry import canonical_name, dataset_entry, default_holdout
     from ..models.registry import check_trainable
 
     lines = _Lines(path, text)
@@ -310,64 +311,24 @@ def _attack(label: str, options, datasets, lines: _Lines) -> AttackSpec:
         return AttackSpec(label, "none", "clean", {}, score_with)
     if name in TRAINING_ATTACKS:
         entry = TRAINING_ATTACKS.entry(name)
-        keys = (*POISON_KEYS, *(f[2:].replace("-", "_") for f in entry.config.flags())) \
-            if entry.traits["poisons_data"] else ("target", *(f[2:].replace("-", "_") for f in entry.config.flags()))
-        _known_keys(options, keys, where, lines)
+        own = tuple(flag_keys(entry.config))
+        _known_keys(options, (*POISON_KEYS, *own) if entry.traits["poisons_data"] else ("target", *own), where,
+                    lines)
         for ds in datasets:
             _each_then_all(lambda o: training_attack(name, o, ds), options, where, lines)
         return AttackSpec(label, name, "training", options)
     if name in MODEL_ATTACKS:
         entry = MODEL_ATTACKS.entry(name)
-        settings = tuple(f[2:].replace("-", "_") for f in entry.config.flags() if f != "--seed")
-        trigger_keys = TRAINING_ATTACKS.entry(options.get("trigger", "badnets")).config.flags() \
-            if entry.traits["trigger"] and options.get("trigger", "badnets") in TRAINING_ATTACKS else {}
-        keys = (*MODEL_ATTACK_KEYS, *settings, *(f[2:].replace("-", "_") for f in trigger_keys))
-        _known_keys(options, keys, where, lines)
+        trigger = options.get("trigger", "badnets")
+        trigger_keys = flag_keys(TRAINING_ATTACKS.entry(trigger).config) \
+            if entry.traits["trigger"] and trigger in TRAINING_ATTACKS else {}
+        _known_keys(options, (*MODEL_ATTACK_KEYS, *model_attack_settings(entry), *trigger_keys), where, lines)
         for ds in datasets:
             _each_then_all(lambda o: model_attack_options(name, o, seed=0, dataset=ds), options, where, lines)
         return AttackSpec(label, name, "model", options)
     valid = ["none", *TRAINING_ATTACKS, *MODEL_ATTACKS]
-    raise lines.error((*where, "attack") if (*where, "attack") in lines.keys else where, f"unknown attack {name!r}; valid: {valid_names(valid)}")
-
-
-def training_attack(name: str, options: Mapping, dataset=None):
-    """The attack ``backdoorlab train --attack NAME`` with these options would plant, checked against
-    ``dataset`` (its labels and image size) when given."""
-    from ..attacks import TRAINING_ATTACKS, build_attack
-    entry = TRAINING_ATTACKS.entry(name)
-    fields = {f[2:].replace("-", "_"): field for f, field in entry.config.flags().items()}
-    targets = options.get("target", 0)
-    mode = "all-to-all" if options.get("all_to_all") else "all-to-one"
-    extra = {fields[k]: v for k, v in options.items() if k in fields}
-    if entry.traits["poisons_data"]:
-        extra.update(poison_rate=options.get("poison_rate"), stamp=options.get("stamp"))
-    shape = dict(image_shape=(dataset.in_channels, *dataset.image_size), num_classes=dataset.num_classes) \
-        if dataset is not None else {}
-    return build_attack(name, target=targets, mode=mode, **extra, **shape)
-
-
-def model_attack_options(name: str, options: Mapping, seed: int, dataset=None) -> dict:
-    """The keyword arguments of :func:`~backdoorlab.runs.model_attack_run` that ``backdoorlab attack NAME``
-    with these options and ``--seed seed`` passes (its trigger checked against ``dataset`` when given)."""
-    from ..attacks import MODEL_ATTACKS
-    entry = MODEL_ATTACKS.entry(name)
-    kwargs: dict[str, Any] = {}
-    if entry.traits["trigger"]:
-        trigger = {k: v for k, v in options.items() if k not in ("trigger", "images", "attacker_images")
-                   and f"--{k.replace('_', '-')}" not in entry.config.flags()}
-        kwargs["backdoor"] = training_attack(options.get("trigger", "badnets"), trigger, dataset).backdoor
-    else:
-        target = options.get("target")
-        if target is not None and not isinstance(target, int):
-            raise BackdoorlabError(f"fault attacks take one target label, got {target!r}")
-        kwargs.update(target=target, n_images=options.get("images", 5))
-    flags = entry.config.flags()
-    settings = {field: options[flag[2:].replace("-", "_")] for flag, field in flags.items()
-                if flag != "--seed" and flag[2:].replace("-", "_") in options}
-    kwargs[entry.traits["settings"]] = entry.config.from_dict({**settings, "seed": seed}, owner=name)
-    if "attacker_images" in options:
-        kwargs["attacker_images"] = options["attacker_images"]
-    return kwargs
+    raise lines.error((*where, "attack") if (*where, "attack") in lines.keys else where,
+                      f"unknown attack {name!r}; valid: {valid_names(valid)}")
 
 
 def _defense(label: str, options, datasets, lines: _Lines) -> DefenseSpec:

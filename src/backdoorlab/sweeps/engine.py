@@ -55,6 +55,7 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, *, address: str | Non
             "config": config.path, "models": {k: j.recipe for k, j in models.items()},
             "cells": [{"key": c.key, "labels": c.labels, "recipe": c.recipe} for c in cells]})
         results = _schedule(models, cells, str(out_dir), address, workers, threads, gpus, data_dir, progress)
+        _forget_unfinished(out_dir)  # what a killed worker's attempt left before Ray ran the job again
     rows = [result_row(c, results[c.key]) for c in cells]
     sweep = {"name": config.name, "config": config.path, "command": command or f"backdoorlab sweep {config.path}",
              "machine": machine(), "wall_seconds": round(time.time() - tick, 1), "workers": workers,
