@@ -129,7 +129,7 @@ def test_smoke_sweep_writes_its_results(smoke):
     for name in ("results.csv", "results.json", "results.md", "index.html", "sweep.toml", "plan.json"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "results.json").read_text())
-    assert _measured(saved["rows"]) == _measured(rows)
+    assert _measured(saved["rows"]) == _measured(rows) and saved["sweep"]["complete"] is True
     assert len(list((out / "models").iterdir())) == 2  # one suspect per attack, shared by its three cells
     for r in rows:
         assert r["seconds"] is not None and r["machine"]
@@ -172,14 +172,24 @@ def test_cell_matches_the_repair_command(smoke, tmp_path):
     assert report["after"]["attack_success_rate"] == cell["attack_success_rate"]
 
 
-def test_one_more_defense_trains_nothing_new(smoke, tmp_path):
+def test_one_more_defense_trains_nothing_new(smoke, tmp_path, monkeypatch):
+    """...and the results are written as the cells finish, the cells not run yet marked pending."""
+    import backdoorlab.sweeps.engine as engine
+    import backdoorlab.sweeps.report as report
     out, result = smoke
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     made = {p.name: p.stat().st_mtime for p in (copy / "models").iterdir()}
+    writes = []
+    real = report.write_results
+    monkeypatch.setattr(engine, "PARTIAL_EVERY", 0.0)
+    monkeypatch.setattr(report, "write_results", lambda out_dir, rows, sweep: (
+        writes.append((sweep["complete"], sum(r["status"] == "pending" for r in rows))),
+        real(out_dir, rows, sweep)))
     text = SMOKE.read_text() + "\n[defenses.noise]\n"
     rerun = run_sweep(parse_sweep_config(__import__("tomllib").loads(text), str(SMOKE), text), copy, workers=2,
                       progress=False)
+    assert writes[-1] == (True, 0) and writes[0] == (False, 1)  # one of the two new cells done, one pending
     assert {p.name: p.stat().st_mtime for p in (copy / "models").iterdir()} == made
     old = {r["cell"]: r for r in result["rows"]}
     for r in rerun["rows"]:
@@ -273,7 +283,8 @@ def test_an_interrupted_sweep_resumes_to_the_same_results(smoke, tmp_path):
     proc.send_signal(signal.SIGINT)
     log, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, log  # it stopped before the end
-    assert not (out / "results.json").exists()
+    if (out / "results.json").exists():  # partial results, written while it ran
+        assert json.loads((out / "results.json").read_text())["sweep"]["complete"] is False
     done = {p.name for p in (out / "cells").iterdir() if (p / "result.json").exists()}
     assert 0 < len(done) < len(result["rows"])
     again = _cli("sweep", str(SMOKE), "--out", str(out), "--workers", "2", "--no-progress")

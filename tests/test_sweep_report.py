@@ -246,3 +246,19 @@ def test_index_page_in_browser(request):
         finally:
             browser.close()
     assert not problems, problems
+
+
+def test_pending_cells_of_a_running_sweep(tmp_path):
+    """While a sweep runs its results are written with the cells not run yet as "pending": counted apart from
+    the failed ones, shown as pending, with no page of their own (their folder is the job's to make)."""
+    rows = _rows()
+    rows[4] = {**rows[4], "status": "pending", "clean_accuracy": None, "attack_success_rate": None,
+               "seconds": None, "machine": None}
+    write_results(tmp_path, rows, {**SWEEP, "complete": False})
+    md = (tmp_path / "results.md").read_text()
+    assert "Partial results of a sweep still running." in md and "6 ok, 1 failed, 1 pending" in md
+    assert "| pending" in md
+    assert not (tmp_path / "cells" / rows[4]["cell"]).exists()
+    page = (tmp_path / "index.html").read_text()
+    assert f'data-cell="{rows[4]["cell"]}" data-kind="defense" class="pending"' in page
+    assert "running: partial results" in page

@@ -38,7 +38,7 @@ def sweep(config, out, address, workers, threads, gpus, dry_run, data_dir, no_pr
     """
     from .sweeps import load_sweep_config, plan, run_sweep
     from .sweeps.cells import finished
-    cfg = load_sweep_config(config)
+    cfg = load_sweep_config(config, data_dir)
     models, cells = plan(cfg)
     if dry_run:
         cached = sum(finished(out, "model", k) is not None for k in models)

@@ -23,9 +23,10 @@ from ..io import atomic_write_json, atomic_write_text
 from .cells import CELLS, MODELS, finished, machine, run_job
 from .config import SweepConfig
 from .grid import Job, plan
-from .rows import result_row
+from .rows import PENDING, result_row
 
 TASK_RETRIES = 3  # a task whose worker process dies is run again this many times
+PARTIAL_EVERY = 30.0  # seconds between two writes of the partial results while a sweep runs
 
 
 def run_sweep(config: SweepConfig, out: str | os.PathLike, *, address: str | None = None, workers: int | None = None,
@@ -54,15 +55,21 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, *, address: str | Non
         atomic_write_json(out_dir / "plan.json", {
             "config": config.path, "models": {k: j.recipe for k, j in models.items()},
             "cells": [{"key": c.key, "labels": c.labels, "recipe": c.recipe} for c in cells]})
-        results = _schedule(models, cells, str(out_dir), address, workers, threads, gpus, data_dir, progress)
+        from .report import write_results
+
+        def write(results: dict, complete: bool) -> dict:
+            rows = [result_row(c, results.get(c.key, PENDING)) for c in cells]
+            sweep = {"name": config.name, "config": config.path,
+                     "command": command or f"backdoorlab sweep {config.path}", "machine": machine(),
+                     "wall_seconds": round(time.time() - tick, 1), "complete": complete, "workers": workers,
+                     "threads_per_task": threads, "address": address, "models": len(models), "cells": len(cells)}
+            write_results(out_dir, rows, sweep)
+            return {"sweep": sweep, "rows": rows}
+
+        results = _schedule(models, cells, str(out_dir), address, workers, threads, gpus, data_dir, progress,
+                            partial=lambda results: write(results, complete=False))
         _forget_unfinished(out_dir)  # what a killed worker's attempt left before Ray ran the job again
-    rows = [result_row(c, results[c.key]) for c in cells]
-    sweep = {"name": config.name, "config": config.path, "command": command or f"backdoorlab sweep {config.path}",
-             "machine": machine(), "wall_seconds": round(time.time() - tick, 1), "workers": workers,
-             "threads_per_task": threads, "address": address, "models": len(models), "cells": len(cells)}
-    from .report import write_results
-    write_results(out_dir, rows, sweep)
-    return {"sweep": sweep, "rows": rows}
+        return write(results, complete=True)
 
 
 @contextlib.contextmanager
@@ -95,8 +102,9 @@ def _ray():
 
 
 def _schedule(models: dict[str, Job], cells: list[Job], out: str, address, workers, threads, gpus, data_dir,
-              progress: bool) -> dict[str, dict]:
-    """Run every job not finished yet, each once its models are made; returns every job's result by key."""
+              progress: bool, partial) -> dict[str, dict]:
+    """Run every job not finished yet, each once its models are made; returns every job's result by key.
+    ``partial(results)`` is called with the results so far at most every :data:`PARTIAL_EVERY` seconds."""
     from tqdm.auto import tqdm
     results: dict[str, dict] = {}
     todo: list[Job] = []
@@ -119,7 +127,7 @@ def _schedule(models: dict[str, Job], cells: list[Job], out: str, address, worke
         task = ray.remote(run_job).options(num_cpus=threads, num_gpus=gpus, max_retries=TASK_RETRIES,
                                            retry_exceptions=False)
         try:
-            _drain(ray, task, todo, results, out, data_dir, threads, cap, bar)
+            _drain(ray, task, todo, results, out, data_dir, threads, cap, bar, partial)
         finally:
             if started:
                 ray.shutdown()
@@ -127,12 +135,14 @@ def _schedule(models: dict[str, Job], cells: list[Job], out: str, address, worke
     return results
 
 
-def _drain(ray, task, todo: list[Job], results: dict, out: str, data_dir, threads: int, cap: int, bar) -> None:
+def _drain(ray, task, todo: list[Job], results: dict, out: str, data_dir, threads: int, cap: int, bar,
+           partial) -> None:
     """Submit ready jobs (models first, then cells, each in grid order), at most ``cap`` in flight, until none
     is left; a job whose model failed fails without running."""
     in_flight: dict = {}
     waiting = list(todo)
     failed = 0
+    written = time.time()
     while waiting or in_flight:
         for job in list(waiting):
             if len(in_flight) >= cap:
@@ -168,3 +178,6 @@ def _drain(ray, task, todo: list[Job], results: dict, out: str, data_dir, thread
             failed += result["status"] != "ok"
             bar.set_postfix(failed=failed, refresh=False)
             bar.update(1)
+        if time.time() - written >= PARTIAL_EVERY and (waiting or in_flight):
+            partial(results)
+            written = time.time()

@@ -51,8 +51,20 @@ _MARKERS = "osD^v<>pP*Xh"
 
 
 def is_ok(row: dict) -> bool:
-    """Whether the cell ran to the end (status "ok"); failed cells have no metrics to show."""
+    """Whether the cell ran to the end (status "ok"); failed and pending cells have no metrics to show."""
     return row.get("status") == "ok"
+
+
+def is_pending(row: dict) -> bool:
+    """Whether the cell has not run yet (the results of a sweep still running)."""
+    return row.get("status") == "pending"
+
+
+def status_counts(rows: list[dict]) -> str:
+    """"6 ok, 1 failed" (and ", 3 pending" while a sweep runs)."""
+    ok = sum(1 for r in rows if is_ok(r))
+    pending = sum(1 for r in rows if is_pending(r))
+    return f"{ok} ok, {len(rows) - ok - pending} failed" + (f", {pending} pending" if pending else "")
 
 
 def _number(x: Any) -> float | None:
@@ -90,9 +102,9 @@ def duration_text(s: Any) -> str:
 
 def ca_asr_text(row: dict, with_time: bool = False) -> str:
     """A row's Markdown table cell: "CA / ASR" in % ("97.99 / 0.29"), with ", 369 s" for a defense when
-    ``with_time``; "failed" for a failed cell. An unknown ASR (or CA) reads "-"."""
+    ``with_time``; "failed" or "pending" for a cell without results. An unknown ASR (or CA) reads "-"."""
     if not is_ok(row):
-        return "failed"
+        return "pending" if is_pending(row) else "failed"
     text = f"{pct(row.get('clean_accuracy'))} / {pct(row.get('attack_success_rate'))}"
     if with_time and _number(row.get("seconds")) is not None:
         text += f", {seconds_text(row.get('seconds'))}"
@@ -160,7 +172,7 @@ def _md(x: Any) -> str:
 
 def write_results(out_dir: str | os.PathLike, rows: list[dict], sweep: dict) -> None:
     """Write the sweep's results under ``out_dir`` (which must exist): results.json, results.csv, results.md,
-    figures/<dataset>.png, cells/<cell>/index.html for every row, and index.html. See the module's docstring.
+    figures/<dataset>.png, cells/<cell>/index.html for every row that ran, and index.html. See the module's docstring.
 
     ``rows``: one dict per grid cell, in grid order (keys as the sweep engine fills them; missing keys read as
     None). ``sweep``: at least ``name``, ``config``, ``command``, ``machine`` and ``wall_seconds``. Raises
@@ -180,6 +192,8 @@ def write_results(out_dir: str | os.PathLike, rows: list[dict], sweep: dict) -> 
     atomic_write_text(out / "results.md", results_markdown(rows, sweep))
     figures = write_figures(out / "figures", rows)
     for r in rows:
+        if is_pending(r):  # its folder is the job's to make (renamed into place when it is done)
+            continue
         folder = out / "cells" / r["cell"]
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "index.html", cell_page(r, _folder_files(folder)))
@@ -251,7 +265,7 @@ def _comparison_table(rows: list[dict]) -> list[str]:
     for attack, seed in keys:
         cells = [_join(slots.get((attack, seed, c), ["not run"])) for c in columns]
         lines.append(f"| {_md(attack)} | {_md(seed)} | " + " | ".join(_md(c) for c in cells) + " |")
-    failed = [r for r in table_rows if not is_ok(r)]
+    failed = [r for r in table_rows if not is_ok(r) and not is_pending(r)]
     if failed:
         lines.append("")
         lines.append("Failed cells:")
@@ -268,7 +282,7 @@ def _detector_table(rows: list[dict]) -> list[str]:
     lines = ["| data set | arch | attack | seed | detector | flagged | detail |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        flagged = flagged_text(r.get("flagged")) if is_ok(r) else "failed"
+        flagged = flagged_text(r.get("flagged")) if is_ok(r) else str(r.get("status"))
         detail = r.get("detail") if is_ok(r) else r.get("error")
         lines.append(f"| {_md(r.get('dataset'))} | {_md(r.get('arch'))} | {_md(r.get('attack'))} | "
                      f"{_md(r.get('seed'))} | {_md(r.get('defense'))} | {flagged} | {_md(detail or '-')} |")
@@ -278,14 +292,15 @@ def _detector_table(rows: list[dict]) -> list[str]:
 def results_markdown(rows: list[dict], sweep: dict) -> str:
     """The text of results.md: a header (machine, clean budgets, command, wall time), one table per
     (data set, architecture) in the style of docs/results.md, and a table of the detectors' verdicts."""
-    ok = sum(1 for r in rows if is_ok(r))
     machines = _first_seen(r.get("machine") for r in rows if r.get("machine"))
     lines = [f"# Sweep {_md(sweep.get('name'))}", "",
              f"Machine: {_md(sweep.get('machine'))}; clean budget(s): "
              f"{budget_text((r.get('budget') for r in rows), (r.get('budget_seed') for r in rows))}.", ""]
     if machines and machines != [sweep.get("machine")]:
         lines += ["Cells ran on: " + "; ".join(_md(m) for m in machines) + ".", ""]
-    lines += [f"Config `{sweep.get('config')}`; {len(rows)} cells, {ok} ok, {len(rows) - ok} failed; "
+    if sweep.get("complete") is False:
+        lines += ["Partial results of a sweep still running.", ""]
+    lines += [f"Config `{sweep.get('config')}`; {len(rows)} cells, {status_counts(rows)}; "
               f"wall time {duration_text(sweep.get('wall_seconds'))}.", "",
               "```bash", str(sweep.get("command")), "```", ""]
     for (dataset, arch), group in _groups(rows).items():
@@ -392,6 +407,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 #results th[aria-sort="descending"]::after { content: " \\25BC"; }
 tr.failed td { background: #fde8e8; }
 tr.failed td.status { color: #b00; font-weight: bold; }
+tr.pending td { color: #888; }
 dl.meta { display: grid; grid-template-columns: max-content auto; gap: 2px 1em; }
 dl.meta dt { font-weight: bold; } dl.meta dd { margin: 0; }
 figure { display: inline-block; margin: 1em 1em 0 0; } figcaption { font-size: 12px; color: #555; }
@@ -471,6 +487,8 @@ def _url(path: str) -> str:
 
 def row_note(row: dict) -> str:
     """The "error / verdict" column: a failed cell's error, or a detector's verdict ("flagged: yes; detail")."""
+    if is_pending(row):
+        return "not run yet"
     if not is_ok(row):
         return str(row.get("error") or "failed (no error recorded)")
     if row.get("kind") == "detector":
@@ -500,7 +518,7 @@ def _index_row(row: dict) -> str:
         if kind != "text":
             cells.append(_number_td(row.get(key), kind, row.get("machine") if key == "seconds" else ""))
         elif key == "report":
-            cells.append(f'<td><a href="{_url(_cell_page_path(row))}">cell</a></td>')
+            cells.append("<td></td>" if is_pending(row) else f'<td><a href="{_url(_cell_page_path(row))}">cell</a></td>')
         elif key == "note":
             note = row_note(row)
             cells.append(f'<td class="{"error" if not is_ok(row) else "note"}">{_e(note)}</td>')
@@ -509,7 +527,9 @@ def _index_row(row: dict) -> str:
             cls = ' class="status"' if key == "status" else ""
             cells.append(f'<td{cls}>{_e("" if value is None else value)}</td>')
     attrs = f' data-cell="{_e(row["cell"])}" data-kind="{_e(row.get("kind"))}"'
-    if not is_ok(row):
+    if is_pending(row):
+        attrs += ' class="pending"'
+    elif not is_ok(row):
         attrs += f' class="failed" title="{_e(row_note(row))}"'
     return f"<tr{attrs}>" + "".join(cells) + "</tr>"
 
@@ -523,14 +543,15 @@ def index_page(rows: list[dict], sweep: dict, figures: dict[Any, str]) -> str:
     """The text of index.html: the sweep's facts, the counts of ok and failed cells, the sortable table of all
     rows (id "results"; each row's data-cell is its cell id, each numeric cell's data-value its raw number) and
     one figure per data set that has one."""
-    ok = sum(1 for r in rows if is_ok(r))
     counts: dict[Any, int] = {}
     for r in rows:
         counts[r.get("kind")] = counts.get(r.get("kind"), 0) + 1
     kinds = ", ".join(f"{n} {k}" for k, n in counts.items())
     meta = [("sweep", sweep.get("name")), ("config", sweep.get("config")), ("command", sweep.get("command")),
             ("machine", sweep.get("machine")), ("wall time", duration_text(sweep.get("wall_seconds"))),
-            ("cells", f"{len(rows)} ({kinds}): {ok} ok, {len(rows) - ok} failed")]
+            ("cells", f"{len(rows)} ({kinds}): {status_counts(rows)}")]
+    if sweep.get("complete") is False:
+        meta.append(("state", "running: partial results, rewritten as cells finish"))
     dl = "".join(f"<dt>{_e(k)}</dt><dd>{'<code>' + _e(v) + '</code>' if k == 'command' else _e(v)}</dd>"
                  for k, v in meta)
     head = "".join(f'<th tabindex="0" scope="col" data-key="{_e(key)}" '

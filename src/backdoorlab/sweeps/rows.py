@@ -17,8 +17,12 @@ def defense_effectiveness(before: dict, after: dict) -> float | None:
     return (max(0.0, asr_drop) - max(0.0, ca_drop) + 1) / 2
 
 
+PENDING = {"status": "pending", "error": None}  # the result of a cell that has not run yet
+
+
 def result_row(job, result: dict) -> dict:
-    """The results-table row of cell ``job`` from its ``result`` (see :mod:`.cells`)."""
+    """The results-table row of cell ``job`` from its ``result`` (see :mod:`.cells`; :data:`PENDING` for a cell
+    that has not run yet)."""
     row = {"cell": job.key, "kind": job.kind, **job.labels, "status": result["status"], "error": result.get("error"),
            "clean_accuracy": None, "attack_success_rate": None, "robust_accuracy": None,
            "suspect_clean_accuracy": None, "suspect_attack_success_rate": None, "ca_drop": None, "der": None,
