@@ -76,6 +76,14 @@ trigger_size = 2
     ('datasets = ["digits"]', 'datasets = ["digitz"]', "sweep.toml:2: [sweep]:"),
     ("trigger_size = 2", "trigger_size = 2\ntarget = 12", "sweep.toml:8: [attacks.badnets]: target"),
     ("trigger_size = 2", "trigger_size = 9", "sweep.toml:7: [attacks.badnets]: trigger_size"),
+    ("[defenses.finetune]", "[detectors.strop]", "sweep.toml:9: [detectors.strop]: unknown detector 'strop'"),
+    ("[defenses.finetune]", "[detectors.scan]\nepochz = 2", "sweep.toml:10: [detectors.scan]: unknown"),
+    ("[defenses.finetune]", "[attacks.wp]\nattack = \"weight-perturbation\"\nepsilon = -1",
+     "sweep.toml:11: [attacks.wp]: epsilon"),
+    ("[defenses.finetune]", "[attacks.wp]\nattack = \"weight-perturbation\"\nalpha = 0.3",
+     "sweep.toml:11: [attacks.wp]: unknown key 'alpha'"),
+    ("[defenses.finetune]", "[defenses.two]\ndefense = \"mode-connectivity\"\nsuspects = 3",
+     "sweep.toml:11: [defenses.two]: suspects must be 1 or 2"),
 ])
 def test_bad_config_named_by_line_and_key(tmp_path, old, new, message):
     assert old in GOOD

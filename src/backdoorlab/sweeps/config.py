@@ -298,13 +298,25 @@ def _check_train(train: Mapping, datasets, archs, lines: _Lines) -> None:
                      ("train",), lines)
 
 
+def _named(section: str, noun: str, label: str, options, valid, lines: _Lines) -> tuple[str, dict]:
+    """The registered name a ``[SECTION.LABEL]`` table names (its ``NOUN`` key, else the label) and its other
+    options; an unknown name is refused at that key (or the table's header)."""
+    where = (section, label)
+    if not isinstance(options, dict):
+        raise lines.error(where, f"[{section}.{label}] must be a table of options")
+    options = dict(options)
+    name = options.pop(noun, label)
+    if name not in valid:
+        raise lines.error((*where, noun) if (*where, noun) in lines.keys else where,
+                          f"unknown {noun} {name!r}; valid: {valid_names(valid)}")
+    return name, options
+
+
 def _attack(label: str, options, datasets, lines: _Lines) -> AttackSpec:
     from ..attacks import MODEL_ATTACKS, TRAINING_ATTACKS
     where = ("attacks", label)
-    if not isinstance(options, dict):
-        raise lines.error(where, f"[attacks.{label}] must be a table of options")
-    options = dict(options)
-    name = options.pop("attack", label)
+    name, options = _named("attacks", "attack", label, options, ["none", *TRAINING_ATTACKS, *MODEL_ATTACKS],
+                           lines)
     if name == "none":
         score_with = options.pop("score_with", None)
         _known_keys(options, (), where, lines)
@@ -317,31 +329,21 @@ def _attack(label: str, options, datasets, lines: _Lines) -> AttackSpec:
         for ds in datasets:
             _each_then_all(lambda o: training_attack(name, o, ds), options, where, lines)
         return AttackSpec(label, name, "training", options)
-    if name in MODEL_ATTACKS:
-        entry = MODEL_ATTACKS.entry(name)
-        trigger = options.get("trigger", "badnets")
-        trigger_keys = flag_keys(TRAINING_ATTACKS.entry(trigger).config) \
-            if entry.traits["trigger"] and trigger in TRAINING_ATTACKS else {}
-        _known_keys(options, (*MODEL_ATTACK_KEYS, *model_attack_settings(entry), *trigger_keys), where, lines)
-        for ds in datasets:
-            _each_then_all(lambda o: model_attack_options(name, o, seed=0, dataset=ds), options, where, lines)
-        return AttackSpec(label, name, "model", options)
-    valid = ["none", *TRAINING_ATTACKS, *MODEL_ATTACKS]
-    raise lines.error((*where, "attack") if (*where, "attack") in lines.keys else where,
-                      f"unknown attack {name!r}; valid: {valid_names(valid)}")
+    entry = MODEL_ATTACKS.entry(name)  # an attack on a trained model's weights
+    trigger = options.get("trigger", "badnets")
+    trigger_keys = flag_keys(TRAINING_ATTACKS.entry(trigger).config) \
+        if entry.traits["trigger"] and trigger in TRAINING_ATTACKS else {}
+    _known_keys(options, (*MODEL_ATTACK_KEYS, *model_attack_settings(entry), *trigger_keys), where, lines)
+    for ds in datasets:
+        _each_then_all(lambda o: model_attack_options(name, o, seed=0, dataset=ds), options, where, lines)
+    return AttackSpec(label, name, "model", options)
 
 
 def _defense(label: str, options, datasets, lines: _Lines) -> DefenseSpec:
     from ..defenses.repair import REPAIRERS
     from ..runs import default_repair_options
     where = ("defenses", label)
-    if not isinstance(options, dict):
-        raise lines.error(where, f"[defenses.{label}] must be a table of options")
-    options = dict(options)
-    name = options.pop("defense", label)
-    if name not in REPAIRERS:
-        raise lines.error((*where, "defense") if (*where, "defense") in lines.keys else where,
-                          f"unknown defense {name!r}; valid: {valid_names(list(REPAIRERS))}")
+    name, options = _named("defenses", "defense", label, options, list(REPAIRERS), lines)
     suspects = options.pop("suspects", 1)
     if suspects not in (1, 2):
         raise lines.error((*where, "suspects"), f"suspects must be 1 or 2, got {suspects!r}")
@@ -355,17 +357,12 @@ def _defense(label: str, options, datasets, lines: _Lines) -> DefenseSpec:
 
 def _detector(label: str, options, lines: _Lines) -> DetectorSpec:
     where = ("detectors", label)
-    if not isinstance(options, dict):
-        raise lines.error(where, f"[detectors.{label}] must be a table of options")
-    options = dict(options)
-    name = options.pop("detector", label)
-    if name not in DETECTORS:
-        raise lines.error((*where, "detector") if (*where, "detector") in lines.keys else where,
-                          f"unknown detector {name!r}; valid: {valid_names(DETECTORS)}")
+    name, options = _named("detectors", "detector", label, options, DETECTORS, lines)
     if name == "scan":
         from ..defenses.neural_cleanse.config import NeuralCleanseConfig
-        _checked(lambda: NeuralCleanseConfig.from_dict(options, owner="scan"), where, lines)
+        _each_then_all(lambda o: NeuralCleanseConfig.from_dict(o, owner="scan"), options, where, lines)
     else:
         from ..runs.detect_poison import training_set_detector
-        _checked(lambda: training_set_detector(name).config.from_dict(options, owner=name), where, lines)
+        _each_then_all(lambda o: training_set_detector(name).config.from_dict(o, owner=name), options, where,
+                       lines)
     return DetectorSpec(label, name, options)
