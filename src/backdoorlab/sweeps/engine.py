@@ -120,9 +120,10 @@ def _schedule(models: dict[str, Job], cells: list[Job], out: str, address, worke
         ray = _ray()
         started = not ray.is_initialized()
         if started:
+            # "local": a new instance even when `ray start` left one running here (which address=None would join)
             local = {} if address else {"num_cpus": (workers or max(1, (os.cpu_count() or 1) // threads)) * threads}
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-                     **local)
+            ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=False, **local)
         cap = workers or max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
         task = ray.remote(run_job).options(num_cpus=threads, num_gpus=gpus, max_retries=TASK_RETRIES,
                                            retry_exceptions=False)
