@@ -3,7 +3,8 @@
 #   1. MNIST end to end on $DEVICE through the CLI: train a BadNets small-cnn, evaluate it, sanitize it (one
 #      suspect, a short curve), find its poisoned training images (detect-poison), with training throughput
 #      (images/s) from the model's own record;
-#   2. one epoch of resnet20 on CIFAR-10 on $DEVICE, and the same number of steps on CPU, with images/s for each
+#   2. the smoke sweep (benchmarks/sweeps/smoke.toml) as Ray tasks asking half a GPU each;
+#   3. one epoch of resnet20 on CIFAR-10 on $DEVICE, and the same number of steps on CPU, with images/s for each
 #      and the speed-up (the CPU figure is skipped when DEVICE=cpu).
 # Under 8 minutes on one H100 with 16 cores; no network (data in $BACKDOORLAB_DATA, else ./shared/data).
 #   bash benchmarks/device_check.sh                    # DEVICE=cuda, full sizes
@@ -47,6 +48,16 @@ bl detect-poison "$OUT/mnist" --dataset mnist --clean-budget $budget --device "$
    | "$PY" -c "import json, sys; r = json.load(sys.stdin); print('  detect-poison:', {k: r.get(k) for k in ('flagged', 'precision', 'recall', 'seconds')})"
 echo "  detect-poison: $(( $(date +%s) - t1 )) s"
 echo "  MNIST end to end: $(( $(date +%s) - t0 )) s"
+
+echo "== sweep: the smoke grid as Ray tasks sharing the GPU (two jobs per card)"
+if "$PY" -c "import ray" 2>/dev/null; then
+  t2=$(date +%s)
+  gpus=0.5; [ "$DEVICE" = cpu ] && gpus=0
+  bl sweep benchmarks/sweeps/smoke.toml --out "$OUT/sweep" --gpus-per-task $gpus --no-progress
+  echo "  sweep: $(( $(date +%s) - t2 )) s"
+else
+  echo "  skipped: ray is not installed (pip install -e '.[distributed]')"
+fi
 
 echo "== CIFAR-10 resnet20, one epoch"
 "$PY" - "$DEVICE" "$cifar_steps" "${AMP:-0}" <<'PYEOF'
