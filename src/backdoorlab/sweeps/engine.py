@@ -27,6 +27,7 @@ from .rows import PENDING, result_row
 
 TASK_RETRIES = 3  # a task whose worker process dies is run again this many times
 PARTIAL_EVERY = 30.0  # seconds between two writes of the partial results while a sweep runs
+WAIT_SECONDS = 1.0  # how long the driver waits for a job at a time
 
 
 def run_sweep(config: SweepConfig, out: str | os.PathLike, *, address: str | None = None, workers: int | None = None,
@@ -166,7 +167,8 @@ def _drain(ray, task, todo: list[Job], results: dict, out: str, data_dir, thread
             if waiting:  # cannot happen with a plan whose models come before their cells
                 raise BackdoorlabError("sweep: jobs wait for models that no job makes")
             break
-        done, _ = ray.wait(list(in_flight), num_returns=1)
+        # a short timeout: ray.wait blocks signals until it returns, and Ctrl-C must stop a sweep of long jobs
+        done, _ = ray.wait(list(in_flight), num_returns=1, timeout=WAIT_SECONDS)
         for ref in done:
             job = in_flight.pop(ref)
             try:
