@@ -137,12 +137,12 @@ class FederationSettings:
             return
         if not self.attackers:
             raise BackdoorlabError("--attack needs --attacker-clients (the ids of the malicious clients, 0 to N-1)")
+        if len(self.attackers) > n:
+            raise BackdoorlabError(f"{len(self.attackers)} attackers but only {n} clients")
         bad = [i for i in self.attackers if not 0 <= i < n]
         if bad:
             raise BackdoorlabError(f"--attacker-clients: client id {bad[0]} is out of range; the {n} clients are "
                                    f"numbered 0 to {n - 1}")
-        if len(self.attackers) > n:
-            raise BackdoorlabError(f"{len(self.attackers)} attackers but only {n} clients")
         if len(self.attackers) > k:
             raise BackdoorlabError(f"{len(self.attackers)} attackers cannot all train in a round of --per-round {k}; "
                                    f"give at most {k} attacker ids")
