@@ -213,12 +213,11 @@ def test_attack_options_need_an_attack():
 
 # --- strategies on synthetic updates ------------------------------------------------------------------------------
 
-flwr = pytest.importorskip("flwr")
-
-
 @pytest.fixture
 def task_identity():
-    """Flower's messages need the process's task identity, which a simulation sets; restored afterwards."""
+    """Flower's messages need the process's task identity, which a simulation sets; restored afterwards. Skips
+    without Flower (the tests above do not need it)."""
+    pytest.importorskip("flwr")
     from flwr.supercore.task_identity import TaskIdentity
     saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
