@@ -7,8 +7,8 @@ import pathlib
 import backdoorlab
 
 SRC = pathlib.Path(backdoorlab.__file__).parent
-CLI = {"backdoorlab.cli", "backdoorlab.cli_evasion", "backdoorlab.cli_listing", "backdoorlab.cli_sweep",
-       "backdoorlab.demo"}
+CLI = {"backdoorlab.cli", "backdoorlab.cli_evasion", "backdoorlab.cli_federated", "backdoorlab.cli_listing",
+       "backdoorlab.cli_sweep", "backdoorlab.demo"}
 
 
 def module_name(path: pathlib.Path) -> str:

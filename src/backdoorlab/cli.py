@@ -831,9 +831,10 @@ def list_cmd(defaults):
 
 
 def _register_commands() -> None:
-    from . import cli_evasion, cli_sweep
+    from . import cli_evasion, cli_federated, cli_sweep
     cli_evasion.register(cli)
     cli_sweep.register(cli)
+    cli_federated.register(cli)
 
 
 _register_commands()

@@ -15,12 +15,15 @@ this package.
 - :mod:`.detect_poison`: which training images are poisoned (``backdoorlab detect-poison``), with its figures
   (:mod:`.poison_report`);
 - :mod:`.robustness`, :mod:`.path_robustness`: evasion robustness of a model, and along a curve;
-- :mod:`.retune`: the retuning attack on a (repaired) model beside a clean control (``backdoorlab retune``).
+- :mod:`.retune`: the retuning attack on a (repaired) model beside a clean control (``backdoorlab retune``);
+- :mod:`.federated`: federated learning on Flower with attacking clients and server defenses (``backdoorlab
+  federated``), with its figure (:mod:`.federated_plot`).
 """
 
 from .attack import model_attack_run
 from .defended_training import defended_train_run
 from .detect_poison import detect_poison_run
+from .federated import federated_run
 from .outputs import check_out_dir
 from .path_robustness import path_robustness_run
 from .repair import default_repair_options, finetune_run, repair_run, resolve_bn_augment
@@ -31,6 +34,6 @@ from .scan import scan_run
 from .train import train_config, train_defaults, train_run
 
 __all__ = ["SECOND_ENDPOINT_DIR", "check_out_dir", "default_repair_options", "defended_train_run", "detect_poison_run",
-           "finetune_run",
+           "federated_run", "finetune_run",
            "model_attack_run", "path_robustness_run", "repair_run", "resolve_bn_augment", "retune_run",
            "robustness_run", "sanitize_run", "sanitize_warnings", "scan_run", "train_config", "train_defaults", "train_run"]

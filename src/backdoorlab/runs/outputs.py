@@ -20,13 +20,16 @@ CONFIG_WRITERS = ("sanitize", "repair", "attack", "import")
 
 def written_by(out_dir: pathlib.Path, meta: dict) -> str:
     """Which command wrote the checkpoint in ``out_dir`` (its sidecar ``meta``): the ``command`` of the
-    ``config.json`` that sanitize, repair, attack and import write next to it, else ``train`` (which writes none)."""
+    ``config.json`` that sanitize, repair, attack and import write next to it, ``federated`` for a federation's
+    global model (its provenance says so), else ``train`` (which writes none)."""
     try:
         command = json.loads((out_dir / "config.json").read_text()).get("command")
     except (OSError, ValueError, AttributeError):
         command = None
     if command in CONFIG_WRITERS:
         return command
+    if "federated" in provenance(meta):  # the global model of `backdoorlab federated`, in its OUT/global
+        return "federated"
     return "sanitize" if "second_endpoint" in provenance(meta) else "train"
 
 
