@@ -16,6 +16,8 @@ import logging
 import os
 import pathlib
 import shutil
+import signal
+import threading
 import time
 
 from ..errors import BackdoorlabError
@@ -85,6 +87,26 @@ def _only_sweep_in(out_dir: pathlib.Path):
         yield
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While jobs run, SIGTERM (a batch scheduler's stop, `kill`) and SIGINT (which a shell's background job
+    ignores) stop the sweep as Ctrl-C does: KeyboardInterrupt, so Ray is shut down and what finished stays for the
+    resume. Set after ``ray.init``, whose own SIGTERM handler aborts the process; restored afterwards. Only in
+    the main thread, where Python allows signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _forget_unfinished(out_dir: pathlib.Path) -> None:
     """Delete what jobs of an earlier, stopped run left half-made (their temporary folders)."""
     for sub in (MODELS, CELLS):
@@ -129,7 +151,8 @@ def _schedule(models: dict[str, Job], cells: list[Job], out: str, address, worke
         task = ray.remote(run_job).options(num_cpus=threads, num_gpus=gpus, max_retries=TASK_RETRIES,
                                            retry_exceptions=False)
         try:
-            _drain(ray, task, todo, results, out, data_dir, threads, cap, bar, partial)
+            with _terminate_as_interrupt():
+                _drain(ray, task, todo, results, out, data_dir, threads, cap, bar, partial)
         finally:
             if started:
                 ray.shutdown()
