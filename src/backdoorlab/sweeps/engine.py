@@ -59,18 +59,22 @@ def run_sweep(config: SweepConfig, out: str | os.PathLike, *, address: str | Non
             "config": config.path, "models": {k: j.recipe for k, j in models.items()},
             "cells": [{"key": c.key, "labels": c.labels, "recipe": c.recipe} for c in cells]})
         from .report import write_results
+        results = {job.key: done for job in [*models.values(), *cells]
+                   if (done := finished(str(out_dir), job.kind, job.key)) is not None}
+        made_before = len(results)  # by an earlier run of the same grid, resumed here
 
         def write(results: dict, complete: bool) -> dict:
             rows = [result_row(c, results.get(c.key, PENDING)) for c in cells]
             sweep = {"name": config.name, "config": config.path,
                      "command": command or f"backdoorlab sweep {config.path}", "machine": machine(),
-                     "wall_seconds": round(time.time() - tick, 1), "complete": complete, "workers": workers,
+                     "wall_seconds": round(time.time() - tick, 1), "complete": complete, "jobs": len(models) + len(cells),
+                     "jobs_made_before": made_before, "workers": workers,
                      "threads_per_task": threads, "address": address, "models": len(models), "cells": len(cells)}
             write_results(out_dir, rows, sweep)
             return {"sweep": sweep, "rows": rows}
 
-        results = _schedule(models, cells, str(out_dir), address, workers, threads, gpus, data_dir, progress,
-                            partial=lambda results: write(results, complete=False))
+        _schedule(models, cells, results, str(out_dir), address, workers, threads, gpus, data_dir, progress,
+                  partial=lambda results: write(results, complete=False))
         _forget_unfinished(out_dir)  # what a killed worker's attempt left before Ray ran the job again
         return write(results, complete=True)
 
@@ -124,19 +128,13 @@ def _ray():
     return ray
 
 
-def _schedule(models: dict[str, Job], cells: list[Job], out: str, address, workers, threads, gpus, data_dir,
-              progress: bool, partial) -> dict[str, dict]:
-    """Run every job not finished yet, each once its models are made; returns every job's result by key.
-    ``partial(results)`` is called with the results so far at most every :data:`PARTIAL_EVERY` seconds."""
+def _schedule(models: dict[str, Job], cells: list[Job], results: dict[str, dict], out: str, address, workers,
+              threads, gpus, data_dir, progress: bool, partial) -> None:
+    """Run every job not in ``results`` (the finished ones, by key), each once its models are made, adding its
+    result there. ``partial(results)`` is called with the results so far at most every :data:`PARTIAL_EVERY`
+    seconds."""
     from tqdm.auto import tqdm
-    results: dict[str, dict] = {}
-    todo: list[Job] = []
-    for job in [*models.values(), *cells]:
-        done = finished(out, job.kind, job.key)
-        if done is not None:
-            results[job.key] = done
-        else:
-            todo.append(job)
+    todo = [job for job in [*models.values(), *cells] if job.key not in results]
     bar = tqdm(total=len(models) + len(cells), initial=len(results), desc="sweep", unit="job", disable=not progress,
                dynamic_ncols=True)
     if todo:
@@ -157,7 +155,6 @@ def _schedule(models: dict[str, Job], cells: list[Job], out: str, address, worke
             if started:
                 ray.shutdown()
     bar.close()
-    return results
 
 
 def _drain(ray, task, todo: list[Job], results: dict, out: str, data_dir, threads: int, cap: int, bar,

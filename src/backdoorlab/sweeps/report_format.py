@@ -68,6 +68,16 @@ def duration_text(s: Any) -> str:
     return text
 
 
+def wall_text(sweep: dict) -> str:
+    """The sweep's wall time for a header; for a resumed sweep, that it is this run's and how many jobs an
+    earlier run had made."""
+    text = duration_text(sweep.get("wall_seconds"))
+    before = sweep.get("jobs_made_before")
+    if before:
+        text += f" (this run; {before} of {sweep.get('jobs')} jobs were made by an earlier run it resumed)"
+    return text
+
+
 def ca_asr_text(row: dict, with_time: bool = False) -> str:
     """A row's Markdown table cell: "CA / ASR" in % ("97.99 / 0.29"), with ", 369 s" for a defense when
     ``with_time``; "failed" or "pending" for a cell without results. An unknown ASR (or CA) reads "-"."""

@@ -9,8 +9,8 @@ import pathlib
 from typing import Any
 from urllib.parse import quote
 
-from .report_format import (FRACTION_METRICS, duration_text, escape_html, flagged_text, is_ok, is_pending, number,
-                            pct, seconds_text, status_counts)
+from .report_format import (FRACTION_METRICS, escape_html, flagged_text, is_ok, is_pending, number, pct,
+                            seconds_text, status_counts, wall_text)
 
 
 _FAVICON = '<link rel="icon" href="data:,">'  # no favicon request (it would 404 and log a console error)
@@ -171,7 +171,7 @@ def index_page(rows: list[dict], sweep: dict, figures: dict[Any, str]) -> str:
         counts[r.get("kind")] = counts.get(r.get("kind"), 0) + 1
     kinds = ", ".join(f"{n} {k}" for k, n in counts.items())
     meta = [("sweep", sweep.get("name")), ("config", sweep.get("config")), ("command", sweep.get("command")),
-            ("machine", sweep.get("machine")), ("wall time", duration_text(sweep.get("wall_seconds"))),
+            ("machine", sweep.get("machine")), ("wall time", wall_text(sweep)),
             ("cells", f"{len(rows)} ({kinds}): {status_counts(rows)}")]
     if sweep.get("complete") is False:
         meta.append(("state", "running: partial results, rewritten as cells finish"))

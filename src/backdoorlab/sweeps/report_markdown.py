@@ -3,8 +3,8 @@ columns = "none" then each defense, cells "CA / ASR" in %), and a table of the d
 
 from __future__ import annotations
 
-from .report_format import (budget_text, ca_asr_text, defense_labels, duration_text, escape_md, first_seen,
-                            flagged_text, is_ok, is_pending, status_counts)
+from .report_format import (budget_text, ca_asr_text, defense_labels, escape_md, first_seen, flagged_text, is_ok,
+                            is_pending, status_counts, wall_text)
 
 
 def _groups(rows: list[dict]) -> dict[tuple, list[dict]]:
@@ -75,7 +75,7 @@ def results_markdown(rows: list[dict], sweep: dict) -> str:
     if sweep.get("complete") is False:
         lines += ["Partial results of a sweep still running.", ""]
     lines += [f"Config `{sweep.get('config')}`; {len(rows)} cells, {status_counts(rows)}; "
-              f"wall time {duration_text(sweep.get('wall_seconds'))}.", "",
+              f"wall time {wall_text(sweep)}.", "",
               "```bash", str(sweep.get("command")), "```", ""]
     for (dataset, arch), group in _groups(rows).items():
         if not any(r.get("kind") in ("suspect", "defense") for r in group):
