@@ -11,17 +11,7 @@ import platform
 import torch
 
 from backdoorlab.io import atomic_write_json
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), or the platform's processor string elsewhere."""
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from backdoorlab.machine import cpu_model
 
 
 def machine() -> str:

@@ -21,14 +21,13 @@ Every file is written atomically; nothing is written until the federation has ru
 from __future__ import annotations
 
 import pathlib
-import platform
-import socket
 import time
 
 from .. import __version__
 from ..errors import BackdoorlabError
 from ..federated.settings import FederationSettings, attack_record
 from ..io import atomic_write_json
+from ..machine import machine
 from ..metrics import evaluate
 from ..models import load_for, new_model, save_checkpoint
 from ..models.external import is_external
@@ -37,19 +36,6 @@ from .outputs import check_out_dir
 
 GLOBAL_DIR = "global"
 ROUND_KEYS = ("round", "clean_accuracy", "attack_success_rate")
-
-
-def machine() -> str:
-    """The host and CPU that ran the federation (for config.json)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{socket.gethostname()}, {cpu}"
 
 
 def _versions() -> dict:

@@ -13,14 +13,13 @@ import functools
 import json
 import os
 import pathlib
-import platform
 import shutil
-import socket
 import time
 import uuid
 
 from ..errors import BackdoorlabError
 from ..io import atomic_write_json
+from ..machine import machine
 from .attack_recipes import model_attack_options, training_attack
 
 RESULT = "result.json"
@@ -43,19 +42,6 @@ def finished(out, kind: str, key: str) -> dict | None:
 
 def read_json(path) -> dict:
     return json.loads(pathlib.Path(path).read_text())
-
-
-def machine() -> str:
-    """Which host and CPU ran a cell."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{socket.gethostname()}, {cpu}"
 
 
 @functools.lru_cache(maxsize=4)

@@ -22,7 +22,8 @@ import time
 
 from ..errors import BackdoorlabError
 from ..io import atomic_write_json, atomic_write_text
-from .cells import CELLS, MODELS, finished, machine, run_job
+from ..machine import machine
+from .cells import CELLS, MODELS, finished, run_job
 from .config import SweepConfig
 from .grid import Job, plan
 from .rows import PENDING, result_row
