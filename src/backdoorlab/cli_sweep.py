@@ -42,10 +42,11 @@ def sweep(config, out, address, workers, threads, gpus, dry_run, data_dir, no_pr
     models, cells = plan(cfg)
     if dry_run:
         cached = sum(finished(out, "model", k) is not None for k in models)
-        done = sum(finished(out, c.kind, c.key) is not None for c in cells)
-        click.echo(f"{cfg.name}: {len(models)} models ({cached} made), {len(cells)} cells ({done} done) -> {out}")
+        done = {c.key for c in cells if finished(out, c.kind, c.key) is not None}
+        click.echo(f"{cfg.name}: {len(models)} models ({cached} made), {len(cells)} cells ({len(done)} done) "
+                   f"-> {out}")
         for c in cells:
-            state = "done" if finished(out, c.kind, c.key) is not None else "to run"
+            state = "done" if c.key in done else "to run"
             click.echo(f"  {c.key}  {c.labels['dataset']:<14} {c.labels['arch']:<12} {c.labels['attack']:<20} "
                        f"seed {c.labels['seed']:<3} {c.labels['defense']:<28} {state}")
         return

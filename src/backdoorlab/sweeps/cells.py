@@ -109,13 +109,18 @@ def _model_dir(out, key: str) -> str:
     return str(job_dir(out, "model", key))
 
 
+def _model_and_dataset(out, key: str, data_dir) -> tuple[str, object]:
+    """A made model's folder and the data set its sidecar names (loaded once per worker)."""
+    from ..models.checkpoint import read_meta
+    model_dir = _model_dir(out, key)
+    return model_dir, _dataset(read_meta(model_dir)["dataset"], data_dir)
+
+
 def _suspect(recipe: dict, out: str, work: pathlib.Path, data_dir) -> dict:
     from ..attacks import backdoor_of
     from ..metrics import evaluate
     from ..models import load_for
-    model_dir = _model_dir(out, recipe["model"])
-    meta_ds = read_json(pathlib.Path(model_dir) / "model.json")["dataset"]
-    ds = _dataset(meta_ds, data_dir)
+    model_dir, ds = _model_and_dataset(out, recipe["model"], data_dir)
     model, meta = load_for(model_dir, ds)
     backdoor = _score_backdoor(recipe["score_with"], ds) or backdoor_of(meta)
     m = evaluate(model, ds.test_x, ds.test_y, backdoor, ds.num_classes)
@@ -124,8 +129,8 @@ def _suspect(recipe: dict, out: str, work: pathlib.Path, data_dir) -> dict:
 
 def _defense(recipe: dict, out: str, work: pathlib.Path, data_dir) -> dict:
     from ..runs import repair_run
-    dirs = [_model_dir(out, k) for k in recipe["models"]]
-    ds = _dataset(read_json(pathlib.Path(dirs[0]) / "model.json")["dataset"], data_dir)
+    first, ds = _model_and_dataset(out, recipe["models"][0], data_dir)
+    dirs = [first, *(_model_dir(out, k) for k in recipe["models"][1:])]
     backdoor = _score_backdoor(recipe["score_with"], ds)
     report = repair_run(ds, recipe["defense"], dirs, recipe["budget"], str(work / "repaired"), recipe["options"],
                         backdoor=backdoor, budget_seed=recipe["budget_seed"], progress=False)
@@ -143,8 +148,7 @@ def _defense(recipe: dict, out: str, work: pathlib.Path, data_dir) -> dict:
 
 
 def _detector(recipe: dict, out: str, work: pathlib.Path, data_dir) -> dict:
-    model_dir = _model_dir(out, recipe["model"])
-    ds = _dataset(read_json(pathlib.Path(model_dir) / "model.json")["dataset"], data_dir)
+    model_dir, ds = _model_and_dataset(out, recipe["model"], data_dir)
     if recipe["detector"] == "scan":
         from ..runs import scan_run
         r = scan_run(ds, model_dir, recipe["budget"], str(work / "scan"), recipe["budget_seed"], progress=False,

@@ -176,9 +176,7 @@ def _drain(ray, task, todo: list[Job], results: dict, out: str, data_dir, thread
             waiting.remove(job)
             broken = next((r for r in needed if r["status"] != "ok"), None)
             if broken is not None:
-                results[job.key] = {"status": "failed", "key": job.key, "kind": job.kind, "recipe": job.recipe,
-                                    "error": f"its model could not be made: {broken['error']}", "seconds": 0.0,
-                                    "machine": None}
+                results[job.key] = _failed(job, f"its model could not be made: {broken['error']}", seconds=0.0)
                 failed += 1
                 bar.update(1)
                 continue
@@ -195,9 +193,7 @@ def _drain(ray, task, todo: list[Job], results: dict, out: str, data_dir, thread
             try:
                 result = ray.get(ref)
             except Exception as e:  # noqa: BLE001 - the task's worker died more often than Ray retries
-                result = {"status": "failed", "key": job.key, "kind": job.kind, "recipe": job.recipe,
-                          "error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", "seconds": None,
-                          "machine": None}
+                result = _failed(job, f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", seconds=None)
             results[job.key] = result
             failed += result["status"] != "ok"
             bar.set_postfix(failed=failed, refresh=False)
@@ -205,3 +201,9 @@ def _drain(ray, task, todo: list[Job], results: dict, out: str, data_dir, thread
         if time.time() - written >= PARTIAL_EVERY and (waiting or in_flight):
             partial(results)
             written = time.time()
+
+
+def _failed(job: Job, error: str, seconds: float | None) -> dict:
+    """The result of a job that never ran to the end in a worker (its model failed, or its worker kept dying)."""
+    return {"status": "failed", "key": job.key, "kind": job.kind, "recipe": job.recipe, "error": error,
+            "seconds": seconds, "machine": None}
