@@ -1,0 +1,78 @@
+"""One figure for several `backdoorlab federated` runs: the global model's ASR (top) and CA (bottom) per round,
+one line per run, so that a reader sees how a backdoor planted in one round decays with and without a defense.
+
+    python benchmarks/federated_plot_runs.py OUT.png RUN [RUN ...] [--root DIR] [--title TEXT]
+
+Each RUN is a federated run's --out folder (relative to --root), read from its rounds.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+from backdoorlab.errors import BackdoorlabError
+from backdoorlab.io import atomic_path
+
+
+def read_rounds(folder: pathlib.Path) -> list[dict]:
+    """The per-round records of the federated run in ``folder``."""
+    path = folder / "rounds.json"
+    try:
+        return json.loads(path.read_text())["rounds"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BackdoorlabError(f"{path}: not a federated run's rounds.json ({exc})") from None
+
+
+def plot_runs(runs: dict[str, list[dict]], out, title: str = "") -> None:
+    """Write a PNG with ASR and CA per round, one line per run (rounds of any run's attack shaded lightly)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax_asr, ax_ca) = plt.subplots(2, 1, figsize=(7.0, 6.0), dpi=120, sharex=True)
+    attack_rounds = sorted({r["round"] for rounds in runs.values() for r in rounds if r.get("attack_round")})
+    for ax in (ax_asr, ax_ca):
+        for r in attack_rounds:
+            ax.axvspan(r - 0.5, r + 0.5, color="tab:red", alpha=0.06, lw=0)
+        ax.grid(alpha=0.3)
+    for name, rounds in runs.items():
+        x = [r["round"] for r in rounds]
+        ax_asr.plot(x, [100 * (r["attack_success_rate"] or 0.0) for r in rounds], "o-", ms=3, label=name)
+        ax_ca.plot(x, [100 * r["clean_accuracy"] for r in rounds], "o-", ms=3, label=name)
+    ax_asr.set_ylabel("ASR, % of triggered test images")
+    ax_asr.set_ylim(-2, 102)
+    ax_asr.legend(fontsize=8, loc="best")
+    ax_ca.set_ylabel("CA, % of the test set")
+    ax_ca.set_xlabel("round (0: the starting model; shaded: attack rounds)")
+    ax_ca.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        ax_asr.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--root", default=".")
+    parser.add_argument("--title", default="")
+    args = parser.parse_args(argv)
+    try:
+        runs = {name: read_rounds(pathlib.Path(args.root) / name) for name in args.runs}
+    except BackdoorlabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    plot_runs(runs, args.out, args.title)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
