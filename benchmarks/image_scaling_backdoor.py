@@ -6,7 +6,9 @@ test images at the threshold calibrated on the clean budget) and the training-se
 detect-poison``, precision and recall against the record) see on the undefended models, and a figure.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/image_scaling_backdoor.py --work /work/bench-helper-scaling \
-        --upscale 4 --epochs 5
+        --upscale 4 --epochs 5 --figure
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/image_scaling_backdoor.py --work /work/bench-helper-scaling \
+        --upscale 8 --epochs 5 --methods nearest --no-detectors --no-clean
 
 Writes WORK/upscale-K/results.json (every command's JSON output and the commands themselves) and results.md, and
 docs/img/image-scaling-K.png with --figure.
@@ -108,6 +110,9 @@ def main() -> int:
     ap.add_argument("--methods", nargs="+", default=["bilinear", "nearest"], choices=sorted(VICTIMS))
     ap.add_argument("--strip-images", type=int, default=500)
     ap.add_argument("--figure", action="store_true", help="write docs/img/image-scaling-K.png")
+    ap.add_argument("--no-detectors", action="store_true",
+                    help="skip STRIP and the training-set detectors on the undefended models")
+    ap.add_argument("--no-clean", action="store_true", help="skip the clean reference model")
     args = ap.parse_args()
     work = args.work.resolve() / f"upscale-{args.upscale}"
     work.mkdir(parents=True, exist_ok=True)
@@ -130,7 +135,7 @@ def main() -> int:
                                                *TRIGGER, "--poison-rate", str(args.poison_rate), "--out", str(poisoned),
                                                "--no-progress"], log)
         record = json.loads((poisoned / "poisoning.json").read_text())
-        if args.figure and method == "bilinear":
+        if args.figure and method == args.methods[0]:
             figure(poisoned, record, (28, 28), ROOT / "docs" / "img" / f"image-scaling-{args.upscale}.png", method)
         for name, _, resize, defense in VICTIMS[method]:
             key = f"{method}: {name}"
@@ -141,14 +146,14 @@ def main() -> int:
             m = {"train": run(["train", "--dataset", f"folder:{poisoned}", *train, *flags, "--out", str(model),
                                "--no-progress"], log)}
             m["evaluate"] = run(["evaluate", str(model), "--poison-record", str(poisoned)], log)
-            if name == "no defense":
+            if name == "no defense" and not args.no_detectors:
                 m["strip"] = strip_seen(str(model), str(poisoned), str(poisoned), args.strip_images, 0)
                 for detector in ("activation-clustering", "spectral-signatures"):
                     m[detector] = run(["detect-poison", str(model), "--dataset", f"folder:{poisoned}", "--detector",
                                        detector, "--poison-record", str(poisoned), "--no-progress"], log)
             results["models"][key] = m
             result_file.write_text(json.dumps(results, indent=1))
-    if "clean model" not in results["models"]:
+    if "clean model" not in results["models"] and not args.no_clean:
         model = work / "models" / "clean-bilinear"
         m = {"train": run(["train", "--dataset", f"folder:{clean}", *train, "--resize", "bilinear", "--out",
                            str(model), "--no-progress"], log)}
