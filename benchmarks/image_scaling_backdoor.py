@@ -8,7 +8,7 @@ detect-poison``, precision and recall against the record) see on the undefended 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/image_scaling_backdoor.py --work /work/bench-helper-scaling \
         --upscale 4 --epochs 5 --figure
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/image_scaling_backdoor.py --work /work/bench-helper-scaling \
-        --upscale 8 --epochs 5 --methods nearest --no-detectors --no-clean
+        --upscale 8 --epochs 5 --no-detectors --no-clean --victims "no defense" "area scaling"
 
 Writes WORK/upscale-K/results.json (every command's JSON output and the commands themselves) and results.md, and
 docs/img/image-scaling-K.png with --figure.
@@ -113,6 +113,9 @@ def main() -> int:
     ap.add_argument("--no-detectors", action="store_true",
                     help="skip STRIP and the training-set detectors on the undefended models")
     ap.add_argument("--no-clean", action="store_true", help="skip the clean reference model")
+    ap.add_argument("--victims", nargs="+", default=None, metavar="NAME",
+                    help="only these victims' pipelines (default all: 'no defense', 'area scaling', 'median filter', "
+                         "'Lanczos (default)')")
     args = ap.parse_args()
     work = args.work.resolve() / f"upscale-{args.upscale}"
     work.mkdir(parents=True, exist_ok=True)
@@ -139,7 +142,7 @@ def main() -> int:
             figure(poisoned, record, (28, 28), ROOT / "docs" / "img" / f"image-scaling-{args.upscale}.png", method)
         for name, _, resize, defense in VICTIMS[method]:
             key = f"{method}: {name}"
-            if key in results["models"]:
+            if key in results["models"] or (args.victims and name not in args.victims):
                 continue
             model = work / "models" / f"{method}-{resize}-{defense or 'none'}"
             flags = ["--resize", resize] + (["--resize-defense", defense] if defense else [])

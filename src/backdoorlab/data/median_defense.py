@@ -12,6 +12,8 @@ authors' code does). Pixels the scaling does not read are left as they are; a cl
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -40,28 +42,40 @@ def bandwidth(src: tuple[int, int], dst: tuple[int, int]) -> tuple[int, int]:
     return max(1, src[0] // dst[0]), max(1, src[1] // dst[1])
 
 
-def median_filter_sampled(image: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
-    """A uint8 (H, W) or (H, W, C) image with the pixels that resizing it to ``size`` with ``method`` reads
-    replaced by the median of their neighbourhood (the module's docstring); unchanged when it is not shrunk."""
-    src = image.shape[:2]
-    if src[0] <= size[0] and src[1] <= size[1]:
-        return image
-    mask = sampled_pixels(src, size, method)
+@functools.lru_cache(maxsize=16)
+def _windows(src: tuple[int, int], dst: tuple[int, int], method: str):
+    """The sampled pixels' mask (H, W), their (rows, cols), and for each the (rows, cols) of its window in the
+    image padded by the bandwidth, (P, window) each."""
+    mask = sampled_pixels(src, dst, method)
     rows, cols = torch.nonzero(mask, as_tuple=True)
-    bh, bw = bandwidth(src, size)
-    x = torch.from_numpy(np.array(image)).to(torch.float32)  # a copy: decoded arrays are read-only
-    x = x[None] if x.dim() == 2 else x.permute(2, 0, 1)  # (C, H, W)
-    others = x.masked_fill(mask, float("nan"))  # the scaling's pixels leave the medians
-    padded = F.pad(others, (bw, bw, bh, bh), value=float("nan"))  # so do pixels outside the image
-    dr = torch.arange(-bh, bh + 1)
-    dc = torch.arange(-bw, bw + 1)
+    bh, bw = bandwidth(src, dst)
+    dr, dc = torch.arange(-bh, bh + 1), torch.arange(-bw, bw + 1)
     r = (rows[:, None, None] + bh + dr[None, :, None]).expand(-1, len(dr), len(dc)).reshape(len(rows), -1)
     c = (cols[:, None, None] + bw + dc[None, None, :]).expand(-1, len(dr), len(dc)).reshape(len(rows), -1)
-    windows = padded[:, r, c]  # (C, P, window)
-    medians = torch.nanmedian(windows, dim=-1).values
-    keep = torch.isnan(medians)  # a window of sampled pixels only (a ratio under 2 in both axes): left as it is
-    medians = torch.where(keep, x[:, rows, cols], medians)
-    out = x.clone()
-    out[:, rows, cols] = medians
-    out = out.round().clamp(0, 255).to(torch.uint8)
+    return mask, rows, cols, r, c, (bh, bw)
+
+
+def median_filter_batch(x: torch.Tensor, size: tuple[int, int], method: str) -> torch.Tensor:
+    """uint8 images (N, C, H, W) with the pixels that resizing to ``size`` with ``method`` reads replaced by the
+    median of their neighbourhood (the module's docstring); unchanged when they are not shrunk."""
+    src = tuple(x.shape[-2:])
+    if src[0] <= size[0] and src[1] <= size[1]:
+        return x
+    mask, rows, cols, r, c, (bh, bw) = _windows(src, tuple(size), method)
+    values = x.to(torch.float32)
+    others = values.masked_fill(mask, float("nan"))  # the scaling's pixels leave the medians
+    padded = F.pad(others, (bw, bw, bh, bh), value=float("nan"))  # so do pixels outside the image
+    medians = torch.nanmedian(padded[:, :, r, c], dim=-1).values  # (N, C, P)
+    original = values[:, :, rows, cols]
+    medians = torch.where(torch.isnan(medians), original, medians)  # a window of sampled pixels only: kept
+    out = values.clone()
+    out[:, :, rows, cols] = medians
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def median_filter_sampled(image: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
+    """:func:`median_filter_batch` of one uint8 (H, W) or (H, W, C) image, in the same layout."""
+    x = torch.from_numpy(np.array(image))  # a copy: decoded arrays are read-only
+    x = x[None, None] if x.dim() == 2 else x.permute(2, 0, 1)[None]
+    out = median_filter_batch(x, size, method)[0]
     return (out[0] if image.ndim == 2 else out.permute(1, 2, 0)).numpy()
