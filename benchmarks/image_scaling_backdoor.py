@@ -33,7 +33,8 @@ TRIGGER = ["--trigger", "badnets", "--target", "0", "--trigger-size", "3"]
 # (name, resize the attacker targets, the victim's --resize and --resize-defense)
 VICTIMS = {
     "bilinear": [("no defense", "bilinear", "bilinear", None), ("area scaling", "bilinear", "area", None),
-                 ("median filter", "bilinear", "bilinear", "median"), ("Lanczos (default)", "bilinear", "lanczos", None)],
+                 ("median filter", "bilinear", "bilinear", "median"),
+                 ("Lanczos (default)", "bilinear", "lanczos", None)],
     "nearest": [("no defense", "nearest", "nearest", None), ("area scaling", "nearest", "area", None),
                 ("median filter", "nearest", "nearest", "median")],
 }

@@ -318,7 +318,8 @@ def evaluate(model_dir, dataset, named_arch, backdoor_spec, poison_record, as_js
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The poisoned copy (must not exist).")
 @json_option
 @progress_option
-def poison_folder(src, folder_attack, scale_to, resize, eps, backdoor_spec, poison_rate, seed, out, as_json, no_progress):
+def poison_folder(src, folder_attack, scale_to, resize, eps, backdoor_spec, poison_rate, seed, out, as_json,
+                  no_progress):
     """Write a poisoned copy of the image folder SRC (SRC/train/CLASS/*, SRC/test/CLASS/*) whose poisoned images
     look clean at full size and carry the trigger once the victim resizes them.
 

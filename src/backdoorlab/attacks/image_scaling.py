@@ -87,7 +87,8 @@ def scaling_attack(source: torch.Tensor, target: torch.Tensor, method: str, eps:
     w = weight.expand_as(s)
     reached = (w * s).sum(-1)
     solve_eps = max(eps - HALF_LEVEL, 0.0)
-    goal = torch.minimum(torch.maximum(reached, target.to(torch.float64) - solve_eps), target.to(torch.float64) + solve_eps)
+    wanted = target.to(torch.float64)
+    goal = torch.minimum(torch.maximum(reached, wanted - solve_eps), wanted + solve_eps)
     bound = 1.0 / weight[weight > 0].min().item()  # |lambda| that saturates every pixel of a group
     lo = torch.full_like(goal, -bound)
     hi = torch.full_like(goal, bound)

@@ -31,8 +31,8 @@ def check_resize_defense(defense: str | None, method: str) -> str:
     if defense not in RESIZE_DEFENSES:
         raise BackdoorlabError(f"unknown resize defense {defense!r}; valid: {valid_names(RESIZE_DEFENSES)}")
     if defense == "median" and method not in MEDIAN_METHODS:
-        raise BackdoorlabError(f"the median filter defends resizing that reads few pixels ({' or '.join(MEDIAN_METHODS)}); "
-                               f"--resize {method} reads every pixel and needs no filter")
+        raise BackdoorlabError(f"the median filter defends resizing that reads few pixels "
+                               f"({' or '.join(MEDIAN_METHODS)}); --resize {method} reads every pixel and needs no filter")
     return defense
 
 

@@ -84,7 +84,8 @@ def detect_poison_run(dataset, model_dir: str, detector: str = "activation-clust
                       arch: str | None = None, poison_record: dict | None = None, **options) -> dict:
     """Run training-set ``detector`` on the training set of the checkpoint in ``model_dir`` (see the module
     docstring). ``poison_record``: a ``poison-folder`` record of the data set's folder, whose poisoned files
-    give precision and recall (the detector never reads it). ``options``: fields of the detector's config (``reduction``, ``analysis``, ``rule``, ...).
+    give precision and recall (the detector never reads it). ``options``: fields of the detector's config
+    (``reduction``, ``analysis``, ``rule``, ...).
     Returns a JSON-able dict: ``detector``, ``flagged`` (count), ``flagged_per_label``, ``training_images``,
     ``training_set`` (where it came from), ``warnings``, ``precision`` / ``recall`` / ``auc`` / ``poisoned``
     (only when the poisoned indices are known), ``per_label``, ``config``, ``seconds`` and ``out``."""

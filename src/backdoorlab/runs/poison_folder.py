@@ -147,7 +147,8 @@ def poison_folder_run(src: str, out: str, backdoor, size, method: str = "bilinea
         part.trigger.apply(torch.zeros(1, channels, *size))
 
     moved = set(chosen.tolist())
-    kept = {k: sorted(paths[i].name for i in range(n) if labels[i] == k and i not in moved) for k in range(len(classes))}
+    kept = {k: sorted(paths[i].name for i in range(n) if labels[i] == k and i not in moved)
+            for k in range(len(classes))}
     incoming = {k: int((new_labels == k).sum()) for k in range(len(classes))}
     names = plan_names(kept, incoming, set(pool.tolist()))
 
