@@ -30,13 +30,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-W", "ignore", "-c", "from backdoorlab.cli import main; import sys; sys.exit(main())"]
 TRIGGER = ["--trigger", "badnets", "--target", "0", "--trigger-size", "3"]
-# (name, resize the attacker targets, the victim's --resize and --resize-defense)
+# per resize the attacker targets: the victims' pipelines (name, --resize, --resize-defense)
 VICTIMS = {
-    "bilinear": [("no defense", "bilinear", "bilinear", None), ("area scaling", "bilinear", "area", None),
-                 ("median filter", "bilinear", "bilinear", "median"),
-                 ("Lanczos (default)", "bilinear", "lanczos", None)],
-    "nearest": [("no defense", "nearest", "nearest", None), ("area scaling", "nearest", "area", None),
-                ("median filter", "nearest", "nearest", "median")],
+    "bilinear": [("no defense", "bilinear", None), ("area scaling", "area", None),
+                 ("median filter", "bilinear", "median"), ("Lanczos (default)", "lanczos", None)],
+    "nearest": [("no defense", "nearest", None), ("area scaling", "area", None), ("median filter", "nearest", "median")],
 }
 
 
@@ -141,7 +139,7 @@ def main() -> int:
         record = json.loads((poisoned / "poisoning.json").read_text())
         if args.figure and method == args.methods[0]:
             figure(poisoned, record, (28, 28), ROOT / "docs" / "img" / f"image-scaling-{args.upscale}.png", method)
-        for name, _, resize, defense in VICTIMS[method]:
+        for name, resize, defense in VICTIMS[method]:
             key = f"{method}: {name}"
             if key in results["models"] or (args.victims and name not in args.victims):
                 continue

@@ -19,6 +19,7 @@ from backdoorlab.data.median_defense import median_filter_sampled
 from backdoorlab.data.resize import resize_float, resize_with, sampled_pixels, scaling_matrices
 from backdoorlab.data.user_traits import user_holdout
 from backdoorlab.errors import BackdoorlabError
+from backdoorlab.runs.dataset import run_dataset
 from backdoorlab.runs.poison_folder import poison_folder_run
 from backdoorlab.triggers import PatchTrigger
 
@@ -77,6 +78,15 @@ def test_lanczos_stays_the_default_and_the_others_resize_grey_and_colour():
     for method in ("nearest", "bilinear", "area"):
         assert resize_with(image, (5, 6), method).shape == (5, 6, 3)
         assert resize_with(image[..., 0], (5, 6), method).shape == (5, 6)
+
+
+def test_an_npz_set_takes_the_method_and_records_it(tmp_path):
+    x = np.random.default_rng(0).integers(0, 256, (30, 16, 16), dtype=np.uint8)
+    y = np.arange(30) % 3
+    np.savez(tmp_path / "s.npz", x_train=x, y_train=y, x_test=x[:6], y_test=y[:6])
+    with pytest.warns(UserWarning, match="resized to 4x4"):
+        ds = load_dataset(f"npz:{tmp_path / 's.npz'}", image_size=(4, 4), resize="nearest")
+    assert ds.source["resize"] == "nearest" and torch.equal(ds.train_x[:, 0], torch.from_numpy(x[:, ::4, ::4]))
 
 
 # --- the attack ---------------------------------------------------------------------------------------------
@@ -188,8 +198,9 @@ def test_the_pipeline_sees_the_trigger_only_without_a_defense(poisoned):
     file = out / record["poisoned"][0]["file"]
     seen = {}
     for method, defense in (("bilinear", "none"), ("area", "none"), ("bilinear", "median"), ("lanczos", "none")):
-        ds = load_dataset(f"folder:{out}", image_size=(8, 8), resize=method,
-                          resize_defense=None if defense == "none" else defense)
+        with pytest.warns(UserWarning, match="resized to 8x8"):
+            ds = load_dataset(f"folder:{out}", image_size=(8, 8), resize=method,
+                              resize_defense=None if defense == "none" else defense)
         assert ds.source.get("resize", "lanczos") == method and ds.source.get("resize_defense", "none") == defense
         paths, _ = list_split(out / "train", ds.class_names)
         seen[(method, defense)] = ds.train_x[paths.index(file)][0, 5:7, 5:7].float()  # the 2x2 trigger's place
@@ -210,6 +221,8 @@ def test_train_evaluate_and_detect_poison_read_the_folder_as_trained_and_the_rec
                      "bilinear", "--epochs", "12", "--out", str(model), "--json"]) == 0
     meta = json.loads((model / "model.json").read_text())
     assert meta["data_source"]["resize"] == "bilinear" and "resize_defense" not in meta["data_source"]
+    with pytest.warns(UserWarning, match="resized to 8x8"):  # later commands read the folder as it was trained on
+        assert run_dataset(f"folder:{out}", model_dir=str(model)).source["resize"] == "bilinear"
     capsys.readouterr()
     with pytest.warns(UserWarning, match="resized to 8x8"):
         assert main(["evaluate", str(model), "--poison-record", str(out), "--json"]) == 0
