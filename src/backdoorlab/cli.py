@@ -16,7 +16,7 @@ import click
 from .cli_device import device_options, parse_threads, threads_option, use_threads
 from .cli_listing import RegistryCommand, architectures
 from .cli_options import (arch_args_option, budget_seed_option, image_size_option, json_option, model_arch_option,
-                          parse_arch_args, parse_floats)
+                          parse_arch_args, parse_floats, resize_options)
 from .errors import BackdoorlabError, valid_names
 
 
@@ -24,10 +24,11 @@ def _warning_line(message, category, filename, lineno, line=None):
     return f"warning: {message}\n"
 
 
-def _dataset(name: str, data_dir, image_size=None, model_dir=None):
-    """Data set ``name``; a folder:/npz: set at ``image_size`` (--image-size), else at ``model_dir``'s size."""
+def _dataset(name: str, data_dir, image_size=None, model_dir=None, resize=None, resize_defense=None):
+    """Data set ``name``; a folder:/npz: set at ``image_size`` (--image-size) resized with ``resize`` and
+    ``resize_defense``, else as ``model_dir``'s data was read."""
     from .runs.dataset import run_dataset
-    return run_dataset(name, data_dir, image_size, model_dir)  # an unknown name: one line listing the valid ones
+    return run_dataset(name, data_dir, image_size, model_dir, resize, resize_defense)  # an unknown name: one line
 
 
 def _canonical(name):
@@ -191,11 +192,12 @@ def _datasets():
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
 @data_dir_option
 @image_size_option
+@resize_options
 @progress_option
 @device_options()
 def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, dropout, target_neurons,
           backdoor_fraction, epochs, lr, batch_size, schedule, weight_decay, augment, seed, out, as_json, data_dir,
-          image_size, no_progress, device, amp):
+          image_size, resize, resize_defense, no_progress, device, amp):
     """Train a model, optionally with a backdoor planted by data poisoning or by the training procedure (the
     attacks are listed below); writes OUT/model.safetensors + model.json."""
     from .attacks import TRAINING_ATTACKS
@@ -222,7 +224,7 @@ def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, drop
         training = None
     else:
         poison_rate, stamp = None, None  # at their defaults (checked above), which do not apply
-    ds = _dataset(dataset, data_dir, image_size)
+    ds = _dataset(dataset, data_dir, image_size, resize=resize, resize_defense=resize_defense)
     atk = _make_attack(backdoor_spec, ds, poison_rate, stamp, training)
     cfg = train_config(ds.name, arch, epochs, lr, batch_size, augment, schedule=schedule,
                        weight_decay=weight_decay, seed=seed)
@@ -261,19 +263,27 @@ def _print_metrics(m: dict) -> None:
 @click.option("--dataset", default=None, help="Data set to evaluate on (default: the one in the model's sidecar).")
 @model_arch_option
 @_backdoor_options
+@click.option("--poison-record", default=None, type=click.Path(),
+              help="Measure the backdoor that `backdoorlab poison-folder` hid in the model's training folder: that "
+                   "folder (or its poisoning.json).")
 @json_option
 @data_dir_option
 @device_options(amp=False)
-def evaluate(model_dir, dataset, named_arch, backdoor_spec, as_json, data_dir, device):
+def evaluate(model_dir, dataset, named_arch, backdoor_spec, poison_record, as_json, data_dir, device):
     """Measure CA, and ASR and RA for the attack given (or the one recorded in the model's sidecar)."""
-    from .attacks import backdoor_of
+    from .attacks import backdoor_from_dict, backdoor_of
     from .metrics import evaluate as evaluate_model
     from .models import check_model_fits, load_checkpoint
+    from .runs.poison_folder import read_record
+    if poison_record is not None and backdoor_spec["attack"] is not None:
+        raise BackdoorlabError("give --attack or --poison-record, not both")
+    record = read_record(poison_record) if poison_record is not None else None  # a bad record fails first
     model, meta = load_checkpoint(model_dir, arch=named_arch, dataset=_canonical(dataset))
     ds = _dataset(meta["dataset"], data_dir, model_dir=model_dir)
     check_model_fits(meta, ds, f"checkpoint {model_dir}")
     atk = _make_attack(backdoor_spec, ds)
-    backdoor = atk.backdoor if atk is not None else backdoor_of(meta)
+    recorded = backdoor_from_dict(record["backdoor"]) if record is not None else None
+    backdoor = atk.backdoor if atk is not None else recorded or backdoor_of(meta)
     if atk is None and backdoor is not None:
         backdoor.check(ds.num_classes)
     m = evaluate_model(model.to(device), ds.test_x, ds.test_y, backdoor, ds.num_classes)
@@ -283,9 +293,66 @@ def evaluate(model_dir, dataset, named_arch, backdoor_spec, as_json, data_dir, d
     if as_json:
         click.echo(json.dumps(out))
     else:
-        src = "given" if atk is not None else ("recorded in the sidecar" if backdoor else "none known")
+        src = "given" if atk is not None else (f"recorded in {poison_record}" if recorded is not None else
+                                              "recorded in the sidecar" if backdoor else "none known")
         click.echo(f"{model_dir} on {ds.name} test set ({m['n_test']} images); backdoor: {src}")
         _print_metrics(m)
+
+
+@cli.command("poison-folder")
+@click.argument("src", type=click.Path())
+@click.option("--attack", "folder_attack", default="image-scaling", show_default=True,
+              help="How the poisoned images are hidden: image-scaling (Quiring and Rieck 2020: the trigger appears "
+                   "only once the victim's pipeline shrinks the image).")
+@click.option("--scale-to", "scale_to", required=True, metavar="H[,W]",
+              help="The size the victim's pipeline resizes the images to (its --image-size).")
+@click.option("--resize", default="bilinear", show_default=True,
+              help="The victim's resize method: nearest or bilinear (as `train --resize`).")
+@click.option("--eps", default="1/255", show_default=True,
+              help="Largest difference between the resized attack image and the triggered target, in pixel units "
+                   "([0, 1]; the paper's 1.0 of 255 is 1/255).")
+@_backdoor_options_trigger
+@click.option("--poison-rate", default=0.1, show_default=True, type=float,
+              help="Fraction of the training images outside the held-out pool that is poisoned.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Which images are poisoned.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="The poisoned copy (must not exist).")
+@json_option
+@progress_option
+def poison_folder(src, folder_attack, scale_to, resize, eps, backdoor_spec, poison_rate, seed, out, as_json,
+                  no_progress):
+    """Write a poisoned copy of the image folder SRC (SRC/train/CLASS/*, SRC/test/CLASS/*) whose poisoned images
+    look clean at full size and carry the trigger once the victim resizes them.
+
+    The victim trains on OUT as usual (`backdoorlab train --dataset folder:OUT --image-size H,W --resize METHOD`);
+    `backdoorlab evaluate MODEL --poison-record OUT` measures the backdoor. OUT/poisoning.json records which
+    files were poisoned, the trigger, and how far the poisoned images are from their sources."""
+    from types import SimpleNamespace
+
+    from .data.image_size import parse_image_size
+    from .evasion.base import parse_eps
+    from .runs.poison_folder import ATTACK, folder_traits, poison_folder_run
+    if folder_attack != ATTACK:
+        raise BackdoorlabError(f"unknown folder attack {folder_attack!r}; valid: {ATTACK}")
+    size = parse_image_size(scale_to)
+    if size is None:
+        raise BackdoorlabError("--scale-to needs H or H,W (the victim's image size)")
+    channels, num_classes = folder_traits(src)
+    atk = _make_attack(backdoor_spec, SimpleNamespace(in_channels=channels, image_size=size, num_classes=num_classes),
+                       poison_rate)
+    record = poison_folder_run(src, out, atk.backdoor, size, resize, parse_eps(eps), poison_rate, seed,
+                               progress=not no_progress)
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in record.items() if k != "poisoned"}))
+        return
+    d = record["distance"]
+    click.echo(f"{record['poisoned_count']} of {record['training_images']} training images poisoned "
+               f"({backdoor_spec['attack']} trigger, hidden for {resize} to {size[0]}x{size[1]}) -> {out}")
+    click.echo(f"  full size: PSNR to the source {d['psnr_db']['mean']:.1f} dB (min {d['psnr_db']['min']:.1f}), "
+               f"largest change {d['max_change_levels']['max']:.0f} levels, "
+               f"{100 * d['changed_pixels']['mean']:.1f}% of pixels changed")
+    click.echo(f"  after resizing: at most {d['scaled_error_levels']['max']:.2f} levels from the triggered target")
+    if record["poisoned_in_pool"]:
+        click.echo(f"warning: {record['poisoned_in_pool']} poisoned images fall in the held-out clean pool", err=True)
 
 
 @cli.command("import")
@@ -304,8 +371,10 @@ def evaluate(model_dir, dataset, named_arch, backdoor_spec, as_json, data_dir, d
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (clean_accuracy, out, ...).")
 @data_dir_option
 @image_size_option
+@resize_options
 @device_options(amp=False)
-def import_cmd(weights, arch, arch_args_json, dataset, mean, std, out, as_json, data_dir, image_size, device):
+def import_cmd(weights, arch, arch_args_json, dataset, mean, std, out, as_json, data_dir, image_size, resize,
+               resize_defense, device):
     """Turn a state dict saved elsewhere (WEIGHTS: .safetensors, or .pt/.pth/.bin/.ckpt read without unpickling
     code) into a backdoorlab checkpoint in OUT that every command takes.
 
@@ -315,7 +384,7 @@ def import_cmd(weights, arch, arch_args_json, dataset, mean, std, out, as_json, 
     from .runs.import_model import import_run
     model_args = parse_arch_args(arch_args_json)
     mean, std = parse_floats(mean, "--mean"), parse_floats(std, "--std")
-    ds = _dataset(dataset, data_dir, image_size)
+    ds = _dataset(dataset, data_dir, image_size, resize=resize, resize_defense=resize_defense)
     _, meta = import_run(weights, arch, ds, out, model_args=model_args, mean=mean, std=std, device=device)
     m = meta["metrics"]
     if as_json:
@@ -658,13 +727,16 @@ def scan(model_dir, dataset, budget, report_dir, budget_seed, options, strip, na
                    "them.")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Write detection.json (with the flagged indices), config.json, scores.png and flagged.png here.")
+@click.option("--poison-record", default=None, type=click.Path(),
+              help="The record `backdoorlab poison-folder` wrote for this folder (the folder or its poisoning.json): "
+                   "adds precision and recall against the files it poisoned.")
 @model_arch_option
 @json_option
 @data_dir_option
 @progress_option
 @device_options(amp=False)
-def detect_poison(model_dir, dataset, detector, budget, budget_seed, options, out, named_arch, as_json, data_dir,
-                  no_progress, device):
+def detect_poison(model_dir, dataset, detector, budget, budget_seed, options, out, poison_record, named_arch, as_json,
+                  data_dir, no_progress, device):
     """Which training images are poisoned? Run a training-set detector on the model's penultimate features.
 
     Activation clustering splits each label's features in two and flags the cluster the clean images avoid;
@@ -672,10 +744,13 @@ def detect_poison(model_dir, dataset, detector, budget, budget_seed, options, ou
     recall are printed when the checkpoint records which images were poisoned; the detector never reads them."""
     from .config import split_pairs
     from .runs.detect_poison import detect_poison_run, training_set_detector
+    from .runs.poison_folder import read_record
     opts = training_set_detector(detector).config.parse_options(split_pairs(options), owner=detector)
+    record = read_record(poison_record) if poison_record is not None else None
     ds = _dataset(dataset, data_dir, model_dir=model_dir)
     result = detect_poison_run(ds, model_dir, detector=detector, budget_size=budget, budget_seed=budget_seed,
-                               out=out, progress=not no_progress, device=device, arch=named_arch, **opts)
+                               out=out, progress=not no_progress, device=device, arch=named_arch,
+                               poison_record=record, **opts)
     if as_json:
         click.echo(json.dumps({k: v for k, v in result.items() if k != "per_label"}))
         return
@@ -683,7 +758,8 @@ def detect_poison(model_dir, dataset, detector, budget, budget_seed, options, ou
     click.echo(f"{model_dir}: {result['flagged']} of {result['training_images']} training images flagged by "
                f"{detector} (per label: {per_label})")
     if "precision" in result:
-        click.echo(f"against the {result['poisoned']} poisoned images the sidecar records: precision "
+        click.echo(f"against the {result['poisoned']} poisoned images the {'record' if record else 'sidecar'} "
+                   f"names: precision "
                    f"{_pct(result['precision']).strip()}, recall {_pct(result['recall']).strip()}")
     for w in result["warnings"]:
         click.echo(f"warning: {w}", err=True)

@@ -15,6 +15,20 @@ model_arch_option = click.option(
 image_size_option = click.option(
     "--image-size", default=None, metavar="H[,W]",
     help="folder:/npz: data sets: resize the images to H x W pixels (default: their most common size).")
+
+
+def resize_options(f):
+    """``--resize`` and ``--resize-defense``: how a folder:/npz: data set is brought to one size."""
+    f = click.option("--resize-defense", default=None, metavar="DEFENSE",
+                     help="folder:/npz: data sets: median filters the pixels that --resize nearest or bilinear reads "
+                          "before resizing (the selective median filter of Quiring et al. 2020, against "
+                          "image-scaling attacks); none (default).")(f)
+    return click.option("--resize", default=None, metavar="METHOD",
+                        help="folder:/npz: data sets: how images are resized: lanczos (default, antialiased), nearest, "
+                             "bilinear (no antialiasing, as OpenCV and TensorFlow) or area (the mean of the pixels "
+                             "covered).")(f)
+
+
 budget_seed_option = click.option("--budget-seed", default=0, show_default=True, type=int,
                                   help="Which clean images form the budget.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

@@ -108,21 +108,26 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
-                 progress: bool = True, image_size: tuple[int, int] | None = None) -> Dataset:
+                 progress: bool = True, image_size: tuple[int, int] | None = None, resize: str | None = None,
+                 resize_defense: str | None = None) -> Dataset:
     """Load dataset ``name`` (see :func:`list_datasets`) from ``resolve_data_dir(data_dir)``, or a user's own
     images, ``folder:PATH`` or ``npz:PATH`` (PATH relative to the current directory; docs/data.md).
 
     Missing files are downloaded from the official sources (MD5-verified) when ``download`` is set;
     otherwise a missing file is a :class:`BackdoorlabError`. ``image_size`` (H, W): the size a ``folder:`` or
     ``npz:`` set's images are resized to (default: their most common size); the built-in sets have one size.
+    ``resize`` (``lanczos``, the default; ``nearest``, ``bilinear``, ``area``) and ``resize_defense`` (``none``,
+    ``median``): how a ``folder:``/``npz:`` set is resized (data/resize.py, data/median_defense.py).
     """
     entry = dataset_entry(name)  # an unknown name: a one-line error listing the valid ones
     split = split_path_name(name)
+    resizing = {k: v for k, v in (("resize", resize), ("resize_defense", resize_defense)) if v is not None}
     if split is not None:
-        return entry.run(split[1], image_size)
+        return entry.run(split[1], image_size, **resizing)
     if entry.traits["takes_path"]:
         raise BackdoorlabError(f"data set {name!r} needs a path: {name}:PATH")
-    if image_size is not None:
-        raise BackdoorlabError(f"an image size applies to folder:PATH and npz:PATH data sets only; {name} images "
+    if image_size is not None or resizing:
+        what = "an image size" if image_size is not None else "a resize method"
+        raise BackdoorlabError(f"{what} applies to folder:PATH and npz:PATH data sets only; {name} images "
                                f"have one size")
     return entry.run(resolve_data_dir(data_dir), download, progress)

@@ -5,7 +5,7 @@ Layout: ``PATH/train/CLASS/*`` and ``PATH/test/CLASS/*`` with the same class nam
 which is split into train and test by a seeded, stratified split (:data:`SPLIT_SEED`, :data:`TEST_FRACTION` of
 each class to test), recorded in the data set's ``source``. Grey images stay one channel when every image is
 grey; otherwise all are converted to RGB (palette and alpha images too; alpha is dropped). Every image is brought
-to one size (image_size.py).
+to one size (image_size.py), by the resize method asked for (resize.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import torch
 
 from backdoorlab.data.datasets import Dataset
 from backdoorlab.data.image_files import class_folders, list_split
-from backdoorlab.data.image_size import check_image_size, common_size, resize_array, warn_resized
+from backdoorlab.data.image_size import check_image_size, common_size, resize_array, resize_record, warn_resized
+from backdoorlab.data.median_defense import check_resize_defense
+from backdoorlab.data.resize import DEFAULT_RESIZE, check_resize
 from backdoorlab.data.registry import DATASETS, DatasetOptions
 from backdoorlab.data.user_dataset import make_user_dataset
 from backdoorlab.errors import BackdoorlabError
@@ -41,14 +43,16 @@ def decode(path: Path) -> np.ndarray:
         raise BackdoorlabError(f"{path}: not a readable image ({e})") from None
 
 
-def stack(images: list[np.ndarray], size: tuple[int, int], channels: int) -> tuple[np.ndarray, int]:
+def stack(images: list[np.ndarray], size: tuple[int, int], channels: int, method: str = DEFAULT_RESIZE,
+          defense: str = "none") -> tuple[np.ndarray, int]:
     """Images as one uint8 (N, C, H, W) array of ``size`` (H, W) and ``channels`` (grey images repeated to
-    RGB when ``channels`` is 3), and how many were resized."""
+    RGB when ``channels`` is 3), resized with ``method`` and ``defense`` (image_size.resize_array), and how many
+    were resized."""
     out = np.empty((len(images), *size, channels), dtype=np.uint8)
     resized = 0
     for i, image in enumerate(images):
         if image.shape[:2] != size:
-            image = resize_array(image, size)
+            image = resize_array(image, size, method, defense)
             resized += 1
         out[i] = image[..., None] if image.ndim == 2 else image
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2)), resized
@@ -103,14 +107,18 @@ def list_folder(root: Path) -> tuple[list[str], dict[str, tuple[list[Path], list
     "split 80/20 seeded); png, jpg, jpeg, bmp, webp; grey or RGB.",
     takes_path=True, holdout=5000, arch="small-cnn", sanitizer_augment="affine",
 )
-def load_folder(path: str, image_size: tuple[int, int] | None = None) -> Dataset:
+def load_folder(path: str, image_size: tuple[int, int] | None = None, resize: str | None = None,
+                resize_defense: str | None = None) -> Dataset:
     """The images under ``path`` (see the module's docstring), brought to ``image_size`` (H, W) or else their
-    most common size."""
+    most common size, with ``resize`` (data/resize.py; default Lanczos) and ``resize_defense`` (``"median"``:
+    the selective median filter first)."""
     root = Path(path).expanduser().resolve()
     if not root.is_dir():
         raise BackdoorlabError(f"{root}: {'not a folder' if root.exists() else 'no such folder'} (folder:PATH needs "
                                f"a folder of class sub-folders)")
     size = check_image_size(image_size)
+    method = check_resize(resize)
+    defense = check_resize_defense(resize_defense, method)
     classes, splits, split = list_folder(root)
     images = {s: [decode(p) for p in paths] for s, (paths, _) in splits.items()}
     every = images["train"] + images["test"]
@@ -118,10 +126,11 @@ def load_folder(path: str, image_size: tuple[int, int] | None = None) -> Dataset
     target = size or common_size([image.shape[:2] for image in every])
     arrays, resized = {}, 0
     for s in ("train", "test"):
-        arrays[s], n = stack(images[s], target, channels)
+        arrays[s], n = stack(images[s], target, channels, method, defense)
         resized += n
     warn_resized(resized, len(every), target, size is None, f"folder:{root}")
     source = {"kind": "folder", "path": str(root), "split": split,
-              "images": {s: len(paths) for s, (paths, _) in splits.items()}, "resized": resized}
+              "images": {s: len(paths) for s, (paths, _) in splits.items()}, "resized": resized,
+              **resize_record(method, defense)}
     return make_user_dataset(f"folder:{root}", arrays["train"], splits["train"][1], arrays["test"],
                              splits["test"][1], classes, source)

@@ -1,5 +1,7 @@
 """The one size every image of a user's data set is brought to: ``--image-size H[,W]`` parsed, or else the most
-common size among its images; the others resized (Pillow, antialiased) with a warning that counts them."""
+common size among its images; the others resized (by default Pillow's Lanczos filter, antialiased; ``--resize``
+chooses another method, data/resize.py, and ``--resize-defense median`` filters first, data/median_defense.py)
+with a warning that counts them."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from collections import Counter
 
 import numpy as np
 
+from backdoorlab.data.median_defense import median_filter_sampled
+from backdoorlab.data.resize import DEFAULT_RESIZE, resize_with
 from backdoorlab.errors import BackdoorlabError
 
 
@@ -41,13 +45,21 @@ def common_size(sizes: list[tuple[int, int]]) -> tuple[int, int]:
     return max(counts, key=lambda s: (counts[s], s[0] * s[1], s))
 
 
-def resize_array(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """A uint8 (H, W) or (H, W, 3) image resized to ``size`` (H, W) with Pillow's Lanczos filter (antialiased
-    when shrinking)."""
-    from PIL import Image
+def resize_array(image: np.ndarray, size: tuple[int, int], method: str = DEFAULT_RESIZE,
+                 defense: str = "none") -> np.ndarray:
+    """A uint8 (H, W) or (H, W, 3) image resized to ``size`` (H, W) with ``method`` (default Pillow's Lanczos
+    filter, antialiased when shrinking); with ``defense="median"`` the pixels that method reads are median-filtered
+    first (the selective median filter)."""
+    if defense == "median":
+        image = median_filter_sampled(image, size, method)
+    return resize_with(image, size, method)
 
-    resized = Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.LANCZOS)
-    return np.asarray(resized)
+
+def resize_record(method: str, defense: str) -> dict:
+    """What a data set's source records of how it was resized: nothing for the default (Lanczos, no defense), so
+    that the records of sets read before ``--resize`` existed stay as they were."""
+    record = {} if method == DEFAULT_RESIZE else {"resize": method}
+    return record | ({"resize_defense": defense} if defense != "none" else {})
 
 
 def warn_resized(resized: int, total: int, size: tuple[int, int], chosen: bool, where: str) -> None:

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from backdoorlab.data.datasets import Dataset
-from backdoorlab.data.image_size import check_image_size, resize_array, warn_resized
+from backdoorlab.data.image_size import check_image_size, resize_array, resize_record, warn_resized
+from backdoorlab.data.median_defense import check_resize_defense
+from backdoorlab.data.resize import DEFAULT_RESIZE, check_resize
 from backdoorlab.data.registry import DATASETS, DatasetOptions
 from backdoorlab.data.user_dataset import make_user_dataset
 from backdoorlab.errors import BackdoorlabError
@@ -81,12 +83,13 @@ def class_names(arrays: dict, ys: list[np.ndarray], path: Path) -> list[str]:
     return [str(n) for n in names]
 
 
-def resize_all(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Each (C, H, W) image of ``x`` resized to ``size`` (H, W)."""
+def resize_all(x: np.ndarray, size: tuple[int, int], method: str = DEFAULT_RESIZE,
+               defense: str = "none") -> np.ndarray:
+    """Each (C, H, W) image of ``x`` resized to ``size`` (H, W) with ``method`` and ``defense``."""
     out = np.empty((len(x), x.shape[1], *size), dtype=np.uint8)
     for i, image in enumerate(x):
         hwc = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
-        resized = resize_array(np.ascontiguousarray(hwc), size)
+        resized = resize_array(np.ascontiguousarray(hwc), size, method, defense)
         out[i] = resized[None] if resized.ndim == 2 else resized.transpose(2, 0, 1)
     return out
 
@@ -97,14 +100,18 @@ def resize_all(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     "channels; optional class_names).",
     takes_path=True, holdout=5000, arch="small-cnn", sanitizer_augment="affine",
 )
-def load_npz(path: str, image_size: tuple[int, int] | None = None) -> Dataset:
+def load_npz(path: str, image_size: tuple[int, int] | None = None, resize: str | None = None,
+             resize_defense: str | None = None) -> Dataset:
     """The arrays of the npz file ``path`` (see the module's docstring), resized to ``image_size`` (H, W) when
-    given; train and test images must otherwise share their channels and size."""
+    given, with ``resize`` (data/resize.py; default Lanczos) and ``resize_defense`` (``"median"``: the selective
+    median filter first); train and test images must otherwise share their channels and size."""
     file = Path(path).expanduser().resolve()
     if not file.is_file():
         raise BackdoorlabError(f"{file}: {'not a file' if file.exists() else 'no such file'} (npz:PATH needs an "
                                f".npz file)")
     size = check_image_size(image_size)
+    method = check_resize(resize)
+    defense = check_resize_defense(resize_defense, method)
     arrays = read_arrays(file)
     x = {s: as_nchw(arrays[f"x_{s}"], f"x_{s}", file) for s in ("train", "test")}
     y = {s: labels(arrays[f"y_{s}"], f"y_{s}", len(x[s]), file) for s in ("train", "test")}
@@ -118,10 +125,11 @@ def load_npz(path: str, image_size: tuple[int, int] | None = None) -> Dataset:
             if size is None:
                 raise BackdoorlabError(f"{file}: 'x_test' images are {x[s].shape[2]}x{x[s].shape[3]} but "
                                        f"'x_train' images are {target[0]}x{target[1]} (--image-size resizes both)")
-            x[s], resized = resize_all(x[s], target), resized + len(x[s])
+            x[s], resized = resize_all(x[s], target, method, defense), resized + len(x[s])
     warn_resized(resized, len(x["train"]) + len(x["test"]), target, False, f"npz:{file}")
     names = class_names(arrays, [y["train"], y["test"]], file)
     source = {"kind": "npz", "path": str(file), "split": None,
-              "images": {s: len(y[s]) for s in ("train", "test")}, "resized": resized}
+              "images": {s: len(y[s]) for s in ("train", "test")}, "resized": resized,
+              **resize_record(method, defense)}
     return make_user_dataset(f"npz:{file}", np.ascontiguousarray(x["train"]), y["train"],
                              np.ascontiguousarray(x["test"]), y["test"], names, source)

@@ -1,6 +1,7 @@
 """The data set a command runs on: a built-in set by name, or a user's images (``folder:PATH``, ``npz:PATH``) read
-at the size asked for (``--image-size``) or else, for a command given a checkpoint, at the size that checkpoint
-takes, so that a user names the size once, when training."""
+at the size asked for (``--image-size``, with the method ``--resize`` and ``--resize-defense``) or else, for a
+command given a checkpoint, as that checkpoint's data was read (its size, method and defense), so that a user
+names them once, when training."""
 
 from __future__ import annotations
 
@@ -25,12 +26,23 @@ def checkpoint_image_size(model_dir: str) -> tuple[int, int] | None:
         raise BackdoorlabError(f"checkpoint {model_dir}: {e}") from None
 
 
+def checkpoint_resizing(model_dir: str) -> tuple[str | None, str | None]:
+    """(resize method, resize defense) the checkpoint's data set was read with, from its sidecar's
+    ``data_source`` (None for each it does not record: the defaults)."""
+    source = read_meta(model_dir).get("data_source") or {}
+    return source.get("resize"), source.get("resize_defense")
+
+
 def run_dataset(name: str, data_dir=None, image_size: str | tuple[int, int] | None = None,
-                model_dir: str | None = None):
-    """Load data set ``name``. ``image_size`` (``"H[,W]"`` text or (H, W)) is for ``folder:``/``npz:`` sets only;
-    without it such a set is read at ``model_dir``'s checkpoint size when a checkpoint is given, else at its
-    images' most common size."""
+                model_dir: str | None = None, resize: str | None = None, resize_defense: str | None = None):
+    """Load data set ``name``. ``image_size`` (``"H[,W]"`` text or (H, W)), ``resize`` and ``resize_defense``
+    are for ``folder:``/``npz:`` sets only; without them such a set is read as ``model_dir``'s checkpoint was
+    (its size, resize method and defense) when a checkpoint is given, else at its images' most common size with
+    the default method."""
     size = parse_image_size(image_size) if isinstance(image_size, str) else check_image_size(image_size)
-    if size is None and model_dir is not None and split_path_name(name) is not None:
-        size = checkpoint_image_size(model_dir)
-    return load_dataset(name, data_dir, image_size=size)
+    if model_dir is not None and split_path_name(name) is not None:
+        if size is None:
+            size = checkpoint_image_size(model_dir)
+        if resize is None and resize_defense is None:
+            resize, resize_defense = checkpoint_resizing(model_dir)
+    return load_dataset(name, data_dir, image_size=size, resize=resize, resize_defense=resize_defense)

@@ -44,22 +44,48 @@ def training_set_detector(name: str):
     return DETECTORS.entry(name)
 
 
-def suspect_training_set(dataset, meta: dict):
+def suspect_training_set(dataset, meta: dict, poison_record: dict | None = None):
     """(x, y, poisoned indices or None, where the set came from): the checkpoint's own poisoned training set when
-    its sidecar records the poisoning, else the data set's training part (its held-out pool excluded)."""
+    its sidecar records the poisoning, else the data set's training part (its held-out pool excluded), with the
+    poisoned indices that ``poison_record`` (a ``poison-folder`` record of this folder) names."""
     if records_poisoning(meta) and meta.get("dataset") == dataset.name:
         data = poisoned_training_set(dataset, meta)
         return data.x, data.y, np.asarray(data.poisoned, dtype=np.int64), "rebuilt from the checkpoint's sidecar"
-    x, y = training_part(dataset, holdout_size(meta, dataset.name))
-    return x, y, None, f"the training images of {dataset.name}"
+    holdout = holdout_size(meta, dataset.name)
+    x, y = training_part(dataset, holdout)
+    poisoned = recorded_poisoned(dataset, holdout, poison_record) if poison_record is not None else None
+    return x, y, poisoned, f"the training images of {dataset.name}"
+
+
+def recorded_poisoned(dataset, holdout: int, record: dict) -> np.ndarray:
+    """Indices into the training part of ``dataset`` (a folder) of the files a poison-folder ``record`` says it
+    poisoned; a one-line error when the record is of another folder."""
+    from ..budget import holdout_split
+    from ..data.image_files import list_split
+
+    source = dataset.source or {}
+    if source.get("kind") != "folder" or source.get("path") != record.get("out"):
+        raise BackdoorlabError(f"the poisoning record is of {record.get('out')}, not of the data set {dataset.name}")
+    root = pathlib.Path(source["path"])
+    paths, _ = list_split(root / "train", list(dataset.class_names))
+    position = {p.relative_to(root).as_posix(): k for k, p in enumerate(paths)}
+    train_idx, _ = holdout_split(len(paths), holdout)
+    where = {int(k): j for j, k in enumerate(train_idx.tolist())}
+    try:
+        files = [position[pathlib.PurePath(p["file"]).as_posix()] for p in record["poisoned"]]
+    except (KeyError, TypeError) as e:
+        raise BackdoorlabError(f"the poisoning record names a file {e} that {root} does not hold") from None
+    return np.asarray(sorted(where[k] for k in files if k in where), dtype=np.int64)
 
 
 @computes_on_device
 def detect_poison_run(dataset, model_dir: str, detector: str = "activation-clustering", budget_size: int = 1000,
                       budget_seed: int = 0, out: str | None = None, progress: bool = True, device=None,
-                      arch: str | None = None, **options) -> dict:
+                      arch: str | None = None, poison_record: dict | None = None, **options) -> dict:
     """Run training-set ``detector`` on the training set of the checkpoint in ``model_dir`` (see the module
-    docstring). ``options``: fields of the detector's config (``reduction``, ``analysis``, ``rule``, ...).
+    docstring). ``poison_record``: a ``poison-folder`` record of the data set's folder, whose poisoned files
+    give precision and recall (the detector never reads it). ``options``: fields of the detector's config
+    (``reduction``, ``analysis``, ``rule``, ...).
     Returns a JSON-able dict: ``detector``, ``flagged`` (count), ``flagged_per_label``, ``training_images``,
     ``training_set`` (where it came from), ``warnings``, ``precision`` / ``recall`` / ``auc`` / ``poisoned``
     (only when the poisoned indices are known), ``per_label``, ``config``, ``seconds`` and ``out``."""
@@ -70,7 +96,7 @@ def detect_poison_run(dataset, model_dir: str, detector: str = "activation-clust
         raise BackdoorlabError(f"--clean-budget must be >= 0 (0: no clean images), got {budget_size}")
     model, meta = load_for(model_dir, dataset, arch)
     model.to(device)
-    x, y, poisoned, source = suspect_training_set(dataset, meta)
+    x, y, poisoned, source = suspect_training_set(dataset, meta, poison_record)
     budget = checkpoint_clean_budget(dataset, meta, budget_size, budget_seed) if budget_size else None
     features = penultimate_features(model, x, progress=progress)
     clean = (penultimate_features(model, budget.x), budget.y) if budget is not None else (None, None)
