@@ -5,9 +5,9 @@ median]``, measured with ``backdoorlab evaluate --poison-record``; then what STR
 test images at the threshold calibrated on the clean budget) and the training-set detectors (``backdoorlab
 detect-poison``, precision and recall against the record) see on the undefended models, and a figure.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/image_scaling_backdoor.py --work /work/bench-helper-scaling \
+    OMP_NUM_THREADS=1 python benchmarks/image_scaling_backdoor.py --work bench-out/image-scaling \
         --upscale 4 --epochs 5 --figure
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/image_scaling_backdoor.py --work /work/bench-helper-scaling \
+    OMP_NUM_THREADS=1 python benchmarks/image_scaling_backdoor.py --work bench-out/image-scaling \
         --upscale 8 --epochs 5 --no-detectors --no-clean --victims "no defense" "area scaling"
 
 Writes WORK/upscale-K/results.json (every command's JSON output and the commands themselves) and results.md, and
