@@ -715,8 +715,8 @@ def _model_attacks():
               help="fault-injection / single-bias: number of chosen test images to flip.")
 @click.option("--lr", default=1e-5, show_default=True, type=float, help="fault-injection: Adam learning rate.")
 @click.option("-o", "--option", "setting_texts", multiple=True, metavar="KEY=VALUE",
-              help="Any other setting of the attack (repeatable; `backdoorlab list --defaults` shows them), e.g. "
-                   "path-backdoor's -o release_t=0.5 -o harden_rounds=3; it overrides the flags above.")
+              help="Any other setting of the attack (repeatable; its config's fields, docs/attacks.md), e.g. "
+                   "path-backdoor's -o release_t=0.5 -o harden_rounds=2; it overrides the flags above.")
 @model_arch_option
 @_backdoor_options_trigger
 @click.option("--seed", default=0, show_default=True, type=int)
