@@ -150,7 +150,7 @@ def test_attack_and_robustness_cli_offer_exactly_the_registered_attacks(capsys):
     assert "model attacks: " + ", ".join(MODEL_ATTACKS) + " (" in capsys.readouterr().out
     assert main(["robustness", "--help"]) == 0
     assert _help_section(capsys.readouterr().out, "Attacks (--attack)") == list(EVASION_ATTACKS)
-    assert sorted(MODEL_ATTACKS) == ["fault-injection", "single-bias", "weight-perturbation"]
+    assert sorted(MODEL_ATTACKS) == ["fault-injection", "path-backdoor", "single-bias", "weight-perturbation"]
     assert sorted(EVASION_ATTACKS) == ["fgsm", "one-pixel", "patch", "pgd", "pgd-l2"]
 
 
@@ -162,7 +162,7 @@ def test_every_flag_an_attack_config_names_is_an_option_of_its_command():
     robustness_flags = {o for p in group.commands["robustness"].params for o in p.opts}
     for e in MODEL_ATTACKS.entries():
         assert set(e.config.flags()) <= attack_flags, e.name
-        assert e.traits["settings"] in ("awp", "fault"), e.name
+        assert e.traits["settings"] in ("awp", "fault", "settings"), e.name
     for e in EVASION_ATTACKS.entries():
         assert set(e.config.flags()) <= robustness_flags, e.name
 

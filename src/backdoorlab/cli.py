@@ -790,6 +790,9 @@ def _model_attacks():
 @click.option("--images", "n_images", default=5, show_default=True, type=int,
               help="fault-injection / single-bias: number of chosen test images to flip.")
 @click.option("--lr", default=1e-5, show_default=True, type=float, help="fault-injection: Adam learning rate.")
+@click.option("-o", "--option", "setting_texts", multiple=True, metavar="KEY=VALUE",
+              help="Any other setting of the attack (repeatable; its config's fields, docs/attacks.md), e.g. "
+                   "path-backdoor's -o release_t=0.5 -o harden_rounds=2; it overrides the flags above.")
 @model_arch_option
 @_backdoor_options_trigger
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -798,12 +801,12 @@ def _model_attacks():
 @progress_option
 @device_options(amp=False)
 def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_images, layer, n_images, lr,
-           named_arch, backdoor_spec, seed, as_json, data_dir, no_progress, device):
+           setting_texts, named_arch, backdoor_spec, seed, as_json, data_dir, no_progress, device):
     """Attack a trained model by changing its weights (the attacks are listed below).
 
     Writes OUT/model.safetensors + model.json (the attacked model, the attack recorded in its provenance, so that
     `backdoorlab evaluate OUT` measures it) and OUT/config.json. The trigger options (--trigger, --target, ...)
-    are for weight-perturbation; --target fixes the chosen images' label for the fault attacks (default: a random
+    are for weight-perturbation and path-backdoor (the trigger the suspect already carries); --target fixes the chosen images' label for the fault attacks (default: a random
     label per image; one shared random label for single-bias).
     """
     from .attacks import MODEL_ATTACKS
@@ -812,10 +815,17 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
     if name not in MODEL_ATTACKS:
         raise BackdoorlabError(f"unknown model attack {name!r}; valid: {valid_names(MODEL_ATTACKS)} (data poisoning "
                                f"and triggerless attacks are planted with `backdoorlab train --attack NAME`)")
+    from .config import split_pairs
     entry = MODEL_ATTACKS.entry(name)
+    # the settings from the flags its config declares (a flag left unset keeps the config's default), then -o
+    flag_values = {"--epsilon": epsilon, "--steps": steps, "--step-size": step_size, "--layer": layer, "--lr": lr,
+                   "--seed": seed}
+    settings = {field: flag_values[flag] for flag, field in entry.config.flags().items()
+                if flag_values[flag] is not None}
+    settings.update(entry.config.parse_options(split_pairs(setting_texts), owner=name))
+    options = {entry.traits["settings"]: entry.config.from_dict(settings, owner=name)}  # bad values: refused here
     meta = checked_meta(model_dir, named_arch, _canonical(dataset))  # refused before the data loads
     ds = _dataset(meta["dataset"], data_dir, model_dir=model_dir)
-    options = {}
     if entry.traits["trigger"]:
         atk = _make_attack(backdoor_spec, ds)
         options["backdoor"] = atk.backdoor
@@ -827,12 +837,6 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
         if targets is not None and len(targets) != 1:
             raise BackdoorlabError("fault attacks take one --target label")
         options.update(target=targets[0] if targets else None, n_images=n_images)
-    # the settings from the flags its config declares; a flag left unset keeps the config's default
-    flag_values = {"--epsilon": epsilon, "--steps": steps, "--step-size": step_size, "--layer": layer, "--lr": lr,
-                   "--seed": seed}
-    settings = {field: flag_values[flag] for flag, field in entry.config.flags().items()
-                if flag_values[flag] is not None}
-    options[entry.traits["settings"]] = entry.config.from_dict(settings, owner=name)
     summary = model_attack_run(ds, name, model_dir, out, attacker_images=attacker_images, seed=seed,
                                progress=not no_progress, device=device, arch=named_arch, **options)
     if as_json:

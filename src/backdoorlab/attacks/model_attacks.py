@@ -7,7 +7,8 @@ injection, single bias), each registered with its settings class and how it is r
 of the attack function, and the backdoor the attacked model is measured with (the planted trigger, or the
 chosen images for the fault attacks). Traits: ``trigger`` (it plants the trigger given by the trigger options;
 the others flip chosen images and refuse them) and ``settings`` (the keyword of ``model_attack_run`` that
-carries its config: ``awp`` or ``fault``).
+carries its config: ``awp``, ``fault`` or ``settings``). The path backdoor (:mod:`.path_backdoor`, the adaptive
+attack on the sanitizer) registers itself from its own module.
 """
 
 from __future__ import annotations

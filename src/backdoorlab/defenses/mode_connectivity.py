@@ -288,9 +288,13 @@ class ModeConnectivitySanitizer:
         return finetune(student, fit_part.x, fit_part.y, tc, progress=self.progress, desc="second endpoint (distill)",
                         teacher=suspect, temperature=cfg.distill_temperature, alpha=cfg.distill_alpha)
 
-    def fit_curve(self, start: nn.Module, end: nn.Module, fit_part: CleanBudget, stage: int = 1) -> Curve:
+    def fit_curve(self, start: nn.Module, end: nn.Module, fit_part: CleanBudget, stage: int = 1,
+                  batch_hook=None, desc: str | None = None) -> Curve:
         """Train a curve from ``start`` (t = 0) to ``end`` (t = 1) on ``fit_part``. ``stage`` > 1 (the permuted
-        endpoint's second curve) shifts every seed, so that its control point starts elsewhere."""
+        endpoint's second curve) shifts every seed, so that its control point starts elsewhere. ``batch_hook``
+        (``fit``'s) changes each augmented batch: the sanitizer never passes one; the adaptive attack
+        (:mod:`backdoorlab.attacks.path_backdoor`) stamps its trigger there, to train the same curve on poisoned
+        data."""
         cfg = self.config
         seed = cfg.seed + 10 * (stage - 1)
         init_model = None
@@ -326,7 +330,8 @@ class ModeConnectivitySanitizer:
             return loss, logits
 
         fit(list(curve.control), loss_fn, fit_part.x, fit_part.y, cfg.train_config(cfg.steps, cfg.lr, seed),
-            progress=self.progress, desc=f"{cfg.curve} curve" + (f" (stage {stage})" if stage > 1 else ""), generator=g)
+            progress=self.progress, generator=g, batch_hook=batch_hook,
+            desc=desc or f"{cfg.curve} curve" + (f" (stage {stage})" if stage > 1 else ""))
         curve.base.eval()
         return curve
 

@@ -21,10 +21,11 @@ from .outputs import check_out_dir
 
 @computes_on_device
 def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=None, awp=None, fault=None,
-                     target: int | None = None, n_images: int = 5, attacker_images: int | None = None, seed: int = 0,
+                     settings=None, target: int | None = None, n_images: int = 5, attacker_images: int | None = None, seed: int = 0,
                      progress: bool = True, device=None, arch: str | None = None) -> dict:
-    """Attack a trained checkpoint by changing its weights (``weight-perturbation``, ``fault-injection`` or
-    ``single-bias``); write the attacked checkpoint and ``config.json`` to ``out``; return a summary with the
+    """Attack a trained checkpoint by changing its weights (``weight-perturbation``, ``fault-injection``,
+    ``single-bias`` or ``path-backdoor``; the settings go in the keyword its registry entry names: ``awp``,
+    ``fault`` or ``settings``); write the attacked checkpoint and ``config.json`` to ``out``; return a summary with the
     metrics before and after, the agreement with the original model and the relative weight change. ``device``:
     where the model runs (None: auto)."""
     entry = MODEL_ATTACKS.entry(name)  # an unknown name: one line listing the valid ones
@@ -41,7 +42,7 @@ def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=N
     xa, ya = x_train[pick], y_train[pick]
     test_x, test_y, k = dataset.test_x, dataset.test_y, dataset.num_classes
     tick = time.time()
-    settings = {"awp": awp, "fault": fault}[entry.traits["settings"]]
+    settings = {"awp": awp, "fault": fault, "settings": settings}[entry.traits["settings"]]
     data = ModelAttackData(xa, ya, test_x, test_y, k, backdoor=backdoor, target=target, n_images=n_images, seed=seed,
                            progress=progress)
     attacked, report, backdoor = entry.run(model, settings, data)
