@@ -355,7 +355,7 @@ def test_cli_blended_dynamic_and_model_attacks(tmp_path, capsys):
     (["train", "--attack", "blended", "--alpha", "1.5"], "alpha must lie in"),
     (["train", "--attack", "badnets", "--trigger-size", "9"], "does not fit"),
     (["train", "--attack", "badnets", "--alpha", "0.2"], "does not apply to the badnets attack"),
-    (["train", "--attack", "nope"], "valid: 'badnets', 'blended', 'dynamic', 'triggerless'"),
+    (["train", "--attack", "nope"], "valid: 'badnets', 'blended', 'dynamic', 'latent', 'triggerless'"),
     (["train", "--attack", "triggerless", "--dropout", "0"], "dropout rate must lie in"),
     (["train", "--attack", "badnets", "--target-neurons", "3"], "--target-neurons is for --attack triggerless"),
 ])
