@@ -105,7 +105,8 @@ class LatentConfig(Config):
     trigger_lr: float = option(0.1, check=above(0))
     trigger_batch: int = option(128, check=at_least(1))
     inject_epochs: int = option(2, check=at_least(1))
-    inject_lr: float = option(0.01, check=above(0))
+    stamped_fraction: float = option(1.0, check=(lambda v: 0 < v <= 1, "in (0, 1]"))
+    inject_lr: float = option(0.003, check=above(0))
     weight: float = option(1.0, check=above(0))
     finetune_epochs: int = option(1, check=at_least(0))
 
@@ -218,10 +219,11 @@ def optimise_trigger(model, layer: str, x: torch.Tensor, target: torch.Tensor, s
 
 
 def inject(model, layer: str, trigger, x: torch.Tensor, y: torch.Tensor, target_label: int, target_x: torch.Tensor,
-           cfg, weight: float = 1.0, progress: bool = True) -> dict:
+           cfg, weight: float = 1.0, progress: bool = True, stamped_fraction: float = 1.0) -> dict:
     """Inject the latent backdoor into ``model`` (which has the target class as label ``target_label``): train all
     of it with ``cfg`` (a TrainConfig) on ``x``, ``y`` (the task's images and the target images) with
-    cross-entropy, plus, for the batch's non-target images stamped with ``trigger``, cross-entropy to the target
+    cross-entropy, plus, for the batch's non-target images stamped with ``trigger`` (each with probability
+    ``stamped_fraction``, a seeded draw; the clean copies stay in the batch), cross-entropy to the target
     and ``weight`` times their relative distance at ``layer`` to the target images' mean representation, which is
     recomputed (eval mode) at the start of every epoch. Returns the history of :func:`~backdoorlab.train.fit`."""
     from ..train import fit, seed_everything
@@ -229,13 +231,15 @@ def inject(model, layer: str, trigger, x: torch.Tensor, y: torch.Tensor, target_
     g = seed_everything(cfg.seed)
     steps_per_epoch = max(1, len(y) // cfg.batch_size) if len(y) >= cfg.batch_size else 1
     state = {"step": 0, "target": None}
+    pick = torch.Generator().manual_seed(cfg.seed + 7)
     model.train()
 
     def loss_fn(xb, yb):
         if state["step"] % steps_per_epoch == 0:
             state["target"] = mean_representation(model, target_x, layer)
         state["step"] += 1
-        stamped = trigger.apply(xb[yb != target_label])
+        chosen = torch.rand(len(yb), generator=pick).to(yb.device) < stamped_fraction
+        stamped = trigger.apply(xb[(yb != target_label) & chosen])
         logits, rep = logits_and_representation(model, torch.cat([xb, stamped]), layer)
         n = len(xb)
         loss = F.cross_entropy(logits[:n], yb)
@@ -296,7 +300,8 @@ class LatentAttack:
                                  augment=train_cfg.augment, weight_decay=train_cfg.weight_decay,
                                  schedule=train_cfg.schedule, seed=train_cfg.seed + 1)
         t = time.time()
-        h_inject = inject(extended, layer, trigger, x_all, y_all, k, xt, inject_cfg, cfg.weight, progress)
+        h_inject = inject(extended, layer, trigger, x_all, y_all, k, xt, inject_cfg, cfg.weight, progress,
+                          cfg.stamped_fraction)
         seconds["inject"] = time.time() - t
         after = self._probe(extended, trigger, dataset, test_target, xt, layer, k)
         state = extended.state_dict()
