@@ -106,7 +106,7 @@ class LatentConfig(Config):
     trigger_batch: int = option(128, check=at_least(1))
     inject_epochs: int = option(2, check=at_least(1))
     stamped_fraction: float = option(1.0, check=(lambda v: 0 < v <= 1, "in (0, 1]"))
-    inject_lr: float = option(0.003, check=above(0))
+    inject_lr: float = option(0.01, check=above(0))
     weight: float = option(1.0, check=above(0))
     finetune_epochs: int = option(1, check=at_least(0))
 
