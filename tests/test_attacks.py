@@ -355,9 +355,9 @@ def test_cli_blended_dynamic_and_model_attacks(tmp_path, capsys):
     (["train", "--attack", "blended", "--alpha", "1.5"], "alpha must lie in"),
     (["train", "--attack", "badnets", "--trigger-size", "9"], "does not fit"),
     (["train", "--attack", "badnets", "--alpha", "0.2"], "does not apply to the badnets attack"),
-    (["train", "--attack", "nope"], "valid: 'badnets', 'blended', 'dynamic', 'triggerless'"),
+    (["train", "--attack", "nope"], "valid: 'badnets', 'blended', 'dynamic', 'latent', 'triggerless'"),
     (["train", "--attack", "triggerless", "--dropout", "0"], "dropout rate must lie in"),
-    (["train", "--attack", "badnets", "--target-neurons", "3"], "are for --attack triggerless"),
+    (["train", "--attack", "badnets", "--target-neurons", "3"], "--target-neurons is for --attack triggerless"),
 ])
 def test_cli_attack_parameter_errors(tmp_path, capsys, args, msg):
     code = main([*args[:1], "--dataset", "digits", "--arch", "small-cnn", *args[1:], "--out", str(tmp_path / "x")])

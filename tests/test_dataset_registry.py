@@ -100,7 +100,7 @@ def test_default_architectures_and_a_recipe_is_a_fresh_dict():
 
 
 def test_unknown_data_set_is_one_line_listing_the_valid_ones():
-    want = "unknown dataset 'imagenet'; valid: 'cifar10', 'digits', 'fashion-mnist', 'mnist', folder:PATH, npz:PATH"
+    want = "unknown dataset 'imagenet'; valid: 'cifar10', 'digits', 'fashion-mnist', 'mnist', folder:PATH, npz:PATH, any of them as NAME[CLASSES]"
     for call in (lambda: dataset_entry("imagenet"), lambda: load_dataset("imagenet")):
         with pytest.raises(BackdoorlabError) as info:
             call()

@@ -8,7 +8,7 @@ import backdoorlab
 
 SRC = pathlib.Path(backdoorlab.__file__).parent
 CLI = {"backdoorlab.cli", "backdoorlab.cli_evasion", "backdoorlab.cli_federated", "backdoorlab.cli_listing",
-       "backdoorlab.cli_sweep", "backdoorlab.demo"}
+       "backdoorlab.cli_sweep", "backdoorlab.cli_transfer", "backdoorlab.demo"}
 
 
 def module_name(path: pathlib.Path) -> str:

@@ -110,7 +110,7 @@ def test_build_attack_parses_options_and_checks_them_against_the_data():
         (dict(name="dynamic", target=1, locations="1,1|2,2"), "1 target needs 1 location set, got 2"),
         (dict(name="triggerless", poison_rate=0.2), "the triggerless attack poisons no data"),
         (dict(name="triggerless", target=[0, 1]), "one target label and no all-to-all mode"),
-        (dict(name="nope"), r"^unknown attack 'nope'; valid: 'badnets', 'blended', 'dynamic', 'triggerless'$"),
+        (dict(name="nope"), r"^unknown attack 'nope'; valid: 'badnets', 'blended', 'dynamic', 'latent', 'triggerless'$"),
     ]:
         with pytest.raises(BackdoorlabError, match=match) as e:
             build_attack(**kwargs)

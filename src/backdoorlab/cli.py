@@ -179,6 +179,13 @@ def _datasets():
 @click.option("--target-neurons", default=None, type=int, help="triggerless: number of target neurons (3).")
 @click.option("--backdoor-fraction", default=None, type=float,
               help="triggerless: fraction of training batches that are backdoor batches (0.1).")
+@click.option("--target-class", default=None,
+              help="latent: the target class's name, a class of the data set outside the teacher's task (7 for "
+                   "--dataset mnist[0-4]).")
+@click.option("--target-images", default=None, type=int,
+              help="latent: how many training images of the target class the attacker has (300).")
+@click.option("--latent-layer", default=None,
+              help="latent: the layer whose representation the trigger matches (default: the one before fc).")
 @click.option("--epochs", default=None, type=int, help="Training epochs (default: per data set and architecture).")
 @click.option("--lr", default=None, type=float, help="Peak learning rate.")
 @click.option("--batch-size", default=None, type=int)
@@ -196,8 +203,9 @@ def _datasets():
 @progress_option
 @device_options()
 def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, dropout, target_neurons,
-          backdoor_fraction, epochs, lr, batch_size, schedule, weight_decay, augment, seed, out, as_json, data_dir,
-          image_size, resize, resize_defense, no_progress, device, amp):
+          backdoor_fraction, target_class, target_images, latent_layer, epochs, lr, batch_size, schedule,
+          weight_decay, augment, seed, out, as_json, data_dir, image_size, resize, resize_defense, no_progress, device,
+          amp):
     """Train a model, optionally with a backdoor planted by data poisoning or by the training procedure (the
     attacks are listed below); writes OUT/model.safetensors + model.json."""
     from .attacks import TRAINING_ATTACKS
@@ -212,15 +220,24 @@ def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, drop
     poisons_data = attack is None or TRAINING_ATTACKS.entry(attack).traits["poisons_data"]
     if not poisons_data and (poison_rate != 0.1 or stamp != "data"):
         raise BackdoorlabError(f"the {attack} attack poisons no data: --poison-rate and --stamp do not apply")
-    training = {k: v for k, v in dict(dropout=dropout, n_neurons=target_neurons,
-                                      backdoor_fraction=backdoor_fraction).items() if v is not None}
+    given = {flag: value for flag, value in {
+        "--dropout": dropout, "--target-neurons": target_neurons, "--backdoor-fraction": backdoor_fraction,
+        "--target-class": target_class, "--target-images": target_images, "--latent-layer": latent_layer}.items()
+        if value is not None}
     model_args = {"kwargs": own_args} if is_external(arch) else dict(own_args)
+    fields = {} if attack is None else TRAINING_ATTACKS.entry(attack).config.flags()
+    training = {}
+    for flag, value in given.items():
+        if flag in fields:  # a setting of the attack's own (triggerless: --dropout; latent: --target-class, ...)
+            training[fields[flag]] = value
+        elif flag == "--dropout":  # a plain dropout layer before the classifier
+            model_args["dropout"] = value
+        else:
+            owners = [n for n in TRAINING_ATTACKS if flag in TRAINING_ATTACKS.entry(n).config.flags()]
+            raise BackdoorlabError(f"{flag} is for --attack {' or '.join(owners)}")
+    if "target_class" in fields.values() and backdoor_spec["target"] != "0":
+        raise BackdoorlabError(f"--target does not apply to --attack {attack}: name its class with --target-class")
     if poisons_data:
-        if "dropout" in training:
-            model_args["dropout"] = training.pop("dropout")
-        if training:
-            raise BackdoorlabError(f"--target-neurons and --backdoor-fraction are for --attack "
-                                   f"{' or '.join(TRAINING_ATTACKS.names(poisons_data=False))}")
         training = None
     else:
         poison_rate, stamp = None, None  # at their defaults (checked above), which do not apply
@@ -254,6 +271,12 @@ def _print_metrics(m: dict) -> None:
         q = m.get("expected_queries")
         click.echo(f"  chance per query that the target neurons drop {_pct(m['fire_probability'])}; expected queries "
                    f"until it fires: {'never' if q is None else f'{q:.1f}'}")
+    if m.get("latent_target_class") is not None:
+        click.echo(f"  latent backdoor for class {m['latent_target_class']!r}, which this model's task lacks: it "
+                   f"fires in a student that has the class (backdoorlab transfer)")
+    if m.get("best_target") is not None:
+        click.echo(f"    (no target class: the ASR is the share of triggered images sent to label "
+                   f"{m['best_target']}, the class that receives most)")
     if m.get("agreement") is not None:
         click.echo(f"  agreement with the original model {_pct(m['agreement'])}")
 
@@ -911,10 +934,11 @@ def list_cmd(defaults):
 
 
 def _register_commands() -> None:
-    from . import cli_evasion, cli_federated, cli_sweep
+    from . import cli_evasion, cli_federated, cli_sweep, cli_transfer
     cli_evasion.register(cli)
     cli_sweep.register(cli)
     cli_federated.register(cli)
+    cli_transfer.register(cli)
 
 
 _register_commands()

@@ -8,13 +8,13 @@ in :data:`~backdoorlab.data.registry.DATASETS`; they build their :class:`Dataset
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from backdoorlab.data.registry import DATASETS, dataset_entry, split_path_name
+from backdoorlab.data.registry import DATASETS, dataset_entry, split_path_name, split_subset_name
 from backdoorlab.errors import BackdoorlabError
 
 DATA_ENV = "BACKDOORLAB_DATA"
@@ -29,7 +29,9 @@ class Dataset:
     shape (N,). ``mean``/``std`` are per-channel statistics of ``train_x / 255`` (for normalisation).
     ``source``: for a data set read from a user's files (``folder:PATH``, ``npz:PATH``), where and how it was
     read (kind, path, image size, the train/test split it made if any, file counts), recorded in the sidecar of
-    the models trained on it; None for the built-in sets.
+    the models trained on it; None for the built-in sets. A class subset (``mnist[0-4]``, :mod:`.subset`) has
+    ``source`` saying which classes of which set it holds, and keeps that set as ``parent`` (not compared, not
+    printed): the latent backdoor draws its target images from the parent's classes outside the subset.
     """
 
     name: str
@@ -41,6 +43,7 @@ class Dataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: dict | None = None
+    parent: "Dataset | None" = field(default=None, repr=False, compare=False)
 
     @property
     def num_classes(self) -> int:
@@ -111,7 +114,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
                  progress: bool = True, image_size: tuple[int, int] | None = None, resize: str | None = None,
                  resize_defense: str | None = None) -> Dataset:
     """Load dataset ``name`` (see :func:`list_datasets`) from ``resolve_data_dir(data_dir)``, or a user's own
-    images, ``folder:PATH`` or ``npz:PATH`` (PATH relative to the current directory; docs/data.md).
+    images, ``folder:PATH`` or ``npz:PATH`` (PATH relative to the current directory; docs/data.md), or some classes
+    of either, ``NAME[CLASSES]`` (``mnist[0-4]``; :mod:`backdoorlab.data.subset`).
 
     Missing files are downloaded from the official sources (MD5-verified) when ``download`` is set;
     otherwise a missing file is a :class:`BackdoorlabError`. ``image_size`` (H, W): the size a ``folder:`` or
@@ -120,6 +124,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
     ``median``): how a ``folder:``/``npz:`` set is resized (data/resize.py, data/median_defense.py).
     """
     entry = dataset_entry(name)  # an unknown name: a one-line error listing the valid ones
+    subset = split_subset_name(name)
+    if subset is not None:  # BASE[CLASSES]: some classes of BASE, relabelled 0..k-1 (data/subset.py)
+        from backdoorlab.data.subset import class_subset
+        return class_subset(load_dataset(subset[0], data_dir, download, progress, image_size), subset[1])
     split = split_path_name(name)
     resizing = {k: v for k, v in (("resize", resize), ("resize_defense", resize_defense)) if v is not None}
     if split is not None:

@@ -27,6 +27,7 @@ module not loaded) gets the registry's defaults, as the tables they replace did.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Mapping
 
 from pathlib import Path
@@ -80,9 +81,55 @@ def split_path_name(name: str) -> tuple[str, str] | None:
     return family, path
 
 
+def split_subset_name(name: str) -> tuple[str, list[int]] | None:
+    """``(base, classes)`` for a class subset ``BASE[CLASSES]`` (``mnist[0-4]`` -> ``("mnist", [0, 1, 2, 3, 4])``);
+    None for any other name. CLASSES are label indices of BASE, comma-separated, each one index or a range
+    ``I-J`` (``cifar10[0,1,8-9]``), returned sorted without repeats. Malformed classes, or a subset of a subset,
+    are a one-line error; whether the indices exist is checked when the set is loaded (``data.subset``)."""
+    match = _SUBSET.match(name)
+    if match is None:
+        return None
+    base, text = match.group(1), match.group(2)
+    if _SUBSET.match(base):
+        raise BackdoorlabError(f"data set {name!r}: a class subset of a class subset; name the classes of {base.split('[')[0]!r} once")
+    classes: set[int] = set()
+    for item in text.split(","):
+        low, dash, high = item.strip().partition("-")
+        try:
+            first, last = int(low), int(high if dash else low)
+        except ValueError:
+            raise BackdoorlabError(f"data set {name!r}: classes must be label indices or ranges I-J separated by "
+                                   f"commas (e.g. {base}[0-4]), got {item.strip()!r}") from None
+        if first < 0 or last < first:
+            raise BackdoorlabError(f"data set {name!r}: {item.strip()!r} is not a range of label indices >= 0")
+        classes.update(range(first, last + 1))
+    return base, sorted(classes)
+
+
+_SUBSET = re.compile(r"^(.+)\[([^\[\]]*)\]$")
+
+
+def classes_text(classes: list[int]) -> str:
+    """The canonical spelling of sorted label indices: runs of 3 or more as ranges (``[0, 1, 2, 3, 4]`` ->
+    ``"0-4"``, ``[0, 1, 8, 9]`` -> ``"0,1,8,9"``)."""
+    parts, i = [], 0
+    while i < len(classes):
+        j = i
+        while j + 1 < len(classes) and classes[j + 1] == classes[j] + 1:
+            j += 1
+        parts.append(f"{classes[i]}-{classes[j]}" if j - i >= 2 else ",".join(map(str, classes[i:j + 1])))
+        i = j + 1
+    return ",".join(parts)
+
+
 def canonical_name(name: str) -> str:
     """The name a data set is known by: ``FAMILY:`` + the absolute resolved path for a ``FAMILY:PATH`` name
-    (PATH relative to the current directory, ``~`` expanded), any other name unchanged."""
+    (PATH relative to the current directory, ``~`` expanded); a class subset as its base's canonical name with
+    its classes sorted, ranges of three or more as ``I-J`` (``mnist[4,3,2,1,0]`` -> ``mnist[0-4]``); any other
+    name unchanged."""
+    subset = split_subset_name(name)
+    if subset is not None:
+        return f"{canonical_name(subset[0])}[{classes_text(subset[1])}]"
     split = split_path_name(name)
     if split is None:
         return name
@@ -105,8 +152,11 @@ def path_families() -> list[str]:
 
 
 def dataset_entry(name: str) -> Entry:
-    """The registry entry of data set ``name`` (of its family for ``FAMILY:PATH``); an unknown name is a
-    one-line error listing the valid ones."""
+    """The registry entry of data set ``name`` (of its family for ``FAMILY:PATH``, of its base for a class subset
+    ``BASE[CLASSES]``); an unknown name is a one-line error listing the valid ones."""
+    subset = split_subset_name(name)
+    if subset is not None:
+        return dataset_entry(subset[0])
     split = split_path_name(name)
     if split is not None:
         return DATASETS.entry(split[0])
@@ -118,12 +168,16 @@ def dataset_entry(name: str) -> Entry:
 def valid_forms() -> str:
     """The names a data set may be given by, for error messages: the registered ones, then ``FAMILY:PATH``."""
     names = [n for n in DATASETS if not DATASETS.entry(n).traits["takes_path"]]
-    return ", ".join([valid_names(names), *(f"{n}:PATH" for n in path_families())])
+    return ", ".join([valid_names(names), *(f"{n}:PATH" for n in path_families()), "any of them as NAME[CLASSES]"])
 
 
 def dataset_traits(name: str) -> Mapping[str, Any]:
     """The traits of ``name``; the registry's defaults for a name that is not registered. A ``FAMILY:PATH``
-    name gets its family's traits, overridden by those found in its content if it was loaded in this process."""
+    name gets its family's traits, overridden by those found in its content if it was loaded in this process; a
+    class subset ``BASE[CLASSES]`` gets its base's, with the held-out pool its loading found (``data.subset``)."""
+    subset = split_subset_name(name)
+    if subset is not None:
+        return {**dataset_traits(subset[0]), **_CONTENT_TRAITS.get(canonical_name(name), {})}
     split = split_path_name(name)
     if split is not None:
         return {**DATASETS.entry(split[0]).traits, **_CONTENT_TRAITS.get(canonical_name(name), {})}

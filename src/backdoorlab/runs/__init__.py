@@ -15,6 +15,7 @@ this package.
 - :mod:`.detect_poison`: which training images are poisoned (``backdoorlab detect-poison``), with its figures
   (:mod:`.poison_report`);
 - :mod:`.robustness`, :mod:`.path_robustness`: evasion robustness of a model, and along a curve;
+- :mod:`.transfer`: a student built from a teacher by transfer learning (``backdoorlab transfer``);
 - :mod:`.retune`: the retuning attack on a (repaired) model beside a clean control (``backdoorlab retune``);
 - :mod:`.federated`: federated learning on Flower with attacking clients and server defenses (``backdoorlab
   federated``), with its figure (:mod:`.federated_plot`).
@@ -32,8 +33,10 @@ from .robustness import robustness_run
 from .sanitize import SECOND_ENDPOINT_DIR, sanitize_run, sanitize_warnings
 from .scan import scan_run
 from .train import train_config, train_defaults, train_run
+from .transfer import transfer_run
 
 __all__ = ["SECOND_ENDPOINT_DIR", "check_out_dir", "default_repair_options", "defended_train_run", "detect_poison_run",
            "federated_run", "finetune_run",
            "model_attack_run", "path_robustness_run", "repair_run", "resolve_bn_augment", "retune_run",
-           "robustness_run", "sanitize_run", "sanitize_warnings", "scan_run", "train_config", "train_defaults", "train_run"]
+           "robustness_run", "sanitize_run", "sanitize_warnings", "scan_run", "train_config", "train_defaults", "train_run",
+           "transfer_run"]

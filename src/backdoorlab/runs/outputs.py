@@ -15,12 +15,12 @@ from ..models.checkpoint import META_FILE, read_meta
 from ..models.sidecar import provenance
 
 # the commands that write a config.json naming themselves next to the checkpoint they save
-CONFIG_WRITERS = ("sanitize", "repair", "attack", "import")
+CONFIG_WRITERS = ("sanitize", "repair", "attack", "import", "transfer")
 
 
 def written_by(out_dir: pathlib.Path, meta: dict) -> str:
     """Which command wrote the checkpoint in ``out_dir`` (its sidecar ``meta``): the ``command`` of the
-    ``config.json`` that sanitize, repair, attack and import write next to it, ``federated`` for a federation's
+    ``config.json`` that sanitize, repair, attack, import and transfer write next to it, ``federated`` for a federation's
     global model (its provenance says so), else ``train`` (which writes none)."""
     try:
         command = json.loads((out_dir / "config.json").read_text()).get("command")

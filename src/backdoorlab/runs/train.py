@@ -46,7 +46,8 @@ def train_run(dataset, arch: str, cfg: TrainConfig, attack=None, out: str | None
     """Train ``arch`` on the non-held-out training images of ``dataset``, poisoned by ``attack`` if given.
 
     ``model_args`` go to :func:`create_model` (e.g. ``dropout``); an attack may add its own (``model_args()``),
-    poison the data (``poison``) and hook into the training batches (``batch_hook``). ``device`` (None: auto) and
+    poison the data (``poison``) and hook into the training batches (``batch_hook``), or run the training itself
+    (``train``: the latent backdoor's teacher, whose ``report`` goes into the provenance). ``device`` (None: auto) and
     ``amp``: where the model trains and whether in mixed precision (see :func:`~backdoorlab.device.computes_on_device`)."""
     check_out_dir(out, "train")
     holdout = default_holdout(dataset.name) if holdout is None else holdout
@@ -55,13 +56,18 @@ def train_run(dataset, arch: str, cfg: TrainConfig, attack=None, out: str | None
     if attack is not None and hasattr(attack, "model_args"):
         extra.update(attack.model_args())
     model = new_model(arch, dataset, cfg.seed, **extra).to(device)  # initialised on the host, as on a CPU run
-    if attack is not None:
+    trains_itself = attack is not None and hasattr(attack, "train")
+    if attack is not None and not trains_itself:
         poisoned = attack.poison(x, y, dataset.num_classes, seed=cfg.seed)
         x, y = poisoned.x, poisoned.y
         hook = attack.batch_hook(poisoned, model) if hasattr(attack, "batch_hook") else None
         provenance = {"attack": attack.to_dict(), "poisoned": len(poisoned.poisoned), "poison_seed": cfg.seed}
     tick = time.time()
-    history = train_model(model, x, y, cfg, progress=progress, desc=desc, batch_hook=hook)
+    if trains_itself:
+        history = attack.train(model, dataset, x, y, cfg, progress=progress, desc=desc)
+        provenance = {"attack": attack.to_dict(), "poison_seed": cfg.seed, "report": attack.report}
+    else:
+        history = train_model(model, x, y, cfg, progress=progress, desc=desc, batch_hook=hook)
     seconds = time.time() - tick
     backdoor = attack.backdoor if attack is not None else None
     metrics = evaluate(model, dataset.test_x, dataset.test_y, backdoor, dataset.num_classes)
