@@ -9,8 +9,8 @@
 #
 # START: the clean global model (default: trained here first, as docs/results.md's CIFAR-10 clean suspect was:
 # `backdoorlab train --dataset cifar10 --arch resnet20 --epochs 30 --seed 1`, about 85 minutes on one
-# core). Environment: ROUNDS (default 10), ATTACK_ROUND (3), ATTACKER_EPOCHS (10), ATTACKER_LR (0.005),
-# POISON_RATE (0.1), WORKERS (the CPU count), SEED (0). Prints CA / ASR per round.
+# core). Environment: ROUNDS (default 10), ATTACK_ROUND (3), LR (the clients' learning rate, 0.02),
+# ATTACKER_EPOCHS (10), ATTACKER_LR (0.005), POISON_RATE (0.1), WORKERS (the CPU count), SEED (0). Prints CA / ASR per round.
 set -euo pipefail
 out=$1
 rounds=${ROUNDS:-10} attack_round=${ATTACK_ROUND:-3} seed=${SEED:-0}
@@ -23,7 +23,7 @@ if [ ! -f "$start/model.json" ]; then
 fi
 if [ ! -f "$out/replacement/global/model.json" ]; then
   backdoorlab federated --dataset cifar10 --arch resnet20 --clients 100 --per-round 10 --rounds "$rounds" \
-      --seed "$seed" --start-from "$start" --attack badnets --target 0 --attacker-clients 0 \
+      --seed "$seed" --lr "${LR:-0.02}" --start-from "$start" --attack badnets --target 0 --attacker-clients 0 \
       --attack-rounds "$attack_round" --boost auto --attacker-epochs "${ATTACKER_EPOCHS:-10}" \
       --attacker-lr "${ATTACKER_LR:-0.005}" --poison-rate "${POISON_RATE:-0.1}" --workers "$workers" --no-progress \
       --json --out "$out/replacement" > "$out/replacement.json"

@@ -3,7 +3,8 @@ one line per run, so that a reader sees how a backdoor planted in one round deca
 
     python benchmarks/federated_plot_runs.py OUT.png RUN [RUN ...] [--root DIR] [--title TEXT]
 
-Each RUN is a federated run's --out folder (relative to --root), read from its rounds.json.
+Each RUN is a federated run's --out folder (relative to --root), read from its rounds.json, and labelled by its
+name; ``LABEL=FOLDER`` gives it another label.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def read_rounds(folder: pathlib.Path) -> list[dict]:
 
 
 def plot_runs(runs: dict[str, list[dict]], out, title: str = "") -> None:
-    """Write a PNG with ASR and CA per round, one line per run (rounds of any run's attack shaded lightly)."""
+    """Write a PNG with ASR and CA per round, one line per run; the rounds every run attacks are shaded, and a run's
+    other attack rounds are marked with crosses on its ASR line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,20 +37,25 @@ def plot_runs(runs: dict[str, list[dict]], out, title: str = "") -> None:
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax_asr, ax_ca) = plt.subplots(2, 1, figsize=(7.0, 6.0), dpi=120, sharex=True)
-    attack_rounds = sorted({r["round"] for rounds in runs.values() for r in rounds if r.get("attack_round")})
+    attacked = {name: {r["round"] for r in rounds if r.get("attack_round")} for name, rounds in runs.items()}
+    common = set.intersection(*attacked.values()) if attacked else set()
     for ax in (ax_asr, ax_ca):
-        for r in attack_rounds:
+        for r in sorted(common):
             ax.axvspan(r - 0.5, r + 0.5, color="tab:red", alpha=0.06, lw=0)
         ax.grid(alpha=0.3)
     for name, rounds in runs.items():
         x = [r["round"] for r in rounds]
-        ax_asr.plot(x, [100 * (r["attack_success_rate"] or 0.0) for r in rounds], "o-", ms=3, label=name)
+        asr = [100 * (r["attack_success_rate"] or 0.0) for r in rounds]
+        line, = ax_asr.plot(x, asr, "o-", ms=3, label=name)
+        extra = [(r, a) for r, a in zip(x, asr) if r in attacked[name] - common]
+        if extra:
+            ax_asr.plot(*zip(*extra), "x", ms=7, color=line.get_color(), label=f"{name}: attack rounds")
         ax_ca.plot(x, [100 * r["clean_accuracy"] for r in rounds], "o-", ms=3, label=name)
     ax_asr.set_ylabel("ASR, % of triggered test images")
     ax_asr.set_ylim(-2, 102)
     ax_asr.legend(fontsize=8, loc="best")
     ax_ca.set_ylabel("CA, % of the test set")
-    ax_ca.set_xlabel("round (0: the starting model; shaded: attack rounds)")
+    ax_ca.set_xlabel("round (0: the starting model; shaded: every run attacks)")
     ax_ca.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         ax_asr.set_title(title, fontsize=9)
@@ -66,7 +73,8 @@ def main(argv=None) -> int:
     parser.add_argument("--title", default="")
     args = parser.parse_args(argv)
     try:
-        runs = {name: read_rounds(pathlib.Path(args.root) / name) for name in args.runs}
+        labelled = [run.split("=", 1) if "=" in run else (run, run) for run in args.runs]
+        runs = {label: read_rounds(pathlib.Path(args.root) / folder) for label, folder in labelled}
     except BackdoorlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
