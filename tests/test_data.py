@@ -184,7 +184,7 @@ def test_unknown_dataset_lists_valid_names():
     with pytest.raises(BackdoorlabError) as info:
         load_dataset("imagenet")
     assert str(info.value) == ("unknown dataset 'imagenet'; valid: 'cifar10', 'digits', 'fashion-mnist', 'mnist', "
-                               "folder:PATH, npz:PATH")
+                               "folder:PATH, npz:PATH, any of them as NAME[CLASSES]")
 
 
 def test_resolve_data_dir_precedence(tmp_path, monkeypatch):

@@ -256,9 +256,9 @@ def test_pending_cells_of_a_running_sweep(tmp_path):
                "seconds": None, "machine": None}
     write_results(tmp_path, rows, {**SWEEP, "complete": False})
     md = (tmp_path / "results.md").read_text()
-    assert "Partial results of a sweep still running." in md and "6 ok, 1 failed, 1 pending" in md
+    assert "Partial results: the cells marked pending have not run yet" in md and "6 ok, 1 failed, 1 pending" in md
     assert "| pending" in md
     assert not (tmp_path / "cells" / rows[4]["cell"]).exists()
     page = (tmp_path / "index.html").read_text()
     assert f'data-cell="{rows[4]["cell"]}" data-kind="defense" class="pending"' in page
-    assert "running: partial results" in page
+    assert "partial results: pending cells have not run yet" in page

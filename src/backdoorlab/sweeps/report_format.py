@@ -24,7 +24,7 @@ def is_ok(row: dict) -> bool:
 
 
 def is_pending(row: dict) -> bool:
-    """Whether the cell has not run yet (the results of a sweep still running)."""
+    """Whether the cell has not run yet (the results of a sweep still running, or stopped)."""
     return row.get("status") == "pending"
 
 

@@ -174,7 +174,8 @@ def index_page(rows: list[dict], sweep: dict, figures: dict[Any, str]) -> str:
             ("machine", sweep.get("machine")), ("wall time", wall_text(sweep)),
             ("cells", f"{len(rows)} ({kinds}): {status_counts(rows)}")]
     if sweep.get("complete") is False:
-        meta.append(("state", "running: partial results, rewritten as cells finish"))
+        meta.append(("state", "partial results: pending cells have not run yet; rewritten as cells finish while the "
+                              "sweep runs, and the same command resumes a stopped sweep"))
     dl = "".join(f"<dt>{escape_html(k)}</dt><dd>"
                  f"{'<code>' + escape_html(v) + '</code>' if k == 'command' else escape_html(v)}</dd>"
                  for k, v in meta)

@@ -73,7 +73,8 @@ def results_markdown(rows: list[dict], sweep: dict) -> str:
     if machines and machines != [sweep.get("machine")]:
         lines += ["Cells ran on: " + "; ".join(escape_md(m) for m in machines) + ".", ""]
     if sweep.get("complete") is False:
-        lines += ["Partial results of a sweep still running.", ""]
+        lines += ["Partial results: the cells marked pending have not run yet (the sweep is still running, or it "
+                  "stopped: the same command resumes it).", ""]
     lines += [f"Config `{sweep.get('config')}`; {len(rows)} cells, {status_counts(rows)}; "
               f"wall time {wall_text(sweep)}.", "",
               "```bash", str(sweep.get("command")), "```", ""]
