@@ -15,7 +15,7 @@ import pathlib
 import sys
 
 from backdoorlab.errors import BackdoorlabError
-from backdoorlab.io import atomic_path
+from backdoorlab.io import save_figure_png
 
 
 def read_rounds(folder: pathlib.Path) -> list[dict]:
@@ -59,9 +59,7 @@ def plot_runs(runs: dict[str, list[dict]], out, title: str = "") -> None:
     ax_ca.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         ax_asr.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure_png(fig, out)
     plt.close(fig)
 
 

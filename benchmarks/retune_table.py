@@ -111,7 +111,7 @@ def plot_paths(res: dict, out: str, names: list[str] | None = None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from backdoorlab.io import atomic_path
+    from backdoorlab.io import save_figure_png
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120, sharey=True)
     shown = [(name, r) for name, r in res["rows"].items() if not names or name in names]
@@ -131,9 +131,7 @@ def plot_paths(res: dict, out: str, names: list[str] | None = None) -> None:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="upper left")
     fig.suptitle(f"backdoor-connected path, {res['dataset']}", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure_png(fig, out)
     plt.close(fig)
 
 

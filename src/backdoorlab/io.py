@@ -52,6 +52,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
         raise
 
 
+def save_figure_png(fig, path: str | os.PathLike) -> None:
+    """Lay out a matplotlib figure (``tight_layout``) and write it to ``path`` as a PNG, atomically: every figure
+    writer's last step. The caller closes a pyplot figure afterwards (a ``matplotlib.figure.Figure`` made
+    without pyplot needs no closing)."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
 def write_synced(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` (not atomically) and fsync it, so a following rename publishes complete data."""
     with open(path, "wb") as f:

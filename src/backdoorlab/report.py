@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .io import atomic_path  # noqa: E402
+from .io import save_figure_png  # noqa: E402
 
 
 def chosen_text(t: float, ensemble: list[float] | None = None, prefix: str = "t = ") -> str:
@@ -65,9 +65,7 @@ def plot_line(rows: list[dict], out, xlabel: str, title: str = "") -> None:
 
 
 def _save(fig, out) -> None:
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure_png(fig, out)
     plt.close(fig)
 
 

@@ -77,7 +77,7 @@ def plot_path_robustness(rows: list[dict], out, title: str = "", eps: float | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import atomic_path
+    from ..io import save_figure_png
 
     ts = [r["t"] for r in rows]
     eig = [r["hessian_top_eigenvalue"] for r in rows]
@@ -108,9 +108,7 @@ def plot_path_robustness(rows: list[dict], out, title: str = "", eps: float | No
     ax3.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure_png(fig, out)
     plt.close(fig)
 
 

@@ -3,7 +3,7 @@ the attack rounds shaded."""
 
 from __future__ import annotations
 
-from ..io import atomic_path
+from ..io import save_figure_png
 
 
 def plot_rounds(rounds: list[dict], out, title: str = "") -> None:
@@ -33,7 +33,5 @@ def plot_rounds(rounds: list[dict], out, title: str = "") -> None:
     ax.legend(fontsize=8, loc="best")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure_png(fig, out)
     plt.close(fig)

@@ -10,7 +10,7 @@ import pathlib
 import numpy as np
 import torch
 
-from ..io import atomic_path, atomic_write_json
+from ..io import atomic_write_json, save_figure_png
 from ..png import save_png
 from ..tensors import to_float
 
@@ -49,9 +49,7 @@ def plot_scores(scores: np.ndarray, labels: np.ndarray, poisoned: np.ndarray | N
         ax.axis("off")
     legend = "score > 1: flagged" + ("; red: poisoned (from the sidecar)" if poisoned is not None else "")
     fig.suptitle(f"{title}\n{legend}", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure_png(fig, out)
     plt.close(fig)
 
 

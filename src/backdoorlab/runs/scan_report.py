@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..defenses.neural_cleanse import NeuralCleanseResult
-from ..io import atomic_path, atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, save_figure_png
 
 
 def plot_norms(result: dict, out, names: list[str]) -> None:
@@ -36,9 +36,7 @@ def plot_norms(result: dict, out, names: list[str]) -> None:
         a.set_xticks(range(len(labels)), ticks, fontsize=8, rotation=45 if max(map(len, ticks)) > 3 else 0)
         a.set_xlabel("label")
         a.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure_png(fig, out)
     plt.close(fig)
 
 

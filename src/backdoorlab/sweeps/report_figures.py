@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
-from ..io import atomic_path
+from ..io import save_figure_png
 from .report_format import defense_labels, first_seen, is_ok, number, safe_name
 
 _MARKERS = "osD^v<>pP*Xh"
@@ -58,9 +58,7 @@ def write_figure(path: pathlib.Path, dataset: Any, points: list[dict]) -> None:
     ax.set_ylabel("ASR after the defense (%)")
     ax.set_title(f"{dataset}: defenses, mean over seeds", fontsize=10)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    save_figure_png(fig, path)
 
 
 def write_figures(folder: pathlib.Path, rows: list[dict]) -> dict[Any, str]:
