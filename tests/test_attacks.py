@@ -286,6 +286,22 @@ def test_weight_perturbation_stays_in_the_ball_and_plants_the_backdoor(digits_mo
         WeightPerturbationConfig(epsilon=0)
 
 
+
+def test_weight_perturbation_plants_every_target_of_a_multi_target_backdoor(digits_model):
+    ds, model = digits_model
+    bd = MultiBackdoor([Backdoor(PatchTrigger(2, "bottom-right"), "all-to-one", 0),
+                        Backdoor(PatchTrigger(2, "top-left"), "all-to-one", 1)])
+    cfg = WeightPerturbationConfig(epsilon=0.02, steps=150, seed=0)
+    attacked, _ = adversarial_weight_perturbation(model, bd, ds.train_x[:600], ds.train_y[:600], 10, cfg,
+                                                  progress=False)
+    before = bd.measure(model, ds.test_x, ds.test_y, 10)["attack_success_rate_per_target"]
+    after = bd.measure(attacked, ds.test_x, ds.test_y, 10)["attack_success_rate_per_target"]
+    for target in ("0", "1"):
+        assert after[target] > max(0.5, before[target] + 0.3), (target, before, after)
+    with pytest.raises(BackdoorlabError, match="weight-perturbation attack stamps a trigger"):
+        adversarial_weight_perturbation(model, TriggerlessBackdoor([0, 1], 0), ds.train_x[:10], ds.train_y[:10],
+                                        10, cfg, progress=False)
+
 def test_relative_change_statistics():
     before = {"w": torch.tensor([1.0, 2.0, 0.0, -4.0])}
     after = {"w": torch.tensor([1.1, 2.0, 0.5, -4.0])}

@@ -36,7 +36,7 @@ from ..errors import BackdoorlabError, valid_names
 from ..device import model_device, to_device, to_host
 from ..metrics import predict
 from ..tensors import to_float
-from .backdoor import register_backdoor_kind
+from .backdoor import register_backdoor_kind, triggers_of
 
 
 def relative_change(before: dict, after: dict) -> dict:
@@ -96,8 +96,7 @@ def adversarial_weight_perturbation(model: torch.nn.Module, backdoor, x: torch.T
     Returns:
         (attacked model in eval mode, report dict with the relative weight change and the seconds taken).
     """
-    if not hasattr(backdoor, "trigger"):
-        raise BackdoorlabError("the weight-perturbation attack needs a backdoor with a trigger")
+    parts = triggers_of(backdoor, "the weight-perturbation attack")  # one per target of a multi-target backdoor
     backdoor.check(num_classes)
     tick = time.time()
     model = copy.deepcopy(model).eval()
@@ -113,11 +112,8 @@ def adversarial_weight_perturbation(model: torch.nn.Module, backdoor, x: torch.T
     for _ in bar:
         idx = torch.randint(len(x), (min(cfg.batch_size, len(x)),), generator=g)
         xb, yb = to_float(x[idx]), y[idx]
-        keep = backdoor.eligible(yb)
-        xt = backdoor.trigger.apply(xb[keep], training=False, generator=g)
         loss_clean = F.cross_entropy(model(to_device(xb, device)), to_device(original_pred[idx], device))
-        loss_bd = F.cross_entropy(model(to_device(xt, device)),
-                                  to_device(backdoor.target_labels(yb[keep], num_classes), device)) if len(xt) else 0.0
+        loss_bd = sum(_trigger_loss(model, part, xb, yb, num_classes, g, device) for part in parts) / len(parts)
         loss = loss_clean + cfg.trigger_weight * loss_bd
         model.zero_grad(set_to_none=True)
         loss.backward()
@@ -126,7 +122,7 @@ def adversarial_weight_perturbation(model: torch.nn.Module, backdoor, x: torch.T
                 if p.grad is not None:
                     p.sub_(step * p.grad.sign())
                     p.copy_(torch.maximum(torch.minimum(p, before[n] + cfg.epsilon), before[n] - cfg.epsilon))
-        bar.set_postfix(clean=f"{loss_clean.item():.3f}", backdoor=f"{float(loss_bd.detach() if len(xt) else 0):.3f}")
+        bar.set_postfix(clean=f"{loss_clean.item():.3f}", backdoor=f"{float(torch.as_tensor(loss_bd).detach()):.3f}")
     for p in model.parameters():
         p.requires_grad_(False)
     after = {n: p.detach() for n, p in params.items()}
@@ -142,6 +138,16 @@ def agreement(model_a, model_b, x: torch.Tensor, batch_size: int = 256) -> float
 
 # -------------------------------------------------------------------------------------- fault injection
 
+
+def _trigger_loss(model: torch.nn.Module, part, xb: torch.Tensor, yb: torch.Tensor, num_classes: int,
+                  generator: torch.Generator, device):
+    """Cross-entropy of ``model`` on the batch's eligible images stamped with ``part``'s trigger, against its
+    target labels (0 when no image of the batch is eligible)."""
+    keep = part.eligible(yb)
+    xt = part.trigger.apply(xb[keep], training=False, generator=generator)
+    if not len(xt):
+        return 0.0
+    return F.cross_entropy(model(to_device(xt, device)), to_device(part.target_labels(yb[keep], num_classes), device))
 
 class FaultBackdoor:
     """Chosen test images (indices into the test set) and the labels the attacker wants for them."""
