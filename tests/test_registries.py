@@ -54,6 +54,9 @@ def test_repair_cli_offers_exactly_the_registered_repairers(capsys):
     assert "defenses:      " + ", ".join(REPAIRERS) + " (" in out
     for name in REPAIRERS:
         assert f"  {name}: " + ", ".join(f"{k}={v}" for k, v in REPAIRERS.defaults(name).items()) in out
+    for prefix, registry in (("train --attack", TRAINING_ATTACKS), ("attack", MODEL_ATTACKS)):
+        for name in registry:
+            assert f"  {prefix} {name}: " + ", ".join(f"{k}={v}" for k, v in registry.defaults(name).items()) in out
 
 
 def test_repairer_traits_answer_what_was_special_cased_by_name():

@@ -901,7 +901,8 @@ def download(names, data_dir):
 
 
 @cli.command(name="list")
-@click.option("--defaults", is_flag=True, help="Also print every defense's hyperparameters and defaults.")
+@click.option("--defaults", is_flag=True,
+              help="Also print every attack's, defense's and detector's settings and defaults.")
 def list_cmd(defaults):
     """List data sets, architectures, attacks and defenses."""
     from .attacks import MODEL_ATTACKS, TRAINING_ATTACKS
@@ -920,6 +921,10 @@ def list_cmd(defaults):
     click.echo("detectors:     " + ", ".join(scanned) + " (backdoorlab scan MODEL_DIR); "
                + ", ".join(e.name for e in offline) + " (backdoorlab detect-poison MODEL_DIR --detector NAME)")
     if defaults:
+        for name in TRAINING_ATTACKS:
+            click.echo(f"  train --attack {name}: " + _settings_line(TRAINING_ATTACKS.defaults(name)))
+        for name in MODEL_ATTACKS:
+            click.echo(f"  attack {name}: " + _settings_line(MODEL_ATTACKS.defaults(name)))
         for name in REPAIRERS:
             click.echo(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in REPAIRERS.defaults(name).items()))
         click.echo("  scan (neural-cleanse): " + ", ".join(
@@ -931,6 +936,10 @@ def list_cmd(defaults):
                    "augmentation for fst and mode-connectivity (affine for greyscale data, crop-flip-jpeg for "
                    "cifar10), the data set's training augmentation for the others (none for greyscale data, "
                    "crop-flip-jpeg for cifar10); -o augment=... overrides it)")
+
+
+def _settings_line(settings: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
 def _register_commands() -> None:
