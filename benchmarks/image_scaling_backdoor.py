@@ -1,4 +1,4 @@
-"""The image-scaling backdoor (Quiring and Rieck, DLS 2020) end to end on an upscaled MNIST subset, through the
+"""The image-scaling backdoor (Quiring and Rieck, DLS 2020) end to end on an upscaled MNIST or CIFAR-10 subset, through the
 command line a user runs: the folder written K times larger, poisoned with ``backdoorlab poison-folder`` against
 the victim's resize, the victim's models trained with ``backdoorlab train --resize ... [--resize-defense
 median]``, measured with ``backdoorlab evaluate --poison-record``; then what STRIP (its detection rate on triggered
@@ -9,9 +9,12 @@ detect-poison``, precision and recall against the record) see on the undefended 
         --upscale 4 --epochs 5 --figure
     OMP_NUM_THREADS=1 python benchmarks/image_scaling_backdoor.py --work bench-out/image-scaling \
         --upscale 8 --epochs 5 --no-detectors --no-clean --victims "no defense" "area scaling"
+    OMP_NUM_THREADS=1 python benchmarks/image_scaling_backdoor.py --work bench-out/image-scaling \
+        --dataset cifar10 --upscale 4 --epochs 10 --figure
 
-Writes WORK/upscale-K/results.json (every command's JSON output and the commands themselves) and results.md, and
-docs/img/image-scaling-K.png with --figure.
+Writes WORK/upscale-K/results.json (WORK/DATASET-upscale-K/ for a data set other than MNIST; every command's JSON
+output and the commands themselves) and results.md, and docs/img/image-scaling-K.png (image-scaling-DATASET-K.png)
+with --figure.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-W", "ignore", "-c", "from backdoorlab.cli import main; import sys; sys.exit(main())"]
+IMAGE_SIZE = {"mnist": 28, "cifar10": 32}  # the size the victim's pipeline resizes to
 TRIGGER = ["--trigger", "badnets", "--target", "0", "--trigger-size", "3"]
 # per resize the attacker targets: the victims' pipelines (name, --resize, --resize-defense)
 VICTIMS = {
@@ -91,10 +95,11 @@ def figure(folder: Path, record: dict, size: tuple[int, int], path: Path, method
         small = [resize_array(attack, size, method), resize_array(attack, size, "area"),
                  resize_array(attack, size, method, "median")]
         scale = source.shape[0] // size[0]
-        tiles = big + [np.kron(s, np.ones((scale, scale), dtype=np.uint8)) for s in small]
-        gap = np.full((source.shape[0], 4), 255, dtype=np.uint8)
+        tiles = big + [s.repeat(scale, axis=0).repeat(scale, axis=1) for s in small]
+        gap = np.full((source.shape[0], 4, *source.shape[2:]), 255, dtype=np.uint8)
         rows.append(np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1))
-    grid = np.concatenate([r for row in rows for r in (row, np.full((4, row.shape[1]), 255, np.uint8))][:-1], axis=0)
+    grid = np.concatenate([r for row in rows
+                           for r in (row, np.full((4, *row.shape[1:]), 255, np.uint8))][:-1], axis=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(path)
 
@@ -102,6 +107,7 @@ def figure(folder: Path, record: dict, size: tuple[int, int], path: Path, method
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--dataset", choices=sorted(IMAGE_SIZE), default="mnist")
     ap.add_argument("--upscale", type=int, default=4)
     ap.add_argument("--limit", default="10000,2000")
     ap.add_argument("--epochs", type=int, default=5)
@@ -116,19 +122,20 @@ def main() -> int:
                     help="only these victims' pipelines (default all: 'no defense', 'area scaling', 'median filter', "
                          "'Lanczos (default)')")
     args = ap.parse_args()
-    work = args.work.resolve() / f"upscale-{args.upscale}"
+    tag = f"upscale-{args.upscale}" if args.dataset == "mnist" else f"{args.dataset}-upscale-{args.upscale}"
+    work = args.work.resolve() / tag
     work.mkdir(parents=True, exist_ok=True)
     result_file = work / "results.json"
     results = json.loads(result_file.read_text()) if result_file.exists() else {"commands": [], "models": {}}
     log = results["commands"]
-    clean = work / "mnist-folder"
+    clean = work / f"{args.dataset}-folder"
     if not clean.exists():
         sys.path.insert(0, str(ROOT / "benchmarks"))
         import write_image_folder
-        write_image_folder.main(["mnist", str(clean), "--upscale", str(args.upscale), "--limit", args.limit])
-        log.append({"command": f"python benchmarks/write_image_folder.py mnist {clean} --upscale {args.upscale} "
+        write_image_folder.main([args.dataset, str(clean), "--upscale", str(args.upscale), "--limit", args.limit])
+        log.append({"command": f"python benchmarks/write_image_folder.py {args.dataset} {clean} --upscale {args.upscale} "
                                f"--limit {args.limit}"})
-    size = ("28",)
+    size = (str(IMAGE_SIZE[args.dataset]),)
     train = ["--arch", "small-cnn", "--image-size", size[0], "--epochs", str(args.epochs), "--seed", "0"]
     for method in args.methods:
         poisoned = work / f"poisoned-{method}"
@@ -138,7 +145,9 @@ def main() -> int:
                                                "--no-progress"], log)
         record = json.loads((poisoned / "poisoning.json").read_text())
         if args.figure and method == args.methods[0]:
-            figure(poisoned, record, (28, 28), ROOT / "docs" / "img" / f"image-scaling-{args.upscale}.png", method)
+            side = IMAGE_SIZE[args.dataset]
+            name = f"image-scaling-{args.upscale}.png" if args.dataset == "mnist" else f"image-scaling-{tag}.png"
+            figure(poisoned, record, (side, side), ROOT / "docs" / "img" / name.replace("-upscale", ""), method)
         for name, resize, defense in VICTIMS[method]:
             key = f"{method}: {name}"
             if key in results["models"] or (args.victims and name not in args.victims):
