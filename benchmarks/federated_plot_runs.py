@@ -44,6 +44,7 @@ def plot_runs(runs: dict[str, list[dict]], out, title: str = "") -> None:
             ax.axvspan(r - 0.5, r + 0.5, color="tab:red", alpha=0.06, lw=0)
         ax.grid(alpha=0.3)
     for name, rounds in runs.items():
+        rounds = [r for r in rounds if r.get("clean_accuracy") is not None]  # rounds skipped by --evaluate-every
         x = [r["round"] for r in rounds]
         asr = [100 * (r["attack_success_rate"] or 0.0) for r in rounds]
         line, = ax_asr.plot(x, asr, "o-", ms=3, label=name)

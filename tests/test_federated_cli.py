@@ -94,6 +94,24 @@ def test_the_same_command_gives_the_same_federation(federation, tmp_path, capsys
     assert sha[0] == sha[1]
 
 
+def test_evaluating_every_other_round_skips_only_the_measurements(federation, tmp_path, capsys):
+    code, out, err = run(capsys, *COMMAND, "--evaluate-every", "2", "--out", str(tmp_path / "sparse"))
+    assert code == 0, err
+    full = json.loads((federation / "rounds.json").read_text())["rounds"]
+    sparse = json.loads((tmp_path / "sparse" / "rounds.json").read_text())["rounds"]
+    # round 1 is skipped; 0 (the start), 2 (every 2nd) and 3 (the attack round, the last) are measured
+    assert [("clean_accuracy" in r) for r in sparse] == [True, False, True, True]
+    for a, b in zip(full, sparse):
+        assert a.get("clients") == b.get("clients") and a.get("update_norms") == b.get("update_norms")
+        if "clean_accuracy" in b:
+            assert (a["clean_accuracy"], a["attack_success_rate"]) == (b["clean_accuracy"], b["attack_success_rate"])
+    assert "round   1" not in out and "round   2" in out  # the console lists the measured rounds
+    sha = [json.loads((d / "global" / "model.json").read_text())["weights_sha256"]
+           for d in (federation, tmp_path / "sparse")]
+    assert sha[0] == sha[1]  # the federation itself is the same
+    assert (tmp_path / "sparse" / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # --- bad input: one line, exit 2, before any work (no output directory, no Ray) ----------------------------------
 
 def _with(**changes) -> list[str]:
@@ -123,6 +141,7 @@ def _with(**changes) -> list[str]:
     (dict(defense="trimmed-mean"), "trims no update from a round of 3"),
     (dict(clip_norm="2"), "--clip-norm is for --defense clip or clip-noise, not none"),
     (dict(rounds="0", attack_rounds="all"), "--rounds must be >= 1"),
+    (dict(evaluate_every="0"), "--evaluate-every must be >= 1"),
     (dict(partition="dirichlet", dirichlet_alpha="0"), "--dirichlet-alpha must be > 0"),
     (dict(target="12"), "target"),
 ])

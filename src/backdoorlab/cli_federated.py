@@ -34,7 +34,7 @@ def _number_or_auto(text, flag: str) -> tuple[float | None, bool]:
 def settings_from_options(*, dataset, arch, clients, per_round, rounds, partition, alpha, local_epochs, lr,
                           batch_size, attack_name, attacker_clients, attack_rounds, boost, constrain, attacker_epochs,
                           attacker_lr, defense, clip_norm, clip_quantile, noise, trim_beta, krum_malicious, seed,
-                          workers, threads, holdout=0, data_dir=None):
+                          workers, threads, holdout=0, data_dir=None, evaluate_every=1):
     """The :class:`~backdoorlab.federated.FederationSettings` the command's options describe (not yet checked; the
     attack object comes later, once the data set is loaded)."""
     from .federated.attacks import auto_boost
@@ -54,13 +54,14 @@ def settings_from_options(*, dataset, arch, clients, per_round, rounds, partitio
         boost=auto_boost(per_round) if boost_is_auto else (1.0 if boost_value is None else boost_value),
         boost_auto=boost_is_auto, constrain=constrain, attacker_epochs=attacker_epochs, attacker_lr=attacker_lr,
         defense=defense, clip_norm=clip_value, clip_auto=clip_is_auto, clip_quantile=clip_quantile, noise=noise,
-        trim_beta=trim_beta, krum_malicious=krum_malicious, workers=workers, threads=threads)
+        trim_beta=trim_beta, krum_malicious=krum_malicious, workers=workers, threads=threads,
+        evaluate_every=evaluate_every)
 
 
 def _federated(dataset, arch, clients, per_round, rounds, partition, dirichlet_alpha, local_epochs, lr, batch_size,
                backdoor_spec, poison_rate, attacker_clients, attack_rounds, boost, constrain, attacker_epochs,
                attacker_lr, defense, clip_norm, clip_quantile, noise, trim_beta, krum_malicious, start_from, seed,
-               workers, threads, out, as_json, data_dir, no_progress, verbose):
+               workers, threads, evaluate_every, out, as_json, data_dir, no_progress, verbose):
     """Federated learning on Flower: N clients hold disjoint parts of the training data (the held-out clean pool
     excluded), K train each round, the server averages (or defends) and evaluates on the test set. Optionally some
     clients attack: they poison their own data and, in the attack rounds, send a poisoned update (--boost: model
@@ -82,7 +83,7 @@ def _federated(dataset, arch, clients, per_round, rounds, partition, dirichlet_a
         attack_name=backdoor_spec["attack"], attacker_clients=attacker_clients, attack_rounds=attack_rounds,
         boost=boost, constrain=constrain, attacker_epochs=attacker_epochs, attacker_lr=attacker_lr, defense=defense,
         clip_norm=clip_norm, clip_quantile=clip_quantile, noise=noise, trim_beta=trim_beta,
-        krum_malicious=krum_malicious, seed=seed, workers=workers, threads=threads)
+        krum_malicious=krum_malicious, seed=seed, workers=workers, threads=threads, evaluate_every=evaluate_every)
     settings.check()  # before the data loads or Ray starts
     from .federated.simulation import flower
     flower()  # a missing extra is one line, before any work
@@ -101,6 +102,8 @@ def _federated(dataset, arch, clients, per_round, rounds, partition, dirichlet_a
     click.echo(f"federated {arch} on {ds.name}: {clients} clients, {per_round} per round, {rounds} rounds, defense "
                f"{defense} ({result['seconds']:.0f} s) -> {out}")
     for r in result["rounds"]:
+        if r["clean_accuracy"] is None:  # not evaluated (--evaluate-every)
+            continue
         asr = r["attack_success_rate"]
         mark = "  attack" if settings.is_attack_round(r["round"]) else ""
         click.echo(f"  round {r['round']:>3}  CA {100 * r['clean_accuracy']:6.2f}%"
@@ -163,6 +166,10 @@ def _build_command(backdoor_options) -> click.Command:
                      help="Clients training at once (Ray actors of one CPU each; default: the CPU count)."),
         click.option("--threads-per-client", "threads", default=1, show_default=True, type=int,
                      help="Torch threads each client trains with."),
+        click.option("--evaluate-every", default=1, show_default=True, type=int, metavar="N",
+                     help="The server measures the global model on the test set after every N-th round (and always "
+                          "the start, the last round, each attack round and the round after it); the rest of "
+                          "rounds.json has no CA or ASR. Evaluation is a large share of a long run's time."),
         click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory."),
         click.option("--json", "as_json", is_flag=True,
                      help="Print one JSON object: rounds (round, clean_accuracy, attack_success_rate), final."),

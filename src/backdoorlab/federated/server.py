@@ -84,7 +84,7 @@ def server_app(settings: FederationSettings, initial_state: dict, evaluate: Call
         def evaluate_fn(server_round: int, arrays) -> MetricRecord:
             round_seconds = time.time() - clock["last"]
             tick = time.time()
-            metrics = evaluate(server_round, arrays.to_torch_state_dict())
+            metrics = evaluate(server_round, arrays.to_torch_state_dict()) if settings.evaluated(server_round) else {}
             record = {"round": server_round, **metrics, "attack_round": settings.is_attack_round(server_round),
                       **strategy.rounds.get(server_round, {}),
                       "round_seconds": round(round_seconds, 3) if server_round else None,

@@ -95,6 +95,7 @@ class FederationSettings:
     # the simulation
     workers: int = 1
     threads: int = 1
+    evaluate_every: int = 1
 
     # ------------------------------------------------------------------------------------------------ checks
 
@@ -108,6 +109,8 @@ class FederationSettings:
             raise BackdoorlabError(f"--per-round must be between 1 and --clients ({n}), got {k}")
         if self.rounds < 1:
             raise BackdoorlabError(f"--rounds must be >= 1, got {self.rounds}")
+        if self.evaluate_every < 1:
+            raise BackdoorlabError(f"--evaluate-every must be >= 1, got {self.evaluate_every}")
         if self.partition not in PARTITIONS:
             raise BackdoorlabError(f"unknown --partition {self.partition!r}; valid: {valid_names(PARTITIONS)}")
         if self.partition == "dirichlet" and not self.alpha > 0:
@@ -193,6 +196,13 @@ class FederationSettings:
 
     def is_attack_round(self, server_round: int) -> bool:
         return (self.attack is not None or self.attack_name is not None) and server_round in self.attack_rounds
+
+    def evaluated(self, server_round: int) -> bool:
+        """Whether the server measures the global model after ``server_round`` (0: the starting model): every
+        ``evaluate_every``-th round, and always the start, the last round, each attack round and the round after
+        it (what the attack did, and how fast it fades)."""
+        return (server_round % self.evaluate_every == 0 or server_round == self.rounds
+                or self.is_attack_round(server_round) or self.is_attack_round(server_round - 1))
 
     def malicious(self, client: int, server_round: int) -> bool:
         """Whether ``client`` sends a malicious update in ``server_round``."""

@@ -78,6 +78,8 @@ def run_federation(settings: FederationSettings, initial: torch.nn.Module, datas
     def on_round(record: dict) -> None:
         if record["round"]:
             bar.update(1)
+            if "clean_accuracy" not in record:  # a round the server did not evaluate (--evaluate-every)
+                return
             asr = record.get("attack_success_rate")
             bar.set_postfix(ca=f"{record['clean_accuracy']:.3f}", **({} if asr is None else {"asr": f"{asr:.3f}"}))
 
