@@ -82,8 +82,9 @@ def results_markdown(rows: list[dict], sweep: dict) -> str:
         if not any(r.get("kind") in ("suspect", "defense") for r in group):
             continue
         budgets = budget_text((r.get("budget") for r in group), (r.get("budget_seed") for r in group))
-        lines += [f"## {escape_md(dataset)}, {escape_md(arch)}", "",
-                  f"CA / ASR in %, then the defense's wall time (clean budget: {budgets}):", ""]
+        what = (f"CA / ASR in %, then the defense's wall time (clean budget: {budgets}):"
+                if any(r.get("kind") == "defense" for r in group) else "CA / ASR in % of the suspects (no defense):")
+        lines += [f"## {escape_md(dataset)}, {escape_md(arch)}", "", what, ""]
         lines += _comparison_table(group)
         lines.append("")
     detectors = [r for r in rows if r.get("kind") == "detector"]
