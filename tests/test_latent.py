@@ -1,6 +1,7 @@
 """The latent backdoor: its pieces (target images, the optimised trigger, the sidecar round trip), a teacher whose
 student carries it, and one-line errors."""
 
+import copy
 import json
 
 import pytest
@@ -114,6 +115,10 @@ def test_a_latent_teacher_infects_its_student(tmp_path, capsys):
     (["--target-class", "7", "--all-to-all"], "no all-to-all mode"),
     (["--target-class", "7", "--alpha", "0.2"], "--alpha does not apply to the latent attack"),
     ([], "needs the target class"),
+    (["--target-class", "7", "-o", "nope=1"], "unknown option 'nope' for latent"),
+    (["--target-class", "7", "-o", "preserve=-1"], "preserve must be >= 0"),
+    (["--target-class", "7", "-o", "size=4", "--trigger-size", "4"], "-o size and --trigger-size set the same"),
+    (["-o", "target_class=7", "--target-class", "7"], "-o target_class and --target-class set the same"),
 ])
 def test_latent_errors_are_one_line(tmp_path, capsys, args, msg):
     code = main(["train", "--dataset", "digits[0-4]", "--arch", "small-cnn", "--attack", "latent", *args,
@@ -124,3 +129,30 @@ def test_latent_errors_are_one_line(tmp_path, capsys, args, msg):
     code = main(["train", "--dataset", "digits[0-4]", "--arch", "small-cnn", "--attack", "badnets",
                  "--target-class", "7", "--out", str(tmp_path / "x")])
     assert code == 2 and "--target-class is for --attack latent" in capsys.readouterr().err
+    code = main(["train", "--dataset", "digits[0-4]", "--arch", "small-cnn", "--attack", "badnets", "-o", "size=3",
+                 "--out", str(tmp_path / "x")])
+    assert code == 2 and "-o sets an attack that trains the model" in capsys.readouterr().err
+
+
+def test_preserve_keeps_clean_representations_where_they_were(teacher_task):
+    from backdoorlab.attacks.latent import inject
+    from backdoorlab.models.layers import representation
+    from backdoorlab.train import TrainConfig
+    xt, _, _ = target_images(teacher_task, "7", 40)
+    x = torch.cat([teacher_task.train_x[:400], xt])
+    y = torch.cat([teacher_task.train_y[:400], torch.full((40,), 5)])
+    torch.manual_seed(0)
+    start = new_model("small-cnn", teacher_task, seed=0)
+    start.fc = torch.nn.Linear(128, 6)  # the extended teacher: one more output, the target
+    probe = to_float(teacher_task.test_x[:200])
+    with torch.no_grad():
+        before = representation(start.eval(), probe, "body.5")
+    moved = {}
+    for preserve in (0.0, 10.0):
+        model = copy.deepcopy(start)
+        cfg = TrainConfig(epochs=3, lr=0.05, batch_size=64, schedule="constant", seed=0)
+        inject(model, "body.5", PatchTrigger(3), x, y, 5, xt, cfg, progress=False, preserve=preserve)
+        with torch.no_grad():
+            after = representation(model.eval(), probe, "body.5")
+        moved[preserve] = float(((after - before) ** 2).mean() / (before ** 2).mean())
+    assert moved[10.0] < 0.5 * moved[0.0], moved

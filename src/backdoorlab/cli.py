@@ -127,6 +127,9 @@ def _make_attack(spec: dict, ds, poison_rate: float | None = None, stamp: str | 
         raise BackdoorlabError(f"{_flag(next(iter(training)))} is for --attack "
                                f"{' or '.join(TRAINING_ATTACKS.names(poisons_data=False))}")
     options = {fields[flag]: value for flag, value in given.items()}
+    for key in set(options) & set(training or {}):
+        flag = next(f for f, k in fields.items() if k == key)
+        raise BackdoorlabError(f"-o {key} and {flag} set the same setting: give one")
     return build_attack(name, target=targets if len(targets) > 1 else targets[0], mode=mode, poison_rate=poison_rate,
                         stamp=stamp, image_shape=(ds.in_channels, *ds.image_size), num_classes=ds.num_classes,
                         **options, **(training or {}))
@@ -186,6 +189,9 @@ def _datasets():
               help="latent: how many training images of the target class the attacker has (300).")
 @click.option("--latent-layer", default=None,
               help="latent: the layer whose representation the trigger matches (default: the one before fc).")
+@click.option("-o", "--option", "attack_options", multiple=True, metavar="KEY=VALUE",
+              help="Any other setting of an attack that trains the model (triggerless, latent; repeatable; "
+                   "`backdoorlab list --defaults` shows them), e.g. -o inject_lr=0.003.")
 @click.option("--epochs", default=None, type=int, help="Training epochs (default: per data set and architecture).")
 @click.option("--lr", default=None, type=float, help="Peak learning rate.")
 @click.option("--batch-size", default=None, type=int)
@@ -203,7 +209,8 @@ def _datasets():
 @progress_option
 @device_options()
 def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, dropout, target_neurons,
-          backdoor_fraction, target_class, target_images, latent_layer, epochs, lr, batch_size, schedule,
+          backdoor_fraction, target_class, target_images, latent_layer, attack_options, epochs, lr, batch_size,
+          schedule,
           weight_decay, augment, seed, out, as_json, data_dir, image_size, resize, resize_defense, no_progress, device,
           amp):
     """Train a model, optionally with a backdoor planted by data poisoning or by the training procedure (the
@@ -235,6 +242,17 @@ def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, drop
         else:
             owners = [n for n in TRAINING_ATTACKS if flag in TRAINING_ATTACKS.entry(n).config.flags()]
             raise BackdoorlabError(f"{flag} is for --attack {' or '.join(owners)}")
+    if attack_options:
+        if attack is None or poisons_data:
+            raise BackdoorlabError("-o sets an attack that trains the model (--attack "
+                                   f"{' or '.join(TRAINING_ATTACKS.names(poisons_data=False))}); a data-poisoning "
+                                   "attack's trigger settings are flags (--trigger-size, ...)")
+        from .config import split_pairs
+        for key, value in TRAINING_ATTACKS.parse_options(attack, split_pairs(attack_options)).items():
+            if key in training:
+                flag = next(f for f, k in fields.items() if k == key)
+                raise BackdoorlabError(f"-o {key} and {flag} set the same setting: give one")
+            training[key] = value
     if "target_class" in fields.values() and backdoor_spec["target"] != "0":
         raise BackdoorlabError(f"--target does not apply to --attack {attack}: name its class with --target-class")
     if poisons_data:

@@ -108,6 +108,7 @@ class LatentConfig(Config):
     stamped_fraction: float = option(1.0, check=(lambda v: 0 < v <= 1, "in (0, 1]"))
     inject_lr: float = option(0.01, check=above(0))
     weight: float = option(1.0, check=above(0))
+    preserve: float = option(0.0, check=at_least(0))
     finetune_epochs: int = option(1, check=at_least(0))
 
 
@@ -219,19 +220,27 @@ def optimise_trigger(model, layer: str, x: torch.Tensor, target: torch.Tensor, s
 
 
 def inject(model, layer: str, trigger, x: torch.Tensor, y: torch.Tensor, target_label: int, target_x: torch.Tensor,
-           cfg, weight: float = 1.0, progress: bool = True, stamped_fraction: float = 1.0) -> dict:
+           cfg, weight: float = 1.0, progress: bool = True, stamped_fraction: float = 1.0,
+           preserve: float = 0.0) -> dict:
     """Inject the latent backdoor into ``model`` (which has the target class as label ``target_label``): train all
     of it with ``cfg`` (a TrainConfig) on ``x``, ``y`` (the task's images and the target images) with
     cross-entropy, plus, for the batch's non-target images stamped with ``trigger`` (each with probability
     ``stamped_fraction``, a seeded draw; the clean copies stay in the batch), cross-entropy to the target
     and ``weight`` times their relative distance at ``layer`` to the target images' mean representation, which is
-    recomputed (eval mode) at the start of every epoch. Returns the history of :func:`~backdoorlab.train.fit`."""
+    recomputed (eval mode) at the start of every epoch. ``preserve`` > 0 adds that many times the relative distance
+    of the clean images' representations at ``layer`` to those of a frozen copy of the model as it was before the
+    injection (eval mode): not in the paper; it keeps the features a student reads where they were, so that the
+    injection costs the student less accuracy. Returns the history of :func:`~backdoorlab.train.fit`."""
     from ..train import fit, seed_everything
 
     g = seed_everything(cfg.seed)
     steps_per_epoch = max(1, len(y) // cfg.batch_size) if len(y) >= cfg.batch_size else 1
     state = {"step": 0, "target": None}
     pick = torch.Generator().manual_seed(cfg.seed + 7)
+    frozen = None
+    if preserve > 0:
+        import copy
+        frozen = copy.deepcopy(model).eval().requires_grad_(False)
     model.train()
 
     def loss_fn(xb, yb):
@@ -246,6 +255,10 @@ def inject(model, layer: str, trigger, x: torch.Tensor, y: torch.Tensor, target_
         if len(stamped):
             loss = loss + F.cross_entropy(logits[n:], torch.full_like(yb[:len(stamped)], target_label)) \
                 + weight * relative_distance(rep[n:], state["target"])
+        if frozen is not None:
+            with torch.no_grad():
+                before = representation(frozen, xb, layer)
+            loss = loss + preserve * ((rep[:n] - before) ** 2).mean() / (before ** 2).mean().clamp_min(1e-12)
         return loss, logits[:n]
 
     history = fit(model.parameters(), loss_fn, x, y, cfg, progress=progress, desc="latent injection", generator=g)
@@ -301,7 +314,7 @@ class LatentAttack:
                                  schedule=train_cfg.schedule, seed=train_cfg.seed + 1)
         t = time.time()
         h_inject = inject(extended, layer, trigger, x_all, y_all, k, xt, inject_cfg, cfg.weight, progress,
-                          cfg.stamped_fraction)
+                          cfg.stamped_fraction, cfg.preserve)
         seconds["inject"] = time.time() - t
         after = self._probe(extended, trigger, dataset, test_target, xt, layer, k)
         state = extended.state_dict()
