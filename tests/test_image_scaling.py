@@ -3,6 +3,7 @@ scaling, the two defenses (area scaling, the selective median filter), ``backdoo
 commands that read its record, and their one-line errors (small synthetic images and the bundled digits)."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -191,6 +192,24 @@ def test_poison_folder_relabels_a_tenth_outside_the_pool_and_records_it(big_digi
     assert record["distance"]["psnr_db"]["min"] > 15
     assert sorted((out / "test").rglob("*.png")) and len(list((out / "test").rglob("*.png"))) == len(
         list((big_digits / "test").rglob("*.png")))
+
+
+def test_images_the_trigger_leaves_unchanged_are_counted_apart_and_the_record_is_strict_json(tmp_path):
+    root = tmp_path / "half-white"
+    for split, n in (("train", 60), ("test", 10)):
+        for i in range(n):
+            folder = root / split / str(i % 2)
+            folder.mkdir(parents=True, exist_ok=True)
+            value = 255 if i % 4 < 2 else 0  # white images already show a white trigger: nothing to change
+            PIL.fromarray(np.full((32, 32), value, dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    record = poison_folder_run(str(root), str(tmp_path / "p"), Backdoor(PatchTrigger(size=2), "all-to-one", 0),
+                               (8, 8), "nearest", 1 / 255, 0.5, seed=0, progress=False)
+    distance = record["distance"]
+    assert 0 < distance["unchanged_images"] < record["poisoned_count"]
+    assert distance["psnr_db"]["min"] > 15 and math.isfinite(distance["psnr_db"]["mean"])
+    def refuse(constant):
+        raise ValueError(constant)
+    json.loads((tmp_path / "p" / "poisoning.json").read_text(), parse_constant=refuse)  # no Infinity or NaN
 
 
 def test_the_pipeline_sees_the_trigger_only_without_a_defense(poisoned):

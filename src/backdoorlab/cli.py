@@ -388,8 +388,10 @@ def poison_folder(src, folder_attack, scale_to, resize, eps, backdoor_spec, pois
     d = record["distance"]
     click.echo(f"{record['poisoned_count']} of {record['training_images']} training images poisoned "
                f"({backdoor_spec['attack']} trigger, hidden for {resize} to {size[0]}x{size[1]}) -> {out}")
-    click.echo(f"  full size: PSNR to the source {d['psnr_db']['mean']:.1f} dB (min {d['psnr_db']['min']:.1f}), "
-               f"largest change {d['max_change_levels']['max']:.0f} levels, "
+    psnr_text = ("no image changed" if d["psnr_db"] is None else
+                 f"PSNR to the source {d['psnr_db']['mean']:.1f} dB (min {d['psnr_db']['min']:.1f})"
+                 + (f", {d['unchanged_images']} images unchanged" if d.get("unchanged_images") else ""))
+    click.echo(f"  full size: {psnr_text}, largest change {d['max_change_levels']['max']:.0f} levels, "
                f"{100 * d['changed_pixels']['mean']:.1f}% of pixels changed")
     click.echo(f"  after resizing: at most {d['scaled_error_levels']['max']:.2f} levels from the triggered target")
     if record["poisoned_in_pool"]:

@@ -17,6 +17,7 @@ sources at full size (PSNR, largest change) and from the targets after the resiz
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from pathlib import Path
@@ -213,7 +214,10 @@ def _write(root, target, partial, classes, paths, labels, chosen, new_labels, na
         "backdoor": backdoor.to_dict(), "classes": classes, "training_images": n, "holdout": len(pool),
         "poisoned_count": len(poisoned), "poisoned_in_pool": in_pool,
         "distance": {
-            "psnr_db": _summary(stats["psnr"]), "max_change_levels": _summary(stats["linf"]),
+            # an image the trigger leaves as it was (its read pixels already the trigger's) has no PSNR: counted apart
+            "psnr_db": _summary([v for v in stats["psnr"] if math.isfinite(v)]),
+            "unchanged_images": sum(not math.isfinite(v) for v in stats["psnr"]),
+            "max_change_levels": _summary(stats["linf"]),
             "changed_pixels": _summary(stats["changed"]),
             "scaled_error_levels": _summary(stats["scaled_error"]),
         },
@@ -222,7 +226,10 @@ def _write(root, target, partial, classes, paths, labels, chosen, new_labels, na
     return record
 
 
-def _summary(values: list[float]) -> dict:
+def _summary(values: list[float]) -> dict | None:
+    """Mean, min and max of ``values`` (None when there are none)."""
+    if not values:
+        return None
     a = np.asarray(values, dtype=np.float64)
     return {"mean": round(float(a.mean()), 4), "min": round(float(a.min()), 4), "max": round(float(a.max()), 4)}
 
