@@ -100,6 +100,12 @@ def _parse_targets(text: str) -> list[int]:
         raise BackdoorlabError(f"--target must be a label or comma-separated labels, got {text!r}")
 
 
+def _set_twice(key: str, fields: dict) -> BackdoorlabError:
+    """The one-line error for a setting given both as ``-o key=...`` and by its flag (``fields``: flag -> key)."""
+    flag = next(f for f, k in fields.items() if k == key)
+    return BackdoorlabError(f"-o {key} and {flag} set the same setting: give one")
+
+
 def _make_attack(spec: dict, ds, poison_rate: float | None = None, stamp: str | None = None,
                  training: dict | None = None):
     """Build the attack described by the backdoor options (None without --attack) with
@@ -128,8 +134,7 @@ def _make_attack(spec: dict, ds, poison_rate: float | None = None, stamp: str | 
                                f"{' or '.join(TRAINING_ATTACKS.names(poisons_data=False))}")
     options = {fields[flag]: value for flag, value in given.items()}
     for key in set(options) & set(training or {}):
-        flag = next(f for f, k in fields.items() if k == key)
-        raise BackdoorlabError(f"-o {key} and {flag} set the same setting: give one")
+        raise _set_twice(key, fields)
     return build_attack(name, target=targets if len(targets) > 1 else targets[0], mode=mode, poison_rate=poison_rate,
                         stamp=stamp, image_shape=(ds.in_channels, *ds.image_size), num_classes=ds.num_classes,
                         **options, **(training or {}))
@@ -210,9 +215,8 @@ def _datasets():
 @device_options()
 def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, dropout, target_neurons,
           backdoor_fraction, target_class, target_images, latent_layer, attack_options, epochs, lr, batch_size,
-          schedule,
-          weight_decay, augment, seed, out, as_json, data_dir, image_size, resize, resize_defense, no_progress, device,
-          amp):
+          schedule, weight_decay, augment, seed, out, as_json, data_dir, image_size, resize, resize_defense,
+          no_progress, device, amp):
     """Train a model, optionally with a backdoor planted by data poisoning or by the training procedure (the
     attacks are listed below); writes OUT/model.safetensors + model.json."""
     from .attacks import TRAINING_ATTACKS
@@ -250,8 +254,7 @@ def train(dataset, arch, arch_args_json, backdoor_spec, poison_rate, stamp, drop
         from .config import split_pairs
         for key, value in TRAINING_ATTACKS.parse_options(attack, split_pairs(attack_options)).items():
             if key in training:
-                flag = next(f for f, k in fields.items() if k == key)
-                raise BackdoorlabError(f"-o {key} and {flag} set the same setting: give one")
+                raise _set_twice(key, fields)
             training[key] = value
     if "target_class" in fields.values() and backdoor_spec["target"] != "0":
         raise BackdoorlabError(f"--target does not apply to --attack {attack}: name its class with --target-class")
@@ -849,8 +852,9 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
 
     Writes OUT/model.safetensors + model.json (the attacked model, the attack recorded in its provenance, so that
     `backdoorlab evaluate OUT` measures it) and OUT/config.json. The trigger options (--trigger, --target, ...)
-    are for weight-perturbation and path-backdoor (the trigger the suspect already carries); --target fixes the chosen images' label for the fault attacks (default: a random
-    label per image; one shared random label for single-bias).
+    are for weight-perturbation and path-backdoor (the trigger the suspect already carries); --target fixes the
+    chosen images' label for the fault attacks (default: a random label per image; one shared random label for
+    single-bias).
     """
     from .attacks import MODEL_ATTACKS
     from .models.checkpoint import checked_meta
@@ -946,12 +950,11 @@ def list_cmd(defaults):
         for name in MODEL_ATTACKS:
             click.echo(f"  attack {name}: " + _settings_line(MODEL_ATTACKS.defaults(name)))
         for name in REPAIRERS:
-            click.echo(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in REPAIRERS.defaults(name).items()))
-        click.echo("  scan (neural-cleanse): " + ", ".join(
-            f"{k}={v}" for k, v in DETECTORS.defaults("neural-cleanse").items() if k != "seed"))
+            click.echo(f"  {name}: " + _settings_line(REPAIRERS.defaults(name)))
+        scan_settings = {k: v for k, v in DETECTORS.defaults("neural-cleanse").items() if k != "seed"}
+        click.echo("  scan (neural-cleanse): " + _settings_line(scan_settings))
         for entry in offline:
-            click.echo(f"  detect-poison --detector {entry.name}: " + ", ".join(
-                f"{k}={v}" for k, v in DETECTORS.defaults(entry.name).items()))
+            click.echo(f"  detect-poison --detector {entry.name}: " + _settings_line(DETECTORS.defaults(entry.name)))
         click.echo("  (augment: `backdoorlab repair` sets it from the data set: the sanitizer's small-budget "
                    "augmentation for fst and mode-connectivity (affine for greyscale data, crop-flip-jpeg for "
                    "cifar10), the data set's training augmentation for the others (none for greyscale data, "
@@ -959,6 +962,7 @@ def list_cmd(defaults):
 
 
 def _settings_line(settings: dict) -> str:
+    """``key=value, ...``: one line of ``list --defaults``."""
     return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 

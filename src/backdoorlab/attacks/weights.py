@@ -136,9 +136,6 @@ def agreement(model_a, model_b, x: torch.Tensor, batch_size: int = 256) -> float
     return (predict(model_a, x, batch_size) == predict(model_b, x, batch_size)).float().mean().item()
 
 
-# -------------------------------------------------------------------------------------- fault injection
-
-
 def _trigger_loss(model: torch.nn.Module, part, xb: torch.Tensor, yb: torch.Tensor, num_classes: int,
                   generator: torch.Generator, device):
     """Cross-entropy of ``model`` on the batch's eligible images stamped with ``part``'s trigger, against its
@@ -148,6 +145,10 @@ def _trigger_loss(model: torch.nn.Module, part, xb: torch.Tensor, yb: torch.Tens
     if not len(xt):
         return 0.0
     return F.cross_entropy(model(to_device(xt, device)), to_device(part.target_labels(yb[keep], num_classes), device))
+
+
+# -------------------------------------------------------------------------------------- fault injection
+
 
 class FaultBackdoor:
     """Chosen test images (indices into the test set) and the labels the attacker wants for them."""

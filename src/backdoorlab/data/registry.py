@@ -91,7 +91,8 @@ def split_subset_name(name: str) -> tuple[str, list[int]] | None:
         return None
     base, text = match.group(1), match.group(2)
     if _SUBSET.match(base):
-        raise BackdoorlabError(f"data set {name!r}: a class subset of a class subset; name the classes of {base.split('[')[0]!r} once")
+        raise BackdoorlabError(f"data set {name!r}: a class subset of a class subset; name the classes of "
+                               f"{base.split('[')[0]!r} once")
     classes: set[int] = set()
     for item in text.split(","):
         low, dash, high = item.strip().partition("-")

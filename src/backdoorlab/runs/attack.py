@@ -21,8 +21,8 @@ from .outputs import check_out_dir
 
 @computes_on_device
 def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=None, awp=None, fault=None,
-                     settings=None, target: int | None = None, n_images: int = 5, attacker_images: int | None = None, seed: int = 0,
-                     progress: bool = True, device=None, arch: str | None = None) -> dict:
+                     settings=None, target: int | None = None, n_images: int = 5, attacker_images: int | None = None,
+                     seed: int = 0, progress: bool = True, device=None, arch: str | None = None) -> dict:
     """Attack a trained checkpoint by changing its weights (``weight-perturbation``, ``fault-injection``,
     ``single-bias`` or ``path-backdoor``; the settings go in the keyword its registry entry names: ``awp``,
     ``fault`` or ``settings``); write the attacked checkpoint and ``config.json`` to ``out``; return a summary with the

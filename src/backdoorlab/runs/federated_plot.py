@@ -21,11 +21,12 @@ def plot_rounds(rounds: list[dict], out, title: str = "") -> None:
     attack = [r["round"] for r in rounds if r.get("attack_round")]
     for i, r in enumerate(attack):
         ax.axvspan(r - 0.5, r + 0.5, color="tab:red", alpha=0.12, lw=0, label="attack round" if i == 0 else None)
-    ax.plot([r["round"] for r in measured], [100 * r["clean_accuracy"] for r in measured], "o-", ms=3,
-            color="tab:blue", label="clean accuracy (CA)")
+    measured_x = [r["round"] for r in measured]
+    ax.plot(measured_x, [100 * r["clean_accuracy"] for r in measured], "o-", ms=3, color="tab:blue",
+            label="clean accuracy (CA)")
     if any(r.get("attack_success_rate") is not None for r in measured):
-        ax.plot([r["round"] for r in measured], [100 * r["attack_success_rate"] for r in measured], "s-", ms=3,
-                color="tab:red", label="attack success rate (ASR)")
+        ax.plot(measured_x, [100 * r["attack_success_rate"] for r in measured], "s-", ms=3, color="tab:red",
+                label="attack success rate (ASR)")
     ax.set_xlabel("round (0: the starting model)")
     ax.set_ylabel("% of the test set")
     ax.set_ylim(-2, 102)
