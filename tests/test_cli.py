@@ -103,6 +103,24 @@ def test_sanitize_says_why_the_guard_refined_or_not(trained, capsys, monkeypatch
                "accuracy 95.00% -> 96.00%)" in line
 
 
+@pytest.mark.parametrize("reason, said", [
+    ("no backdoor check (Neural Cleanse flags no label of the suspect)",
+     "not refined (no backdoor check (Neural Cleanse flags no label of the suspect))"),
+    ("backdoor check", "not refined (Neural Cleanse still found the backdoor on the refined model; the curve's "
+                       "model is kept)")])
+def test_sanitize_says_why_a_refine_was_left_out_without_a_trial(trained, capsys, monkeypatch, reason, said):
+    # records without the guard's trial scores (the refine left out before or after it) print their reason
+    from backdoorlab.defenses import ModeConnectivitySanitizer
+    root, (m1, m2) = trained
+    monkeypatch.setattr(ModeConnectivitySanitizer, "refine_check",
+                        lambda self, *a, **k: {"accepted": False, "rejected_by": reason})
+    code, out, err = run(capsys, "sanitize", str(m1), str(m2), "--dataset", "digits", "--clean-budget", "300",
+                         "--out", str(root / f"san-left-out-{len(reason)}"), "--steps", "20", "--grid", "3",
+                         "--no-verify", "--tolerance", "1.0", "--refine-steps", "5", "--no-progress")
+    assert code == 0, err
+    assert said in next(x for x in out.splitlines() if x.startswith("sanitized model at t = 0.50"))
+
+
 def test_sanitize_one_model_makes_second_endpoint(trained, capsys):
     root, (m1, _) = trained
     code, out, err = run(capsys, "sanitize", str(m1), "--dataset", "digits", "--clean-budget", "300", "--out",

@@ -538,9 +538,7 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
         if summary.get("refined_steps") else ""
     check = summary.get("refine_check")
     if check and not check["accepted"]:
-        refined = (f", not refined (a trial refine on the fit part did not lower the validation loss: "
-                   f"{check['val_loss_before']:.4f} -> {check['val_loss_after_trial']:.4f}, accuracy "
-                   f"{check['val_accuracy_before']:.2%} -> {check['val_accuracy_after_trial']:.2%})")
+        refined = f", not refined ({_refine_rejection(check)})"
     averaged = " (the mean of both models' outputs)" if summary.get("ensemble") else ""
     stage = f" of stage {len(summary['stages'])}" if len(summary.get("stages") or []) > 1 else ""
     click.echo(f"sanitized model at {chosen_text(summary['t'], summary.get('ensemble'))}{stage}{averaged}{refined} "
@@ -551,6 +549,19 @@ def sanitize(model_dirs, dataset, budget, out, curve, init, steps, lr, batch_siz
     for line in summary["warnings"]:
         click.echo(f"warning: {line}", err=True)
     _strict_exit(strict, summary)
+
+
+def _refine_rejection(check: dict) -> str:
+    """Why the sanitizer left its refine step out, from the run's ``refine_check`` record: the guard's trial did
+    not lower the validation loss, the refined model still carried the backdoor, or there was no backdoor check to
+    run on it (the last two records name themselves in ``rejected_by``)."""
+    if check.get("rejected_by") == "backdoor check":
+        return "Neural Cleanse still found the backdoor on the refined model; the curve's model is kept"
+    if "rejected_by" in check:
+        return check["rejected_by"]
+    return (f"a trial refine on the fit part did not lower the validation loss: {check['val_loss_before']:.4f} -> "
+            f"{check['val_loss_after_trial']:.4f}, accuracy {check['val_accuracy_before']:.2%} -> "
+            f"{check['val_accuracy_after_trial']:.2%}")
 
 
 def _strict_exit(strict: bool, summary: dict) -> None:
