@@ -40,6 +40,14 @@ def test_target_images_come_from_the_parent_outside_its_pool(digits, teacher_tas
         target_images(digits, "7", 10)
 
 
+def test_the_target_class_is_a_name_or_a_label():
+    from backdoorlab.attacks.latent import class_label
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert class_label(names, "Sneaker") == 7 and class_label(names, "7") == 7 and class_label(names, " 9") == 9
+    assert class_label(names, "10") is None and class_label(names, "-1") is None and class_label(names, "boot") is None
+    assert class_label(["3", "2", "1"], "1") == 2  # a name wins over a label
+
+
 def test_the_trigger_pulls_triggered_images_towards_the_target(teacher_task):
     torch.manual_seed(0)
     model = new_model("small-cnn", teacher_task, seed=0).eval()

@@ -111,6 +111,32 @@ def test_cli_sidecar_round_trip(digits_suspect, tmp_path, capsys):
     assert evaluated["attack_success_rate"] > 0.8
 
 
+@pytest.mark.parametrize("args, target", [([], 4), (["--target", "0"], 0), (["--trigger-size", "2"], 0)])
+def test_without_trigger_options_the_recorded_backdoor_is_the_one_kept(digits_suspect, tmp_path, capsys, monkeypatch,
+                                                                        args, target):
+    # the suspect's sidecar says target 4: path-backdoor keeps that backdoor unless the command line describes one
+    import shutil
+    import backdoorlab.attacks.path_backdoor as module
+    _, _, suspect_dir = digits_suspect
+    copy = tmp_path / "suspect"
+    shutil.copytree(suspect_dir, copy)
+    meta = json.loads((copy / "model.json").read_text())
+    meta["provenance"]["attack"]["target"] = 4
+    (copy / "model.json").write_text(json.dumps(meta))
+    seen = {}
+
+    def spy(model, backdoor, x, y, num_classes, cfg, progress=True):
+        seen["backdoor"] = backdoor
+        return model, {"relative_weight_change": {}}
+
+    monkeypatch.setattr(module, "path_backdoor", spy)
+    assert main(["attack", "path-backdoor", str(copy), "--out", str(tmp_path / "o"), *QUICK, "--json", *args]) == 0, \
+        capsys.readouterr().err
+    assert seen["backdoor"].to_dict()["target"] == target
+    size = seen["backdoor"].to_dict()["trigger"]["size"]
+    assert size == (2 if "--trigger-size" in args else meta["provenance"]["attack"]["trigger"]["size"])
+
+
 @pytest.mark.parametrize("args, msg", [
     (["-o", "release_t=1.5"], "release_t must be in (0, 1), got 1.5"),
     (["-o", "harden_rounds=x"], "option harden_rounds='x' for path-backdoor: expected a value like 0"),

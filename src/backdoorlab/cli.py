@@ -106,6 +106,15 @@ def _set_twice(key: str, fields: dict) -> BackdoorlabError:
     return BackdoorlabError(f"-o {key} and {flag} set the same setting: give one")
 
 
+def _backdoor_given(spec: dict) -> bool:
+    """Whether the command line set any backdoor option (--trigger/--attack, --target, --all-to-all or a trigger
+    option) rather than leaving them all at their defaults."""
+    ctx = click.get_current_context()
+    defaults = (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP, None)
+    return any(ctx.get_parameter_source(k) not in defaults for k in ("attack", "target", "all_to_all")) or \
+        any(spec[k] is not None for k in TRIGGER_KEYS)
+
+
 def _make_attack(spec: dict, ds, poison_rate: float | None = None, stamp: str | None = None,
                  training: dict | None = None):
     """Build the attack described by the backdoor options (None without --attack) with
@@ -188,8 +197,8 @@ def _datasets():
 @click.option("--backdoor-fraction", default=None, type=float,
               help="triggerless: fraction of training batches that are backdoor batches (0.1).")
 @click.option("--target-class", default=None,
-              help="latent: the target class's name, a class of the data set outside the teacher's task (7 for "
-                   "--dataset mnist[0-4]).")
+              help="latent: the target class, by name or label, a class of the data set outside the teacher's "
+                   "task (7 for --dataset mnist[0-4]; Sneaker or 7 for fashion-mnist[0-4]).")
 @click.option("--target-images", default=None, type=int,
               help="latent: how many training images of the target class the attacker has (300).")
 @click.option("--latent-layer", default=None,
@@ -863,11 +872,12 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
 
     Writes OUT/model.safetensors + model.json (the attacked model, the attack recorded in its provenance, so that
     `backdoorlab evaluate OUT` measures it) and OUT/config.json. The trigger options (--trigger, --target, ...)
-    are for weight-perturbation and path-backdoor (the trigger the suspect already carries); --target fixes the
+    are for weight-perturbation and path-backdoor (the trigger the suspect already carries; without them,
+    path-backdoor takes the backdoor the suspect's sidecar records, else BadNets' defaults); --target fixes the
     chosen images' label for the fault attacks (default: a random label per image; one shared random label for
     single-bias).
     """
-    from .attacks import MODEL_ATTACKS
+    from .attacks import MODEL_ATTACKS, backdoor_of
     from .models.checkpoint import checked_meta
     from .runs import model_attack_run
     if name not in MODEL_ATTACKS:
@@ -884,7 +894,10 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
     options = {entry.traits["settings"]: entry.config.from_dict(settings, owner=name)}  # bad values: refused here
     meta = checked_meta(model_dir, named_arch, _canonical(dataset))  # refused before the data loads
     ds = _dataset(meta["dataset"], data_dir, model_dir=model_dir)
-    if entry.traits["trigger"]:
+    recorded = backdoor_of(meta) if entry.traits["carried_backdoor"] and not _backdoor_given(backdoor_spec) else None
+    if recorded is not None:
+        options["backdoor"] = recorded  # the backdoor the suspect carries, as its sidecar records it
+    elif entry.traits["trigger"]:
         atk = _make_attack(backdoor_spec, ds)
         options["backdoor"] = atk.backdoor
     else:

@@ -112,8 +112,17 @@ class LatentConfig(Config):
     finetune_epochs: int = option(1, check=at_least(0))
 
 
+def class_label(class_names: list[str], text: str) -> int | None:
+    """The label of the class ``text`` names: a class name (``Sneaker``), else a label in range (``7``); None when
+    it is neither. A name wins over a label, so a data set whose names are other numbers still means its names."""
+    if text in class_names:
+        return class_names.index(text)
+    text = str(text).strip()
+    return int(text) if text.isdigit() and int(text) < len(class_names) else None
+
+
 def target_images(dataset, target_class: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The attacker's ``n`` images of ``target_class`` (a class name of ``dataset``'s parent, outside ``dataset``,
+    """The attacker's ``n`` images of ``target_class`` (a class name or label of ``dataset``'s parent, outside ``dataset``,
     a class subset): a seeded draw from the parent's training part (never its held-out pool), the parent's test
     images of that class (for the report), and the class's label in the parent."""
     source = dataset.source or {}
@@ -123,10 +132,12 @@ def target_images(dataset, target_class: str, n: int, seed: int = 0) -> tuple[to
                                f"on a class subset (e.g. mnist[0-4]) and name a class of its data set outside it, "
                                f"not on {dataset.name}")
     outside = [name for i, name in enumerate(parent.class_names) if i not in source["classes"]]
-    if target_class not in parent.class_names:
+    label = class_label(parent.class_names, target_class)
+    if label is None:
+        named = [f"{i} ({name})" if name != str(i) else name
+                 for i, name in enumerate(parent.class_names) if i not in source["classes"]]
         raise BackdoorlabError(f"--target-class {target_class!r} is not a class of {parent.name}; valid: "
-                               f"{', '.join(outside)}")
-    label = parent.class_names.index(target_class)
+                               f"{', '.join(named)} (a class name or its label)")
     if label in source["classes"]:
         raise BackdoorlabError(f"--target-class {target_class!r} is in the teacher's task {dataset.name}; the latent "
                                f"backdoor targets a class outside it (valid: {', '.join(outside)}; for a target "
@@ -326,7 +337,7 @@ class LatentAttack:
             t = time.time()
             _, h_finetune = train_last_layers(model, 1, x, y, ft_cfg, progress=progress, desc="latent: classifier")
             seconds["classifier"] = time.time() - t
-        self.backdoor = LatentBackdoor(trigger, cfg.target_class, layer,
+        self.backdoor = LatentBackdoor(trigger, dataset.parent.class_names[parent_label], layer,
                                        family(dataset.name, dataset.source))
         self.report = {"layer": layer, "target_label_in_parent": parent_label, "target_images": len(xt),
                        "trigger_loss_first": losses[0], "trigger_loss_last": losses[-1],

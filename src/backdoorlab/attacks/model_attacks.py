@@ -23,7 +23,9 @@ from ..registry import Registry
 from .weights import (FaultBackdoor, FaultInjectionConfig, WeightPerturbationConfig, adversarial_weight_perturbation,
                       choose_fault_targets, fault_injection, single_bias_attack)
 
-MODEL_ATTACKS = Registry("model attack", traits={"trigger": False, "settings": "fault"})
+# trigger: the attack takes the trigger options; carried_backdoor: they describe the backdoor the model already
+# carries (by default the one its sidecar records) rather than one to plant
+MODEL_ATTACKS = Registry("model attack", traits={"trigger": False, "carried_backdoor": False, "settings": "fault"})
 
 
 @dataclass

@@ -206,7 +206,7 @@ def path_backdoor(model: nn.Module, backdoor, x: torch.Tensor, y: torch.Tensor, 
 @MODEL_ATTACKS.register("path-backdoor", PathBackdoorConfig,
                         "Adaptive attack on the mode-connectivity sanitizer (Zhao et al. 2020): release a model of a "
                         "curve trained on the attacker's poisoned data, so that the whole path keeps the backdoor.",
-                        trigger=True, settings="settings")
+                        trigger=True, carried_backdoor=True, settings="settings")
 def path_backdoor_attack(model, cfg: PathBackdoorConfig | None, data: ModelAttackData):
     if data.backdoor is None:
         raise BackdoorlabError("path-backdoor needs a backdoor (trigger and target)")
