@@ -109,6 +109,8 @@ def test_cli_sidecar_round_trip(digits_suspect, tmp_path, capsys):
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["attack_success_rate"] == pytest.approx(summary["after"]["attack_success_rate"])
     assert evaluated["attack_success_rate"] > 0.8
+    assert main(["attack", "path-backdoor", str(suspect_dir), "--out", str(tmp_path / "again"), *QUICK]) == 0
+    assert "backdoor: the one the suspect's sidecar records" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, target", [([], 4), (["--target", "0"], 0), (["--trigger-size", "2"], 0)])

@@ -914,6 +914,8 @@ def attack(name, model_dir, out, dataset, epsilon, steps, step_size, attacker_im
         click.echo(json.dumps(summary | {"out": out}))
         return
     click.echo(f"{name} on {model_dir} -> {out} ({summary['seconds']:.0f} s)")
+    if recorded is not None:
+        click.echo("  backdoor: the one the suspect's sidecar records (trigger options would name another)")
     click.echo("  before:")
     _print_metrics(summary["before"])
     click.echo("  after:")
