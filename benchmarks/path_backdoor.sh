@@ -9,7 +9,7 @@
 #
 #   bash benchmarks/path_backdoor.sh DATASET ARCH BUDGET SEED OUT [ATTACKER_IMAGES] [CURVE_STEPS] [EPOCHS]
 #   e.g. OMP_NUM_THREADS=1 bash benchmarks/path_backdoor.sh mnist small-cnn 1000 1 bench-out/path-backdoor-mnist 5000 1200
-#   CIFAR-10 (not run on this machine, see docs/results.md): the trigger options and the recorded augmentation go
+#   CIFAR-10 (docs/results.md, one model; STEPS="paper-1 paper-1-one hard-1"): the trigger options and the augmentation go
 #   through TRIGGER and AUGMENT, e.g. AUGMENT=crop-flip-jpeg bash benchmarks/path_backdoor.sh cifar10 resnet20 2500 1 \
 #       bench-out/path-backdoor-cifar10 5000 2400 30      (with OUT/suspects/badnets-1 and -2 copied in beforehand)
 set -euo pipefail
