@@ -122,9 +122,9 @@ def class_label(class_names: list[str], text: str) -> int | None:
 
 
 def target_images(dataset, target_class: str, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The attacker's ``n`` images of ``target_class`` (a class name or label of ``dataset``'s parent, outside ``dataset``,
-    a class subset): a seeded draw from the parent's training part (never its held-out pool), the parent's test
-    images of that class (for the report), and the class's label in the parent."""
+    """The attacker's ``n`` images of ``target_class`` (a class name or label of ``dataset``'s parent, outside
+    ``dataset``, a class subset): a seeded draw from the parent's training part (never its held-out pool), the
+    parent's test images of that class (for the report), and the class's label in the parent."""
     source = dataset.source or {}
     parent = getattr(dataset, "parent", None)
     if parent is None or source.get("kind") != "subset":
