@@ -131,16 +131,15 @@ def target_images(dataset, target_class: str, n: int, seed: int = 0) -> tuple[to
         raise BackdoorlabError(f"the latent backdoor targets a class outside the teacher's task: train the teacher "
                                f"on a class subset (e.g. mnist[0-4]) and name a class of its data set outside it, "
                                f"not on {dataset.name}")
-    outside = [name for i, name in enumerate(parent.class_names) if i not in source["classes"]]
+    outside = ", ".join(f"{i} ({name})" if name != str(i) else name  # label and name where they differ
+                        for i, name in enumerate(parent.class_names) if i not in source["classes"])
     label = class_label(parent.class_names, target_class)
     if label is None:
-        named = [f"{i} ({name})" if name != str(i) else name
-                 for i, name in enumerate(parent.class_names) if i not in source["classes"]]
         raise BackdoorlabError(f"--target-class {target_class!r} is not a class of {parent.name}; valid: "
-                               f"{', '.join(named)} (a class name or its label)")
+                               f"{outside} (a class name or its label)")
     if label in source["classes"]:
         raise BackdoorlabError(f"--target-class {target_class!r} is in the teacher's task {dataset.name}; the latent "
-                               f"backdoor targets a class outside it (valid: {', '.join(outside)}; for a target "
+                               f"backdoor targets a class outside it (valid: {outside}; for a target "
                                f"inside the task, use badnets)")
     from ..budget import training_part
 
