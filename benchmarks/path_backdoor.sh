@@ -9,9 +9,11 @@
 #
 #   bash benchmarks/path_backdoor.sh DATASET ARCH BUDGET SEED OUT [ATTACKER_IMAGES] [CURVE_STEPS] [EPOCHS]
 #   e.g. OMP_NUM_THREADS=1 bash benchmarks/path_backdoor.sh mnist small-cnn 1000 1 bench-out/path-backdoor-mnist 5000 1200
-#   CIFAR-10 (docs/results.md, one model; STEPS="paper-1 paper-1-one hard-1"): the trigger options and the augmentation go
-#   through TRIGGER and AUGMENT, e.g. AUGMENT=crop-flip-jpeg bash benchmarks/path_backdoor.sh cifar10 resnet20 2500 1 \
-#       bench-out/path-backdoor-cifar10 5000 2400 30      (with OUT/suspects/badnets-1 and -2 copied in beforehand)
+#   AUGMENT (default none, as in the documented MNIST runs; the CLI's own default is auto, the sanitizer's augmentation)
+#   and TRIGGER pass the augmentation and the trigger options.
+#   CIFAR-10 (docs/results.md; STEPS names the steps), e.g. AUGMENT=crop-flip-jpeg bash benchmarks/path_backdoor.sh \
+#       cifar10 resnet20 2500 1 bench-out/path-backdoor-cifar10 5000 2400 30
+#       (with OUT/suspects/badnets-1 and -2 copied in beforehand)
 set -euo pipefail
 dataset=$1 arch=$2 budget=$3 seed=$4 out=$5 images=${6:-5000} steps=${7:-2400} epochs=${8:-}
 augment=${AUGMENT:-none}

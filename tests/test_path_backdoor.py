@@ -59,7 +59,8 @@ def test_path_keeps_the_backdoor_on_the_attackers_data(digits, digits_suspect):
     model, meta, _ = digits_suspect
     bd = backdoor_of(meta)
     x, y = training_part(digits)
-    cfg = PathBackdoorConfig(curve_steps=200, harden_rounds=1, harden_curve_steps=100, harden_steps=60)
+    cfg = PathBackdoorConfig(curve_steps=200, harden_rounds=1, harden_curve_steps=100, harden_steps=60,
+                             augment="none")
     released, report = path_backdoor(model, bd, x[:500], y[:500], 10, cfg, progress=False)
     path = report["attacker_path"]
     assert [r["t"] for r in path] == [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -137,6 +138,34 @@ def test_without_trigger_options_the_recorded_backdoor_is_the_one_kept(digits_su
     assert seen["backdoor"].to_dict()["target"] == target
     size = seen["backdoor"].to_dict()["trigger"]["size"]
     assert size == (2 if "--trigger-size" in args else meta["provenance"]["attack"]["trigger"]["size"])
+
+
+@pytest.mark.parametrize("args, augment", [([], "affine"), (["-o", "augment=none"], "none")])
+def test_the_augmentation_defaults_to_the_sanitizers_for_the_data_set(digits_suspect, tmp_path, capsys, monkeypatch,
+                                                                      args, augment):
+    # the attacker's curve imitates the defender's: by default the augmentation the sanitizer uses on the data set
+    import backdoorlab.attacks.path_backdoor as module
+    _, _, suspect_dir = digits_suspect
+    seen = {}
+
+    def spy(model, backdoor, x, y, num_classes, cfg, progress=True):
+        seen["cfg"] = cfg
+        return model, {"relative_weight_change": {}, "config": {"augment": cfg.augment}}
+
+    monkeypatch.setattr(module, "path_backdoor", spy)
+    out = tmp_path / "o"
+    assert main(["attack", "path-backdoor", str(suspect_dir), "--out", str(out), *QUICK, "--json", *args]) == 0
+    assert seen["cfg"].augment == augment
+    assert json.loads((out / "config.json").read_text())["settings"]["augment"] == augment
+
+
+def test_an_unresolved_auto_augmentation_is_refused(digits, digits_suspect):
+    model, meta, _ = digits_suspect
+    x, y = training_part(digits)
+    with pytest.raises(BackdoorlabError, match="resolve it first"):
+        path_backdoor(model, backdoor_of(meta), x[:100], y[:100], 10, PathBackdoorConfig(), progress=False)
+    assert PathBackdoorConfig().resolve_augment("cifar10").augment == "crop-flip-jpeg"
+    assert PathBackdoorConfig(augment="jpeg").resolve_augment("cifar10").augment == "jpeg"
 
 
 @pytest.mark.parametrize("args, msg", [

@@ -32,7 +32,8 @@ MODEL_ATTACKS = Registry("model attack", traits={"trigger": False, "carried_back
 class ModelAttackData:
     """What a model attack may use besides the model: the attacker's clean images (not from the defender's
     held-out pool), the test set the chosen images come from, the planted backdoor (trigger attacks), the
-    chosen label and number of images (fault attacks), the seed and whether to show progress."""
+    chosen label and number of images (fault attacks), the seed, whether to show progress and the data set's name
+    (for settings that default to a data set's own, such as path-backdoor's augmentation)."""
 
     attacker_x: torch.Tensor
     attacker_y: torch.Tensor
@@ -44,6 +45,7 @@ class ModelAttackData:
     n_images: int = 5
     seed: int = 0
     progress: bool = True
+    dataset_name: str = ""
 
 
 @MODEL_ATTACKS.register("weight-perturbation", WeightPerturbationConfig,

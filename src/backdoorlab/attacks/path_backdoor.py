@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -55,17 +55,19 @@ MIN_ATTACKER_IMAGES = 20
 class PathBackdoorConfig(Config):
     """Settings of the path backdoor. ``release_t``: the point of the attacker's path that is released.
     ``curve_steps``, ``lr``, ``batch_size``, ``weight_decay``, ``augment``: the attacker's curve (the sanitizer's
-    recipe; ``augment`` is applied before the trigger is stamped). ``poison_fraction``: the share of each batch
-    that gets the trigger and the target label. ``harden_rounds``: simulated sanitizer runs after the release
-    (0: the paper's attack alone), each a clean curve of ``harden_curve_steps`` and then ``harden_steps`` of
-    fine-tuning at ``harden_lr``; ``min_distance``: the sanitizer's, where the hardening samples its t."""
+    recipe; ``augment`` is applied before the trigger is stamped; ``"auto"``, the default: the sanitizer's own
+    augmentation for the data set, which the attacker imitates, see ``resolve_augment``). ``poison_fraction``: the
+    share of each batch that gets the trigger and the target label. ``harden_rounds``: simulated sanitizer runs
+    after the release (0: the paper's attack alone), each a clean curve of ``harden_curve_steps`` and then
+    ``harden_steps`` of fine-tuning at ``harden_lr``; ``min_distance``: the sanitizer's, where the hardening samples
+    its t."""
 
     release_t: float = option(0.5, check=interval("(0, 1)"))
     curve_steps: int = option(2400, flag="--steps", check=at_least(1))
     lr: float = option(0.05, check=(lambda v: v > 0, "> 0"))
     batch_size: int = option(128, check=at_least(1))
     weight_decay: float = option(5e-4, check=at_least(0))
-    augment: str = "none"
+    augment: str = "auto"
     poison_fraction: float = option(0.25, check=interval("(0, 1)"))
     harden_rounds: int = option(0, check=at_least(0))
     harden_curve_steps: int = option(600, check=at_least(1))
@@ -75,9 +77,18 @@ class PathBackdoorConfig(Config):
     seed: int = option(0, flag="--seed")
 
     def validate(self):
-        if self.augment not in AUGMENTATIONS:
+        if self.augment != "auto" and self.augment not in AUGMENTATIONS:
             raise BackdoorlabError(f"unknown augmentation {self.augment!r} for path-backdoor; "
-                                   f"valid: {valid_names(AUGMENTATIONS)}")
+                                   f"valid: auto, {valid_names(AUGMENTATIONS)}")
+
+    def resolve_augment(self, dataset_name: str) -> "PathBackdoorConfig":
+        """``augment="auto"`` made concrete: the augmentation the sanitizer trains its curve with on
+        ``dataset_name`` (affine for greyscale data, crop-flip-jpeg for colour), since the attacker's curve imitates
+        the defender's."""
+        if self.augment != "auto":
+            return self
+        from ..data.registry import sanitizer_augmentation
+        return replace(self, augment=sanitizer_augmentation(dataset_name))
 
     def sanitizer_config(self, steps: int, seed: int):
         """The sanitizer settings the attacker's curves are trained with (its recipe, the attacker's numbers)."""
@@ -159,6 +170,9 @@ def path_backdoor(model: nn.Module, backdoor, x: torch.Tensor, y: torch.Tensor, 
         raise BackdoorlabError("path-backdoor needs a backdoor with one trigger and one label mapping (badnets, "
                                "blended, or dynamic with one target)")
     backdoor.check(num_classes)
+    if cfg.augment == "auto":
+        raise BackdoorlabError("path-backdoor's augment='auto' names the sanitizer's augmentation for a data set; "
+                               "resolve it first (PathBackdoorConfig.resolve_augment(dataset_name))")
     if len(y) < MIN_ATTACKER_IMAGES:
         raise BackdoorlabError(f"path-backdoor needs at least {MIN_ATTACKER_IMAGES} attacker images, got {len(y)}")
     tick = time.time()
@@ -210,8 +224,9 @@ def path_backdoor(model: nn.Module, backdoor, x: torch.Tensor, y: torch.Tensor, 
 def path_backdoor_attack(model, cfg: PathBackdoorConfig | None, data: ModelAttackData):
     if data.backdoor is None:
         raise BackdoorlabError("path-backdoor needs a backdoor (trigger and target)")
-    attacked, report = path_backdoor(model, data.backdoor, data.attacker_x, data.attacker_y, data.num_classes,
-                                     cfg or PathBackdoorConfig(), data.progress)
+    cfg = (cfg or PathBackdoorConfig()).resolve_augment(data.dataset_name)
+    attacked, report = path_backdoor(model, data.backdoor, data.attacker_x, data.attacker_y, data.num_classes, cfg,
+                                     data.progress)
     return attacked, report, data.backdoor
 
 

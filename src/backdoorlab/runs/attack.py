@@ -44,7 +44,7 @@ def model_attack_run(dataset, name: str, model_dir: str, out: str, *, backdoor=N
     tick = time.time()
     settings = {"awp": awp, "fault": fault, "settings": settings}[entry.traits["settings"]]
     data = ModelAttackData(xa, ya, test_x, test_y, k, backdoor=backdoor, target=target, n_images=n_images, seed=seed,
-                           progress=progress)
+                           progress=progress, dataset_name=dataset.name)
     attacked, report, backdoor = entry.run(model, settings, data)
     seconds = time.time() - tick
     before = evaluate(model, test_x, test_y, backdoor, k)
