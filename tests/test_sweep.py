@@ -84,6 +84,8 @@ trigger_size = 2
      "sweep.toml:11: [attacks.wp]: unknown key 'alpha'"),
     ("[defenses.finetune]", "[defenses.two]\ndefense = \"mode-connectivity\"\nsuspects = 3",
      "sweep.toml:11: [defenses.two]: suspects must be 1 or 2"),
+    ("[defenses.finetune]", "[attacks.lat]\nattack = \"latent\"",
+     "sweep.toml:10: [attacks.lat]: the latent attack's backdoor fires only in a transfer-learned student"),
 ])
 def test_bad_config_named_by_line_and_key(tmp_path, old, new, message):
     assert old in GOOD

@@ -28,6 +28,9 @@ TRAINING_ATTACKS = Registry("attack", traits={
     "poisons_data": True,
     # takes several target labels (all-to-one), one trigger each
     "multi_target": False,
+    # the backdoor fires only in a student transfer-learned from the trained model (`backdoorlab transfer`), so the
+    # trained model's own ASR measures nothing and a sweep, which has no transfer step, cannot measure it
+    "fires_in_student": False,
 })
 
 DEFAULT_POISON_RATE = 0.1

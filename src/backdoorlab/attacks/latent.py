@@ -376,7 +376,7 @@ class _Identity:
 @TRAINING_ATTACKS.register("latent", LatentConfig,
                            "Latent backdoor (Yao et al. 2019): a teacher whose trigger maps to a class outside its "
                            "task; fires in a transfer-learned student that has the class (backdoorlab transfer).",
-                           poisons_data=False)
+                           poisons_data=False, fires_in_student=True)
 def latent(cfg: LatentConfig, *, targets: list[int], mode: str, poison_rate=None, stamp=None,
            image_shape=None) -> LatentAttack:
     if mode != "all-to-one":

@@ -323,6 +323,11 @@ def _attack(label: str, options, datasets, lines: _Lines) -> AttackSpec:
         return AttackSpec(label, "none", "clean", {}, score_with)
     if name in TRAINING_ATTACKS:
         entry = TRAINING_ATTACKS.entry(name)
+        if entry.traits["fires_in_student"]:
+            raise lines.error((*where, "attack") if (*where, "attack") in lines.keys else where,
+                              f"the {name} attack's backdoor fires only in a transfer-learned student, and a sweep "
+                              f"has no transfer step: plant it with `backdoorlab train --attack {name}`, then run "
+                              f"`backdoorlab transfer`")
         own = tuple(flag_keys(entry.config))
         _known_keys(options, (*POISON_KEYS, *own) if entry.traits["poisons_data"] else ("target", *own), where,
                     lines)
