@@ -10,7 +10,8 @@ are (as the attack does before it releases a model) and re-estimated on them aug
         bench-out/path-backdoor-cifar10/suspects/paper-1
 
 If plain fine-tuning at the hardening's rate keeps the accuracy, the collapse of the hardened model comes from the
-curve-point half of the hardening loss (docs/results.md, "CIFAR-10, resnet20, 2,500 clean images")."""
+curve-point half of the hardening loss (docs/results.md, "CIFAR-10, resnet20, 2,500 clean images:
+one and two models")."""
 import sys
 import time
 
