@@ -86,6 +86,8 @@ trigger_size = 2
      "sweep.toml:11: [defenses.two]: suspects must be 1 or 2"),
     ("[defenses.finetune]", "[attacks.lat]\nattack = \"latent\"",
      "sweep.toml:10: [attacks.lat]: the latent attack's backdoor fires only in a transfer-learned student"),
+    ("[defenses.finetune]", "[attacks.latent]",
+     "sweep.toml:9: [attacks.latent]: the latent attack's backdoor fires only in a transfer-learned student"),
 ])
 def test_bad_config_named_by_line_and_key(tmp_path, old, new, message):
     assert old in GOOD

@@ -141,6 +141,11 @@ class _Lines:
         at = f"{self.path}:{line}" if line else self.path
         return BackdoorlabError(f"{at}: [{table}]: {message}" if table else f"{at}: {message}")
 
+    def key_or_table(self, table: tuple, key: str) -> tuple:
+        """Where to point an error about ``key`` of ``table``: the key where the text writes it, else the table (a
+        key left out, such as an attack named by its table's label)."""
+        return (*table, key) if (*table, key) in self.keys else table
+
 
 def load_sweep_config(path: str, data_dir: str | None = None) -> SweepConfig:
     """Read and check the sweep configuration at ``path`` (see the module docstring); the data sets are read
@@ -307,7 +312,7 @@ def _named(section: str, noun: str, label: str, options, valid, lines: _Lines) -
     options = dict(options)
     name = options.pop(noun, label)
     if name not in valid:
-        raise lines.error((*where, noun) if (*where, noun) in lines.keys else where,
+        raise lines.error(lines.key_or_table(where, noun),
                           f"unknown {noun} {name!r}; valid: {valid_names(valid)}")
     return name, options
 
@@ -324,7 +329,7 @@ def _attack(label: str, options, datasets, lines: _Lines) -> AttackSpec:
     if name in TRAINING_ATTACKS:
         entry = TRAINING_ATTACKS.entry(name)
         if entry.traits["fires_in_student"]:
-            raise lines.error((*where, "attack") if (*where, "attack") in lines.keys else where,
+            raise lines.error(lines.key_or_table(where, "attack"),
                               f"the {name} attack's backdoor fires only in a transfer-learned student, and a sweep "
                               f"has no transfer step: plant it with `backdoorlab train --attack {name}`, then run "
                               f"`backdoorlab transfer`")
