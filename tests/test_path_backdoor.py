@@ -164,6 +164,10 @@ def test_an_unresolved_auto_augmentation_is_refused(digits, digits_suspect):
     x, y = training_part(digits)
     with pytest.raises(BackdoorlabError, match="resolve it first"):
         path_backdoor(model, backdoor_of(meta), x[:100], y[:100], 10, PathBackdoorConfig(), progress=False)
+    from backdoorlab.attacks import ModelAttackData
+    data = ModelAttackData(x[:100], y[:100], x[:10], y[:10], 10, backdoor=backdoor_of(meta))  # no data set named
+    with pytest.raises(BackdoorlabError, match="resolve it first"):
+        MODEL_ATTACKS.entry("path-backdoor").run(model, PathBackdoorConfig(), data)
     assert PathBackdoorConfig().resolve_augment("cifar10").augment == "crop-flip-jpeg"
     assert PathBackdoorConfig(augment="jpeg").resolve_augment("cifar10").augment == "jpeg"
 

@@ -172,7 +172,8 @@ def path_backdoor(model: nn.Module, backdoor, x: torch.Tensor, y: torch.Tensor, 
     backdoor.check(num_classes)
     if cfg.augment == "auto":
         raise BackdoorlabError("path-backdoor's augment='auto' names the sanitizer's augmentation for a data set; "
-                               "resolve it first (PathBackdoorConfig.resolve_augment(dataset_name))")
+                               "resolve it first (PathBackdoorConfig.resolve_augment(dataset_name), or give "
+                               "ModelAttackData its dataset_name)")
     if len(y) < MIN_ATTACKER_IMAGES:
         raise BackdoorlabError(f"path-backdoor needs at least {MIN_ATTACKER_IMAGES} attacker images, got {len(y)}")
     tick = time.time()
@@ -224,7 +225,9 @@ def path_backdoor(model: nn.Module, backdoor, x: torch.Tensor, y: torch.Tensor, 
 def path_backdoor_attack(model, cfg: PathBackdoorConfig | None, data: ModelAttackData):
     if data.backdoor is None:
         raise BackdoorlabError("path-backdoor needs a backdoor (trigger and target)")
-    cfg = (cfg or PathBackdoorConfig()).resolve_augment(data.dataset_name)
+    cfg = cfg or PathBackdoorConfig()
+    if data.dataset_name:  # without a name, an "auto" augmentation is refused by path_backdoor, not guessed
+        cfg = cfg.resolve_augment(data.dataset_name)
     attacked, report = path_backdoor(model, data.backdoor, data.attacker_x, data.attacker_y, data.num_classes, cfg,
                                      data.progress)
     return attacked, report, data.backdoor
